@@ -1,0 +1,27 @@
+import type { Config } from 'jest';
+
+const config: Config = {
+  rootDir: '.',
+  testEnvironment: 'node',
+  testMatch: [
+    '<rootDir>/test/unit/**/*.spec.ts',
+    '<rootDir>/test/e2e/**/*.e2e-spec.ts',
+    '<rootDir>/sample-app/test/**/*.e2e-spec.ts',
+  ],
+  moduleFileExtensions: ['ts', 'js', 'json'],
+  transform: {
+    // Transpile only (isolatedModules): `npm run typecheck` checks the types, so the suite starts fast.
+    '^.+\\.ts$': ['ts-jest', { tsconfig: { isolatedModules: true } }],
+  },
+  // The sample app imports the package by name; in this repo that is the source in lib/.
+  moduleNameMapper: {
+    '^nestjs-request-transaction$': '<rootDir>/lib/index.ts',
+    '^nestjs-request-transaction/testing$': '<rootDir>/lib/testing/index.ts',
+  },
+  modulePathIgnorePatterns: ['<rootDir>/dist/'],
+  globalSetup: '<rootDir>/test/support/global-setup.ts',
+  globalTeardown: '<rootDir>/test/support/global-teardown.ts',
+  testTimeout: 30_000,
+};
+
+export default config;

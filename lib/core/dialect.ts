@@ -1,0 +1,174 @@
+import type { DataSource, QueryRunner } from 'typeorm';
+
+/** Isolation levels both PostgreSQL and MySQL/MariaDB accept. */
+export const ISOLATION_LEVELS = ['READ UNCOMMITTED', 'READ COMMITTED', 'REPEATABLE READ', 'SERIALIZABLE'] as const;
+export type IsolationLevel = (typeof ISOLATION_LEVELS)[number];
+
+/** What a BEGIN must establish for one transaction. */
+export interface BeginSpec {
+  isolationLevel?: IsolationLevel;
+  readOnly?: boolean;
+  timeoutMs?: number;
+}
+
+/** Pool counters, as the driver's pool reports them. */
+export interface PoolStats {
+  total: number;
+  idle: number;
+  waiting: number;
+}
+
+/**
+ * Everything that differs between PostgreSQL and MySQL/MariaDB lives here: how a transaction is
+ * opened on a raw driver connection, which errors are worth a retry, how pool counters are read.
+ */
+export interface Dialect {
+  readonly name: 'postgres' | 'mysql';
+  /** Statements that open a transaction; as few as the database allows (PostgreSQL: one). */
+  beginStatements(connection: unknown, spec: BeginSpec): string[];
+  /** Statements that undo session state the BEGIN had to set outside the transaction (MySQL timeouts). */
+  endStatements(connection: unknown, spec: BeginSpec): string[];
+  /** Sends one statement on the raw driver connection, bypassing TypeORM's query runner. */
+  send(connection: unknown, sql: string): Promise<void>;
+  /** Deadlock or serialization failure: the whole transaction may succeed if run again. */
+  isRetryable(error: unknown): boolean;
+  /** A statement or idle-in-transaction timeout fired. */
+  isTimeout(error: unknown): boolean;
+  poolStats(dataSource: DataSource): PoolStats;
+  /** Releases a query runner whose connection may be mid-transaction: the pool must not reuse it. */
+  destroy(queryRunner: QueryRunner, cause: unknown): Promise<void>;
+}
+
+function driverError(error: unknown): Record<string, unknown> | undefined {
+  if (typeof error !== 'object' || error === null) return undefined;
+  const inner = (error as { driverError?: unknown }).driverError;
+  return (typeof inner === 'object' && inner !== null ? inner : error) as Record<string, unknown>;
+}
+
+interface PgClient {
+  query(sql: string): Promise<unknown>;
+}
+
+const postgres: Dialect = {
+  name: 'postgres',
+  beginStatements(_connection, spec) {
+    let sql = 'BEGIN';
+    if (spec.isolationLevel) sql += ` ISOLATION LEVEL ${spec.isolationLevel}`;
+    if (spec.readOnly) sql += ' READ ONLY';
+    if (spec.timeoutMs !== undefined) {
+      // Transaction-local: the settings vanish at COMMIT/ROLLBACK, so a pooled connection keeps nothing.
+      // Simple-protocol multi-statement: still one round trip.
+      sql += `; SET LOCAL statement_timeout = ${spec.timeoutMs}; SET LOCAL idle_in_transaction_session_timeout = ${spec.timeoutMs}`;
+    }
+    return [sql];
+  },
+  endStatements() {
+    // SET LOCAL ends with the transaction.
+    return [];
+  },
+  async send(connection, sql) {
+    await (connection as PgClient).query(sql);
+  },
+  isRetryable(error) {
+    const code = driverError(error)?.code;
+    return code === '40P01' || code === '40001';
+  },
+  isTimeout(error) {
+    const e = driverError(error);
+    if (e?.code === '25P03') return true;
+    return e?.code === '57014' && /statement timeout/.test(String(e.message));
+  },
+  poolStats(dataSource) {
+    const pool = (dataSource.driver as unknown as { master?: { totalCount: number; idleCount: number; waitingCount: number } }).master;
+    return { total: pool?.totalCount ?? 0, idle: pool?.idleCount ?? 0, waiting: pool?.waitingCount ?? 0 };
+  },
+  async destroy(queryRunner, cause) {
+    // pg-pool destroys a client released with an error instead of returning it to the idle list.
+    const qr = queryRunner as unknown as { releasePostgresConnection?: (err: unknown) => Promise<void> };
+    if (typeof qr.releasePostgresConnection === 'function') {
+      await qr.releasePostgresConnection(cause instanceof Error ? cause : new Error(String(cause)));
+    } else {
+      await queryRunner.release();
+    }
+  },
+};
+
+interface MysqlConnection {
+  query(sql: string, cb: (err: unknown) => void): void;
+  destroy(): void;
+  _handshakePacket?: { serverVersion?: string };
+}
+
+function isMariaDb(connection: unknown): boolean {
+  return /mariadb/i.test((connection as MysqlConnection)._handshakePacket?.serverVersion ?? '');
+}
+
+const mysql: Dialect = {
+  name: 'mysql',
+  beginStatements(connection, spec) {
+    const statements: string[] = [];
+    if (spec.timeoutMs !== undefined) {
+      // MySQL/MariaDB have no transaction-local settings: set them on the session and reset them after the transaction.
+      statements.push(
+        isMariaDb(connection)
+          ? `SET SESSION max_statement_time = ${spec.timeoutMs / 1000}, SESSION idle_transaction_timeout = ${Math.max(1, Math.ceil(spec.timeoutMs / 1000))}`
+          : `SET SESSION max_execution_time = ${spec.timeoutMs}`,
+      );
+    }
+    // SET TRANSACTION (without SESSION) applies to the next transaction only.
+    if (spec.isolationLevel) statements.push(`SET TRANSACTION ISOLATION LEVEL ${spec.isolationLevel}`);
+    statements.push(spec.readOnly ? 'START TRANSACTION READ ONLY' : 'START TRANSACTION');
+    return statements;
+  },
+  endStatements(connection, spec) {
+    if (spec.timeoutMs === undefined) return [];
+    return [
+      isMariaDb(connection)
+        ? 'SET SESSION max_statement_time = DEFAULT, SESSION idle_transaction_timeout = DEFAULT'
+        : 'SET SESSION max_execution_time = DEFAULT',
+    ];
+  },
+  send(connection, sql) {
+    return new Promise((resolve, reject) =>
+      (connection as MysqlConnection).query(sql, (err) => (err ? reject(err) : resolve())),
+    );
+  },
+  isRetryable(error) {
+    const e = driverError(error);
+    return e?.errno === 1213 || e?.code === 'ER_LOCK_DEADLOCK';
+  },
+  isTimeout(error) {
+    const errno = driverError(error)?.errno;
+    // 1969: MariaDB max_statement_time; 3024: MySQL max_execution_time.
+    return errno === 1969 || errno === 3024;
+  },
+  poolStats(dataSource) {
+    const pool = (dataSource.driver as unknown as {
+      pool?: { _allConnections: { length: number }; _freeConnections: { length: number }; _connectionQueue: { length: number } };
+    }).pool;
+    return {
+      total: pool?._allConnections.length ?? 0,
+      idle: pool?._freeConnections.length ?? 0,
+      waiting: pool?._connectionQueue.length ?? 0,
+    };
+  },
+  async destroy(queryRunner) {
+    const qr = queryRunner as unknown as { databaseConnection?: MysqlConnection; isReleased: boolean };
+    // A destroyed mysql2 pool connection leaves the pool; releasing it as well would put it back.
+    qr.databaseConnection?.destroy();
+    qr.isReleased = true;
+  },
+};
+
+/** The dialect of a data source, or undefined where the library does not support its driver. */
+export function dialectOf(dataSource: DataSource): Dialect | undefined {
+  switch (dataSource.options.type) {
+    case 'postgres':
+      return postgres;
+    case 'mysql':
+    case 'mariadb':
+      return mysql;
+    default:
+      return undefined;
+  }
+}

@@ -1,0 +1,138 @@
+import { Injectable } from '@nestjs/common';
+import type { EntityManager } from 'typeorm';
+import { NoTransactionError, TransactionalOptionsError } from '../errors';
+import { validateTransactionOptions, type TransactionOptions } from '../transactional.options';
+import { DEFAULT_DATA_SOURCE, DataSourceRegistry, type TransactionalStats } from './data-source-registry';
+import { currentContext, requireManager, TransactionContext, type ContextState } from './transaction-context';
+
+/**
+ * How `TransactionRunner.run()` relates to a unit of work already open around it:
+ * `'required'` joins it (same connection, same transaction), `'nested'` runs in a SAVEPOINT of it.
+ * Without one, both start a new unit of work.
+ */
+export type Propagation = 'required' | 'nested';
+
+/** Options of `TransactionRunner.run()`. */
+export interface RunOptions extends TransactionOptions {
+  /** Names the unit of work in errors and warnings. Default: `'TransactionRunner.run()'`. */
+  name?: string;
+  /** Data source whose manager `fn` receives. Default: `'default'`. */
+  dataSource?: string;
+  /** Default: `'required'`. */
+  propagation?: Propagation;
+}
+
+const RUN_OPTION_KEYS = ['name', 'dataSource', 'propagation'];
+
+/**
+ * Runs a unit of work outside HTTP (cron jobs, queue consumers, scripts) with the same semantics as a
+ * request: lazy BEGIN, one connection per data source, commit or rollback exactly once, hooks, guard.
+ */
+@Injectable()
+export class TransactionRunner {
+  constructor(private readonly registry: DataSourceRegistry) {}
+
+  /**
+   * Runs `fn` in a transaction and resolves with its result once COMMIT succeeded; rolls back and
+   * rejects with `fn`'s error if it throws. Inside an open unit of work it joins it, or with
+   * `propagation: 'nested'` runs in a SAVEPOINT on the same connection.
+   * @example
+   * await runner.run((tx) => tx.getRepository(Invoice).save(invoice), { name: 'nightly-invoices' });
+   */
+  async run<T>(fn: (tx: EntityManager) => Promise<T> | T, options: RunOptions = {}): Promise<T> {
+    validateTransactionOptions(options, 'TransactionRunner.run()', RUN_OPTION_KEYS);
+    const { name, dataSource = DEFAULT_DATA_SOURCE, propagation = 'required', ...transaction } = options;
+    if (propagation !== 'required' && propagation !== 'nested') {
+      throw new TransactionalOptionsError(
+        `TransactionRunner.run(): propagation '${String(propagation)}' is not one of 'required', 'nested'.`,
+      );
+    }
+    const open = currentContext();
+    if (open !== undefined && open.state === 'open') {
+      const tx = open.manager(dataSource, 'TransactionRunner.run()');
+      return propagation === 'nested' ? tx.transaction(async (savepoint) => fn(savepoint)) : fn(tx);
+    }
+    const label = name ?? 'TransactionRunner.run()';
+    const ctx = this.begin(transaction, () => label);
+    return this.complete(ctx, () => fn(ctx.manager(dataSource, label)));
+  }
+
+  /** Opens a unit of work; `describe` names it in messages. */
+  begin(options: TransactionOptions, describe: () => string): TransactionContext {
+    return new TransactionContext(this.registry, options, describe);
+  }
+
+  /**
+   * Runs `fn` inside `ctx` and settles it: the result is returned only after COMMIT succeeded;
+   * an error rolls back first and is then rethrown (a database timeout as `TransactionTimeoutError`).
+   */
+  async complete<T>(ctx: TransactionContext, fn: () => Promise<T> | T): Promise<T> {
+    let result: T;
+    try {
+      result = await ctx.enter(fn);
+    } catch (error) {
+      await ctx.settle(false);
+      throw ctx.explain(error);
+    }
+    const outcome = await ctx.settle(true);
+    // Settled earlier by someone else: an aborted request.
+    if (outcome !== 'committed') throw ctx.finishedError('the handler returned and its result');
+    return result;
+  }
+}
+
+/** What `TransactionHost.current()` tells about the unit of work of the caller. */
+export interface UnitOfWorkInfo {
+  /** `POST /transfers`, or the runner's name. */
+  readonly name: string;
+  readonly state: ContextState;
+}
+
+/**
+ * The current unit of work, for services: its manager, its state, and hooks that run after it ends.
+ */
+@Injectable()
+export class TransactionHost {
+  constructor(private readonly registry: DataSourceRegistry) {}
+
+  /** Counters for the whole application (a snapshot). */
+  stats(): TransactionalStats {
+    return { ...this.registry.stats };
+  }
+
+  /** The unit of work the caller runs in, or undefined outside one. */
+  current(): UnitOfWorkInfo | undefined {
+    const ctx = currentContext();
+    return ctx && { name: ctx.label, state: ctx.state };
+  }
+
+  /** The current unit of work's `EntityManager`; `NoTransactionError` outside one. */
+  manager(dataSource?: string): EntityManager {
+    return requireManager(dataSource, 'TransactionHost.manager()');
+  }
+
+  /**
+   * Runs `hook` after the unit of work committed and released its connections, before the response
+   * leaves. Hooks run in registration order; one that fails is logged and the request stays committed.
+   * Hooks registered inside a savepoint that rolls back are dropped.
+   */
+  afterCommit(hook: () => unknown): void {
+    this.require('afterCommit').afterCommit(hook);
+  }
+
+  /** Runs `hook` after the unit of work rolled back and released its connections. */
+  afterRollback(hook: () => unknown): void {
+    this.require('afterRollback').afterRollback(hook);
+  }
+
+  private require(method: string): TransactionContext {
+    const ctx = currentContext();
+    if (ctx === undefined) {
+      throw new NoTransactionError(
+        `TransactionHost.${method}() was called outside a unit of work. Call it from a request handled by ` +
+          `TransactionalModule or inside TransactionRunner.run().`,
+      );
+    }
+    return ctx;
+  }
+}

@@ -1,0 +1,30 @@
+import { SetMetadata } from '@nestjs/common';
+import { validateTransactionOptions, type TransactionOptions } from '../transactional.options';
+
+export const TRANSACTIONAL_OPTIONS = 'nestjs-request-transaction:options';
+export const NO_TRANSACTION = 'nestjs-request-transaction:none';
+
+/**
+ * Per-route transaction settings on a controller class or a handler; the handler's win over the
+ * class's, which win over the module's. Bad options throw when the class is declared.
+ * @example
+ * @Get('report')
+ * @Transactional({ isolationLevel: 'REPEATABLE READ', readOnly: true, timeoutMs: 2000 })
+ * report(@Tx() tx: EntityManager) { … }
+ */
+export function Transactional(options: TransactionOptions = {}): ClassDecorator & MethodDecorator {
+  validateTransactionOptions(options, '@Transactional()');
+  return SetMetadata(TRANSACTIONAL_OPTIONS, options);
+}
+
+/**
+ * The route runs as if the module were absent: no unit of work, no guard. For health checks, streams
+ * and routes that manage their own transactions.
+ * @example
+ * @Get('health')
+ * @NoTransaction()
+ * health() { return 'ok'; }
+ */
+export function NoTransaction(): ClassDecorator & MethodDecorator {
+  return SetMetadata(NO_TRANSACTION, true);
+}

@@ -1,0 +1,15 @@
+import { createParamDecorator } from '@nestjs/common';
+import { requireManager } from '../core/transaction-context';
+
+/**
+ * The request transaction's `EntityManager` (of the named data source, default `'default'`).
+ * Every query through it runs on the request's one connection.
+ * @example
+ * @Post()
+ * create(@Body() dto: TransferDto, @Tx() tx: EntityManager) {
+ *   return this.transfers.create(tx, dto);
+ * }
+ */
+export const Tx = createParamDecorator((dataSource: string | undefined) =>
+  requireManager(dataSource, dataSource === undefined ? '@Tx()' : `@Tx('${dataSource}')`),
+);

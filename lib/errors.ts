@@ -1,0 +1,22 @@
+/** Base class of every error this library throws. */
+export class TransactionalError extends Error {
+  override name = this.constructor.name;
+}
+
+/**
+ * A second pooled connection was requested while a unit of work holds (or will hold) one for the
+ * same data source. Under load every request ends up waiting for a second connection: the pool deadlocks.
+ */
+export class NestedConnectionError extends TransactionalError {}
+
+/** A transactional repository or `@Tx()` was used outside any unit of work. */
+export class NoTransactionError extends TransactionalError {}
+
+/** The unit of work had already committed or rolled back when its manager was used. */
+export class TransactionFinishedError extends TransactionalError {}
+
+/** A statement ran longer than the route's `timeoutMs`, or the transaction idled longer than it. */
+export class TransactionTimeoutError extends TransactionalError {}
+
+/** Bad module or route options, found at bootstrap. */
+export class TransactionalOptionsError extends TransactionalError {}

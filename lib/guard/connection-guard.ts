@@ -1,0 +1,145 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { Logger } from '@nestjs/common';
+import type { Repository } from 'typeorm';
+import { callSite, captureStack } from '../core/call-site';
+import type { DataSourceEntry, DataSourceRegistry } from '../core/data-source-registry';
+import { currentContext, type TransactionContext } from '../core/transaction-context';
+import { NestedConnectionError, TransactionalError } from '../errors';
+
+const logger = new Logger('TransactionalModule');
+/** Set while a call the guard already reported in 'warn' mode goes through: report it once. */
+const reported = new AsyncLocalStorage<boolean>();
+const GUARDED = Symbol('nestjs-request-transaction:guarded');
+
+// Repository methods that never touch the pool themselves (a query builder is caught when it runs).
+const NON_QUERYING = new Set(['constructor', 'create', 'merge', 'hasId', 'getId', 'createQueryBuilder', 'extend']);
+
+/**
+ * Guards a data source: its driver's connection acquisition, so every path that takes a second
+ * pooled connection inside a unit of work is caught before it touches the pool, and the repositories
+ * `@nestjs/typeorm` injects, so their misuse is named precisely.
+ */
+export function installConnectionGuard(entry: DataSourceEntry, registry: DataSourceRegistry): void {
+  const driver = entry.dataSource.driver as unknown as Record<string | symbol, unknown>;
+  if (driver[GUARDED]) return;
+  driver[GUARDED] = true;
+  const acquireTimeoutMs = mysqlAcquireTimeout(entry);
+  for (const method of ['obtainMasterConnection', 'obtainSlaveConnection']) {
+    const original = driver[method];
+    if (typeof original !== 'function') continue;
+    const acquire =
+      acquireTimeoutMs === undefined
+        ? original
+        : function timedAcquisition(this: unknown, ...args: unknown[]) {
+            return withTimeout(original.apply(this, args) as Promise<MysqlPoolConnection>, acquireTimeoutMs, entry.name);
+          };
+    driver[method] = function guardedAcquisition(this: unknown, ...args: unknown[]) {
+      const ctx = currentContext();
+      if (ctx !== undefined && ctx.isForeignAcquisition(entry) && reported.getStore() !== true) {
+        const error = violation(entry, registry, ctx, undefined);
+        if (error) return Promise.reject(error);
+      }
+      return acquire.apply(this, args);
+    };
+  }
+  for (const metadata of entry.dataSource.entityMetadatas) {
+    guardRepository(entry, registry, entry.dataSource.getRepository(metadata.target));
+    if (metadata.treeType) guardRepository(entry, registry, entry.dataSource.getTreeRepository(metadata.target));
+  }
+}
+
+function guardRepository(entry: DataSourceEntry, registry: DataSourceRegistry, repository: Repository<object>): void {
+  const target = repository as unknown as Record<string | symbol, unknown>;
+  if (target[GUARDED]) return;
+  target[GUARDED] = true;
+  const entity = repository.metadata.name;
+  for (let proto = Object.getPrototypeOf(repository); proto && proto !== Object.prototype; proto = Object.getPrototypeOf(proto)) {
+    for (const method of Object.getOwnPropertyNames(proto)) {
+      const original = Object.getOwnPropertyDescriptor(proto, method)?.value;
+      if (typeof original !== 'function' || NON_QUERYING.has(method) || Object.hasOwn(target, method)) continue;
+      target[method] = function guardedRepositoryMethod(this: unknown, ...args: unknown[]) {
+        const ctx = currentContext();
+        if (ctx !== undefined && ctx.isForeignAcquisition(entry)) {
+          const error = violation(entry, registry, ctx, { entity, method });
+          if (error) return Promise.reject(error);
+          return reported.run(true, () => original.apply(this, args));
+        }
+        return original.apply(this, args);
+      };
+    }
+  }
+}
+
+/** Counts and reports one violation; returns the error to throw in `'throw'` mode. */
+function violation(
+  entry: DataSourceEntry,
+  registry: DataSourceRegistry,
+  ctx: TransactionContext,
+  repository: { entity: string; method: string } | undefined,
+): NestedConnectionError | undefined {
+  const mode = ctx.guardMode(entry);
+  if (mode === 'off') return undefined;
+  registry.stats.guardViolations += 1;
+  const site = callSite(captureStack());
+  const holder = ctx.holderSite(entry.name);
+  const what = repository
+    ? `Repository<${repository.entity}>.${repository.method}() was called`
+    : `A second connection was requested from the pool of data source '${entry.name}'`;
+  const fix = repository
+    ? `Use the repository from @InjectTxRepository(${repository.entity}) or tx.getRepository(${repository.entity}) with the manager from @Tx().`
+    : `Run the query through the unit of work's manager (@Tx(), TransactionHost.manager() or an @InjectTxRepository() ` +
+      `repository) instead of the data source, its manager or a new query runner; use tx.transaction() for a nested ` +
+      `transaction (a savepoint on the same connection); finish reading one query's rows before starting the next.`;
+  const message =
+    `${what} during the transaction of ${ctx.label}${site ? ` (at ${site})` : ''}. It would take a second pooled ` +
+    `connection while this unit of work ${holder ? `holds one (taken at ${holder})` : 'holds or is about to take one'}, ` +
+    `which deadlocks the pool under load. ${fix}`;
+  if (mode === 'throw') return new NestedConnectionError(message);
+  const key = site ?? message;
+  if (!registry.reportedSites.has(key)) {
+    registry.reportedSites.add(key);
+    logger.warn(message);
+  }
+  return undefined;
+}
+
+interface MysqlPoolConnection {
+  release(): void;
+}
+
+/**
+ * mysql2 pools have no acquisition timeout: a starved request waits forever. Like node-postgres with
+ * `connectTimeoutMS`, the data source's `connectTimeout`, when set, bounds the wait for a pooled connection too.
+ */
+function mysqlAcquireTimeout(entry: DataSourceEntry): number | undefined {
+  if (entry.dialect.name !== 'mysql') return undefined;
+  const timeout = (entry.dataSource.options as { connectTimeout?: number }).connectTimeout;
+  return typeof timeout === 'number' && timeout > 0 ? timeout : undefined;
+}
+
+function withTimeout(acquisition: Promise<MysqlPoolConnection>, ms: number, name: string): Promise<MysqlPoolConnection> {
+  return new Promise((resolve, reject) => {
+    let late = false;
+    const timer = setTimeout(() => {
+      late = true;
+      reject(
+        new TransactionalError(
+          `No connection of data source '${name}' came free within connectTimeout (${ms} ms): the pool is exhausted. ` +
+            `Look for units of work that hold their connection while waiting on something else, or raise poolSize.`,
+        ),
+      );
+    }, ms);
+    acquisition.then(
+      (connection) => {
+        clearTimeout(timer);
+        // Granted after the caller gave up: hand it straight back to the pool.
+        if (late) connection.release();
+        else resolve(connection);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
+  });
+}

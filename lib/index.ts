@@ -1,0 +1,22 @@
+export { TransactionalModule } from './transactional.module';
+export type {
+  GuardMode,
+  IsolationLevel,
+  TransactionOptions,
+  TransactionalModuleExtras,
+  TransactionalModuleOptions,
+} from './transactional.options';
+export { Tx } from './decorators/tx.decorator';
+export { NoTransaction, Transactional } from './decorators/transactional.decorator';
+export { InjectTxRepository, getTxRepositoryToken } from './repository/tx-repository';
+export { TransactionHost, TransactionRunner } from './core/transaction-runner';
+export type { Propagation, RunOptions, UnitOfWorkInfo } from './core/transaction-runner';
+export type { TransactionalStats } from './core/data-source-registry';
+export {
+  NestedConnectionError,
+  NoTransactionError,
+  TransactionalError,
+  TransactionalOptionsError,
+  TransactionFinishedError,
+  TransactionTimeoutError,
+} from './errors';

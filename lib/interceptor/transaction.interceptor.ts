@@ -1,0 +1,116 @@
+import { type CallHandler, type ExecutionContext, Injectable, type NestInterceptor } from '@nestjs/common';
+import { SSE_METADATA } from '@nestjs/common/constants';
+import { Reflector } from '@nestjs/core';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Observable, type Subscription } from 'rxjs';
+import { TransactionRunner } from '../core/transaction-runner';
+import { NO_TRANSACTION, TRANSACTIONAL_OPTIONS } from '../decorators/transactional.decorator';
+import type { TransactionOptions } from '../transactional.options';
+
+/** A route's transaction policy, read once per handler from its metadata. */
+type RoutePolicy = { skip: true } | { skip: false; options: TransactionOptions };
+
+/** Express and Fastify requests: the route pattern, for messages. */
+type HttpRequest = IncomingMessage & { route?: { path?: string }; routeOptions?: { url?: string }; originalUrl?: string };
+
+/**
+ * Gives every HTTP request its unit of work: the handler runs inside it, its value is emitted only
+ * after COMMIT succeeded, an error is rethrown after ROLLBACK, and a client that disconnects first
+ * gets its transaction rolled back. Routes marked `@NoTransaction()` and `@Sse()` routes pass through.
+ */
+@Injectable()
+export class TransactionInterceptor implements NestInterceptor {
+  private readonly policies = new WeakMap<object, RoutePolicy>();
+
+  constructor(
+    private readonly runner: TransactionRunner,
+    private readonly reflector: Reflector,
+  ) {}
+
+  intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
+    if (context.getType() !== 'http') return next.handle();
+    const policy = this.policyOf(context);
+    if (policy.skip) return next.handle();
+
+    const http = context.switchToHttp();
+    const request = http.getRequest<HttpRequest>();
+    const reply = http.getResponse<ServerResponse | { raw: ServerResponse }>();
+    const response = 'raw' in reply ? reply.raw : reply;
+
+    return new Observable((subscriber) => {
+      const ctx = this.runner.begin(policy.options, () => describeRoute(request));
+      let handler: Subscription | undefined;
+      const onClose = () => {
+        // 'close' before the response finished: the client went away mid-request.
+        if (!response.writableFinished) {
+          handler?.unsubscribe();
+          void ctx.settle(false, 'the client disconnected');
+        }
+      };
+      response.once('close', onClose);
+
+      let emitted = false;
+      let last: unknown;
+      const work = () =>
+        new Promise<void>((resolve, reject) => {
+          // handle() binds the async context it is called in: call it inside the unit of work.
+          handler = next.handle().subscribe({
+            next: (value) => {
+              emitted = true;
+              last = value;
+            },
+            error: reject,
+            complete: resolve,
+          });
+        });
+
+      this.runner.complete(ctx, work).then(
+        () => {
+          response.off('close', onClose);
+          if (emitted) subscriber.next(last);
+          subscriber.complete();
+        },
+        (error: unknown) => {
+          response.off('close', onClose);
+          subscriber.error(error);
+        },
+      );
+      // Unsubscribed before the work ended (an SSE-style teardown): roll back.
+      return () => {
+        if (ctx.state === 'open') {
+          handler?.unsubscribe();
+          void ctx.settle(false, 'the response stream was unsubscribed');
+        }
+      };
+    });
+  }
+
+  private policyOf(context: ExecutionContext): RoutePolicy {
+    const handler = context.getHandler();
+    let policy = this.policies.get(handler);
+    if (policy === undefined) {
+      const targets = [handler, context.getClass()];
+      // Server-sent events stream for as long as the client listens: holding a transaction (and a
+      // pooled connection) that long is what this library exists to prevent.
+      const skip =
+        this.reflector.getAllAndOverride<boolean>(NO_TRANSACTION, targets) === true ||
+        Reflect.getMetadata(SSE_METADATA, handler) === true;
+      policy = skip
+        ? { skip: true }
+        : {
+            skip: false,
+            options: {
+              ...this.reflector.get<TransactionOptions>(TRANSACTIONAL_OPTIONS, context.getClass()),
+              ...this.reflector.get<TransactionOptions>(TRANSACTIONAL_OPTIONS, handler),
+            },
+          };
+      this.policies.set(handler, policy);
+    }
+    return policy;
+  }
+}
+
+function describeRoute(request: HttpRequest): string {
+  const path = request.route?.path ?? request.routeOptions?.url ?? request.originalUrl ?? request.url;
+  return `${request.method} ${path}`;
+}

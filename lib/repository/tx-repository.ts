@@ -1,0 +1,56 @@
+import { Inject } from '@nestjs/common';
+import { getRepositoryToken } from '@nestjs/typeorm';
+import type { DataSource, EntityTarget, ObjectLiteral, Repository } from 'typeorm';
+import { DEFAULT_DATA_SOURCE } from '../core/data-source-registry';
+import { requireManager } from '../core/transaction-context';
+
+/** An entity class (or schema) that `forFeature()` registers a transactional repository for. */
+export type EntityClassOrSchema = Parameters<typeof getRepositoryToken>[0];
+
+/** The injection token of the transactional repository of `entity`. */
+export function getTxRepositoryToken(entity: EntityClassOrSchema, dataSource: string = DEFAULT_DATA_SOURCE): string {
+  const token = getRepositoryToken(entity, dataSource);
+  return `TxRepository:${typeof token === 'function' ? token.name : String(token)}`;
+}
+
+/**
+ * Injects a `Repository<Entity>` whose every call runs in the current unit of work, on its one
+ * connection. Outside one it throws `NoTransactionError`; after it settled, `TransactionFinishedError`.
+ * The entity must be listed in `TransactionalModule.forFeature()`.
+ * @example
+ * constructor(@InjectTxRepository(Account) private readonly accounts: Repository<Account>) {}
+ */
+export function InjectTxRepository(entity: EntityClassOrSchema, dataSource?: string): ParameterDecorator & PropertyDecorator {
+  return Inject(getTxRepositoryToken(entity, dataSource));
+}
+
+/**
+ * A stand-in for `dataSource.getRepository(entity)` that resolves, at each call, the repository of the
+ * current unit of work's manager.
+ */
+export function createTxRepository<T extends ObjectLiteral>(
+  entity: EntityTarget<T>,
+  dataSourceName: string,
+  dataSource: DataSource,
+): Repository<T> {
+  const plain = dataSource.getRepository(entity);
+  const name = `Repository<${plain.metadata.name}>`;
+  const current = (use: string) => requireManager(dataSourceName, use).getRepository(entity);
+  const methods = new Map<PropertyKey, unknown>();
+  return new Proxy(plain, {
+    get(target, property) {
+      if (property === 'manager' || property === 'queryRunner') {
+        return current(`${name}.${property}`)[property];
+      }
+      const value: unknown = Reflect.get(target, property);
+      if (typeof value !== 'function' || property === 'constructor') return value;
+      let method = methods.get(property);
+      if (method === undefined) {
+        const use = `${name}.${String(property)}()`;
+        method = (...args: unknown[]) => (current(use)[property as keyof Repository<T>] as (...a: unknown[]) => unknown)(...args);
+        methods.set(property, method);
+      }
+      return method;
+    },
+  });
+}

@@ -1,0 +1,138 @@
+import { type DynamicModule, Global, Module, type Provider } from '@nestjs/common';
+import { APP_INTERCEPTOR } from '@nestjs/core';
+import { getDataSourceToken } from '@nestjs/typeorm';
+import type { DataSource } from 'typeorm';
+import { DataSourceRegistry, DEFAULT_DATA_SOURCE } from './core/data-source-registry';
+import { dialectOf } from './core/dialect';
+import { TransactionHost, TransactionRunner } from './core/transaction-runner';
+import { TransactionalOptionsError } from './errors';
+import { installConnectionGuard } from './guard/connection-guard';
+import { TransactionInterceptor } from './interceptor/transaction.interceptor';
+import { createTxRepository, type EntityClassOrSchema, getTxRepositoryToken } from './repository/tx-repository';
+import {
+  ASYNC_OPTIONS_TYPE,
+  ConfigurableModuleClass,
+  MODULE_OPTIONS_TOKEN,
+  OPTIONS_TYPE,
+} from './transactional.module-definition';
+import { resolveModuleOptions, type TransactionalModuleOptions } from './transactional.options';
+
+/** What every `forRoot()` shares within one application: one registry, one runner, one interceptor. */
+@Global()
+@Module({
+  providers: [
+    DataSourceRegistry,
+    TransactionRunner,
+    TransactionHost,
+    { provide: APP_INTERCEPTOR, useClass: TransactionInterceptor },
+  ],
+  exports: [DataSourceRegistry, TransactionRunner, TransactionHost],
+})
+export class TransactionalCoreModule {}
+
+/**
+ * One HTTP request, one transaction, one pooled connection. `forRoot()` (or `forRootAsync()`) once
+ * per TypeORM data source; `forFeature()` for `@InjectTxRepository()`.
+ */
+@Module({})
+export class TransactionalModule extends ConfigurableModuleClass {
+  /**
+   * Registers the request transaction and the connection guard for one data source.
+   * @example
+   * TransactionalModule.forRoot({ isolationLevel: 'READ COMMITTED' })
+   */
+  static override forRoot(options: typeof OPTIONS_TYPE = {}): DynamicModule {
+    return withRegistration(super.forRoot(options), options.dataSource);
+  }
+
+  /**
+   * `forRoot()` with options from a factory. `dataSource` is given here, beside the factory.
+   * @example
+   * TransactionalModule.forRootAsync({ inject: [ConfigService], useFactory: (c: ConfigService) => ({ guard: c.get('GUARD') }) })
+   */
+  static override forRootAsync(options: typeof ASYNC_OPTIONS_TYPE): DynamicModule {
+    return withRegistration(super.forRootAsync(options), options.dataSource);
+  }
+
+  /**
+   * Providers for `@InjectTxRepository(Entity)`, one per entity.
+   * @example
+   * TransactionalModule.forFeature([Account, Transfer])
+   */
+  static forFeature(entities: EntityClassOrSchema[], dataSource: string = DEFAULT_DATA_SOURCE): DynamicModule {
+    if (!Array.isArray(entities)) {
+      throw new TransactionalOptionsError(
+        `TransactionalModule.forFeature() takes an array of entities, got ${typeof entities}.`,
+      );
+    }
+    const providers: Provider[] = entities.map((entity) => ({
+      provide: getTxRepositoryToken(entity, dataSource),
+      useFactory: (source: DataSource) => createTxRepository(entity, dataSource, source),
+      inject: [getDataSourceToken(dataSource)],
+    }));
+    return { module: TransactionalModule, providers, exports: providers };
+  }
+}
+
+function withRegistration(definition: DynamicModule, dataSource: string | undefined): DynamicModule {
+  const name = dataSource ?? DEFAULT_DATA_SOURCE;
+  const where =
+    name === DEFAULT_DATA_SOURCE ? 'TransactionalModule.forRoot()' : `TransactionalModule.forRoot({ dataSource: '${name}' })`;
+  if (typeof name !== 'string' || name === '') {
+    throw new TransactionalOptionsError(`${where}: dataSource must be the name of a TypeORM data source.`);
+  }
+  return {
+    ...definition,
+    global: true,
+    imports: [...(definition.imports ?? []), TransactionalCoreModule],
+    providers: [
+      ...(definition.providers ?? []),
+      {
+        provide: `nestjs-request-transaction:registration:${name}`,
+        useFactory: (
+          options: TransactionalModuleOptions,
+          registry: DataSourceRegistry,
+          named: DataSource | undefined,
+          fallback: DataSource | undefined,
+        ) => register(where, name, options, registry, named, fallback),
+        inject: [
+          MODULE_OPTIONS_TOKEN,
+          DataSourceRegistry,
+          { token: getDataSourceToken(name), optional: true },
+          { token: getDataSourceToken(), optional: true },
+        ],
+      },
+    ],
+  };
+}
+
+function register(
+  where: string,
+  name: string,
+  options: TransactionalModuleOptions,
+  registry: DataSourceRegistry,
+  dataSource: DataSource | undefined,
+  anyDataSource: DataSource | undefined,
+): string {
+  const resolved = resolveModuleOptions(options ?? {}, where);
+  if (dataSource === undefined) {
+    throw new TransactionalOptionsError(
+      anyDataSource === undefined && name === DEFAULT_DATA_SOURCE
+        ? `${where} found no TypeORM data source. Import TypeOrmModule.forRoot({ … }) (or forRootAsync) in the ` +
+            `application as well: TransactionalModule manages the transactions of a data source it creates.`
+        : `${where}: no TypeORM data source named '${name}'. Register it with TypeOrmModule.forRoot({ name: '${name}', … }) ` +
+            `or fix the name.`,
+    );
+  }
+  const dialect = dialectOf(dataSource);
+  if (dialect === undefined) {
+    throw new TransactionalOptionsError(
+      `${where}: data source '${name}' is of type '${dataSource.options.type}'. TransactionalModule supports ` +
+        `'postgres', 'mysql' and 'mariadb'.`,
+    );
+  }
+  const entry = { name, dataSource, dialect, options: resolved };
+  registry.register(entry);
+  installConnectionGuard(entry, registry);
+  return name;
+}

@@ -1,0 +1,114 @@
+import { ISOLATION_LEVELS, type IsolationLevel } from './core/dialect';
+import { TransactionalOptionsError } from './errors';
+
+export type { IsolationLevel } from './core/dialect';
+
+/**
+ * What happens when code inside a unit of work asks the pool for a second connection:
+ * `'throw'` fails the call with `NestedConnectionError`, `'warn'` logs once per call site and lets it
+ * through, `'off'` does nothing.
+ */
+export type GuardMode = 'throw' | 'warn' | 'off';
+export const GUARD_MODES: readonly GuardMode[] = ['throw', 'warn', 'off'];
+
+/** Per-unit-of-work settings: module defaults, `@Transactional()` and `TransactionRunner.run()` all take these. */
+export interface TransactionOptions {
+  /** Sent with BEGIN. Default: the database's own default (PostgreSQL and MariaDB: none sent). */
+  isolationLevel?: IsolationLevel;
+  /** `BEGIN … READ ONLY`: the database rejects writes. Default: false. */
+  readOnly?: boolean;
+  /**
+   * Longest a single statement may run, and longest the transaction may sit idle, in milliseconds
+   * (PostgreSQL: `SET LOCAL statement_timeout` and `idle_in_transaction_session_timeout`).
+   * Default: none.
+   */
+  timeoutMs?: number;
+  /** Guard mode for this unit of work. Default: the module's `guard`. */
+  guard?: GuardMode;
+}
+
+/** Options of `TransactionalModule.forRoot()`. All optional. */
+export interface TransactionalModuleOptions extends TransactionOptions {
+  /**
+   * Guard mode. Default: `'warn'` when `NODE_ENV=production`, `'throw'` otherwise.
+   */
+  guard?: GuardMode;
+}
+
+/** Extras read before the options factory of `forRootAsync` runs. */
+export interface TransactionalModuleExtras {
+  /** Name of the TypeORM data source, as given to `TypeOrmModule.forRoot({ name })`. Default: `'default'`. */
+  dataSource?: string;
+}
+
+/** Module options with every default applied: the only place defaults are merged. */
+export interface ResolvedModuleOptions {
+  guard: GuardMode;
+  isolationLevel?: IsolationLevel;
+  readOnly: boolean;
+  timeoutMs?: number;
+}
+
+const TRANSACTION_OPTION_KEYS = ['isolationLevel', 'readOnly', 'timeoutMs', 'guard'] as const;
+
+/** Default guard mode for this process. */
+export function defaultGuardMode(): GuardMode {
+  return process.env.NODE_ENV === 'production' ? 'warn' : 'throw';
+}
+
+/**
+ * Checks options where they are declared and throws `TransactionalOptionsError` naming the option,
+ * the bad value and the values that would work.
+ */
+export function validateTransactionOptions(
+  options: unknown,
+  where: string,
+  extraKeys: readonly string[] = [],
+): asserts options is TransactionOptions {
+  if (options === undefined) return;
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new TransactionalOptionsError(`${where}: options must be an object, got ${describe(options)}.`);
+  }
+  const known: readonly string[] = [...TRANSACTION_OPTION_KEYS, ...extraKeys];
+  for (const key of Object.keys(options)) {
+    if (!known.includes(key)) {
+      throw new TransactionalOptionsError(
+        `${where}: unknown option '${key}'. Known options: ${known.join(', ')}.`,
+      );
+    }
+  }
+  const o = options as Record<string, unknown>;
+  if (o.isolationLevel !== undefined && !(ISOLATION_LEVELS as readonly unknown[]).includes(o.isolationLevel)) {
+    throw new TransactionalOptionsError(
+      `${where}: isolationLevel ${describe(o.isolationLevel)} is not one of ${ISOLATION_LEVELS.map((l) => `'${l}'`).join(', ')}.`,
+    );
+  }
+  if (o.readOnly !== undefined && typeof o.readOnly !== 'boolean') {
+    throw new TransactionalOptionsError(`${where}: readOnly must be true or false, got ${describe(o.readOnly)}.`);
+  }
+  if (o.timeoutMs !== undefined && !(Number.isInteger(o.timeoutMs) && (o.timeoutMs as number) > 0)) {
+    throw new TransactionalOptionsError(
+      `${where}: timeoutMs must be a whole number of milliseconds above 0, got ${describe(o.timeoutMs)}.`,
+    );
+  }
+  if (o.guard !== undefined && !(GUARD_MODES as readonly unknown[]).includes(o.guard)) {
+    throw new TransactionalOptionsError(
+      `${where}: guard ${describe(o.guard)} is not one of ${GUARD_MODES.map((m) => `'${m}'`).join(', ')}.`,
+    );
+  }
+}
+
+/** Validates module options and applies the defaults. */
+export function resolveModuleOptions(options: TransactionalModuleOptions & TransactionalModuleExtras, where: string): ResolvedModuleOptions {
+  validateTransactionOptions(options, where, ['dataSource']);
+  return {
+    guard: options.guard ?? defaultGuardMode(),
+    isolationLevel: options.isolationLevel,
+    readOnly: options.readOnly ?? false,
+    timeoutMs: options.timeoutMs,
+  };
+}
+
+function describe(value: unknown): string {
+  return typeof value === 'string' ? `'${value}'` : String(value);
+}

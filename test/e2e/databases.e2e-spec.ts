@@ -1,0 +1,118 @@
+import { Column, DataSource, Entity, PrimaryGeneratedColumn } from 'typeorm';
+import { describeMysql, engines, mysqlAvailable, typeormOptions } from '../support/databases';
+import { observer, waitFor, type MariadbObserver, type PostgresObserver } from '../support/observer';
+
+@Entity('support_probe')
+class SupportProbe {
+  @PrimaryGeneratedColumn()
+  id!: number;
+
+  @Column({ type: 'varchar', length: 50 })
+  label!: string;
+}
+
+const applicationName = 'databases-e2e';
+
+describe('the test databases', () => {
+  it('include MariaDB whenever it is available (always on CI)', () => {
+    expect(engines.map((engine) => engine.name)).toEqual(mysqlAvailable() ? ['postgres', 'mariadb'] : ['postgres']);
+    if (process.env.CI !== undefined && process.env.CI !== '') expect(mysqlAvailable()).toBe(true);
+  });
+
+  describe('PostgreSQL', () => {
+    let db: PostgresObserver;
+    let dataSource: DataSource;
+
+    beforeAll(async () => {
+      db = await observer('postgres');
+      dataSource = await new DataSource(
+        typeormOptions('postgres', { poolSize: 1, applicationName, entities: [SupportProbe] }),
+      ).initialize();
+      // Rows an interrupted earlier run may have left.
+      await db.query('DELETE FROM support_probe');
+    });
+
+    afterAll(async () => {
+      if (dataSource?.isInitialized) await dataSource.destroy();
+      await db?.close();
+    });
+
+    it('answers through the observer', async () => {
+      const [row] = await db.query<{ answer: number }>('SELECT 40 + $1::int AS answer', [2]);
+
+      expect(row.answer).toBe(42);
+    });
+
+    it("sees the app's connections by application_name, and the transaction each holds", async () => {
+      expect(await db.backends(applicationName)).toHaveLength(1);
+
+      const runner = dataSource.createQueryRunner();
+      await runner.startTransaction();
+      await runner.manager.insert(SupportProbe, { label: 'in a transaction' });
+
+      expect(await db.idleInTransactionCount(applicationName)).toBe(1);
+      expect(await db.query('SELECT * FROM support_probe')).toEqual([]);
+
+      await runner.commitTransaction();
+      await runner.release();
+
+      expect(await db.idleInTransactionCount(applicationName)).toBe(0);
+      expect(await db.query('SELECT label FROM support_probe')).toEqual([{ label: 'in a transaction' }]);
+    });
+
+    it('sees the connections go when the data source is destroyed', async () => {
+      await dataSource.destroy();
+
+      await waitFor(async () => expect(await db.backends(applicationName)).toEqual([]), { timeoutMs: 5000 });
+    });
+  });
+
+  describeMysql('MariaDB', () => {
+    let db: MariadbObserver;
+    let dataSource: DataSource;
+    let before: number;
+
+    beforeAll(async () => {
+      db = await observer('mariadb');
+      before = (await db.processlist()).length;
+      dataSource = await new DataSource(
+        typeormOptions('mariadb', { poolSize: 1, applicationName, entities: [SupportProbe] }),
+      ).initialize();
+      await db.query('DELETE FROM support_probe');
+    });
+
+    afterAll(async () => {
+      if (dataSource?.isInitialized) await dataSource.destroy();
+      await db?.close();
+    });
+
+    it('answers through the observer', async () => {
+      const [row] = await db.query<{ answer: number }>('SELECT 40 + ? AS answer', [2]);
+
+      expect(Number(row.answer)).toBe(42);
+    });
+
+    it("sees the app's connection and the transaction it holds", async () => {
+      expect(await db.processlist()).toHaveLength(before + 1);
+
+      const runner = dataSource.createQueryRunner();
+      await runner.startTransaction();
+      await runner.manager.insert(SupportProbe, { label: 'in a transaction' });
+
+      expect(await db.inTransactionCount()).toBe(1);
+      expect(await db.query('SELECT * FROM support_probe')).toEqual([]);
+
+      await runner.commitTransaction();
+      await runner.release();
+
+      expect(await db.inTransactionCount()).toBe(0);
+      expect(await db.query('SELECT label FROM support_probe')).toEqual([{ label: 'in a transaction' }]);
+    });
+
+    it('sees the connection go when the data source is destroyed', async () => {
+      await dataSource.destroy();
+
+      await waitFor(async () => expect(await db.processlist()).toHaveLength(before), { timeoutMs: 5000 });
+    });
+  });
+});

@@ -1,0 +1,125 @@
+import type { TypeOrmModuleOptions } from '@nestjs/typeorm';
+import type { DataSourceOptions } from 'typeorm';
+import { mysqlUrl, postgresUrl, redactUrl } from './database-urls';
+
+export { mysqlUrl, postgresUrl } from './database-urls';
+
+/** The two databases the suites run on. */
+export type EngineName = 'postgres' | 'mariadb';
+
+/** One database of this run, as listed in {@link engines}. */
+export interface Engine<N extends EngineName = EngineName> {
+  name: N;
+  /** TypeORM `type`. */
+  type: N;
+  url: string;
+}
+
+/** An engine or just its name. */
+export type EngineRef<N extends EngineName = EngineName> = N | Engine<N>;
+
+/** Whether the global setup found MariaDB (`MYSQL_AVAILABLE=1`). Always true on CI, where its absence fails the run. */
+export function mysqlAvailable(): boolean {
+  return process.env.MYSQL_AVAILABLE === '1';
+}
+
+/**
+ * `describe` for MariaDB-only suites: skipped, with the reason printed by the global setup, when
+ * MariaDB is not available.
+ *
+ * @example
+ * describeMysql('on MariaDB', () => { it('…', async () => { … }); });
+ */
+export const describeMysql: jest.Describe = mysqlAvailable() ? describe : describe.skip;
+
+/** PostgreSQL of this run (the machine's, `DATABASE_URL`'s or an embedded one). */
+export const postgresEngine: Engine<'postgres'> = { name: 'postgres', type: 'postgres', url: postgresUrl() };
+
+/** MariaDB of this run; check {@link mysqlAvailable} (or use {@link describeMysql}) before connecting. */
+export const mariadbEngine: Engine<'mariadb'> = { name: 'mariadb', type: 'mariadb', url: mysqlUrl() };
+
+/**
+ * The databases a suite runs on: PostgreSQL, and MariaDB when it is available.
+ *
+ * @example
+ * describe.each(engines)('on $name', (engine) => {
+ *   beforeAll(() => createApp({ adapter: 'express', imports: [TypeOrmModule.forRoot(typeormOptions(engine, …))] }));
+ * });
+ */
+export const engines: readonly Engine[] = mysqlAvailable() ? [postgresEngine, mariadbEngine] : [postgresEngine];
+
+if (!mysqlAvailable()) {
+  // Once per test file that imports this module: a skipped database should be hard to miss.
+  console.warn(
+    `MariaDB is not available at ${redactUrl(mysqlUrl())}: suites over \`engines\` run on PostgreSQL only ` +
+      'and `describeMysql` suites are SKIPPED (see the global setup output for why).',
+  );
+}
+
+/** Resolves an engine name to the engine of this run. */
+export function engineOf<N extends EngineName>(engine: EngineRef<N>): Engine<N> {
+  if (typeof engine !== 'string') return engine;
+  return (engine === 'postgres' ? postgresEngine : mariadbEngine) as Engine<N>;
+}
+
+/** Options of {@link typeormOptions}. */
+export interface TestTypeormOptions {
+  /** Pool size: the tests of this library mostly use 1, to make a second connection deadlock. */
+  poolSize: number;
+  /**
+   * Tags the connections: PostgreSQL `application_name` (count them with `observer().backends()`),
+   * MariaDB connect attribute `program_name`.
+   */
+  applicationName: string;
+  /** Nest data source name, for suites with several data sources. */
+  name?: string;
+  entities: NonNullable<DataSourceOptions['entities']>;
+  /** A TypeORM logger, e.g. one that records the SQL to assert its order. */
+  logger?: DataSourceOptions['logger'];
+  /** Driver pool options, merged over the ones set here. */
+  extra?: Record<string, unknown>;
+}
+
+/**
+ * TypeORM options for a test data source on `engine`; usable with `TypeOrmModule.forRoot()` and
+ * `new DataSource()`. Creates the suite's tables (`synchronize`), never drops anything: each suite
+ * uses its own table names.
+ */
+export function typeormOptions(
+  engine: EngineRef,
+  options: TestTypeormOptions,
+): TypeOrmModuleOptions & DataSourceOptions {
+  const { url, name: type } = engineOf(engine);
+  const common = {
+    url,
+    poolSize: options.poolSize,
+    entities: options.entities,
+    logger: options.logger,
+    synchronize: true,
+    dropSchema: false,
+  } as const;
+  // Nest's default is 10 retries 3 s apart: a broken test setup would take half a minute to fail.
+  const nest = { name: options.name, retryAttempts: 0 };
+
+  if (type === 'postgres') {
+    return {
+      ...nest,
+      ...common,
+      type,
+      // pg-pool's connectionTimeoutMillis: both the TCP connect and the wait for a free pooled
+      // connection, so an exhausted pool fails in 2 s instead of hanging the test.
+      connectTimeoutMS: 2000,
+      applicationName: options.applicationName,
+      extra: options.extra,
+    };
+  }
+  return {
+    ...nest,
+    ...common,
+    type,
+    // mysql2 pools have no acquisition timeout (TypeORM's `acquireTimeout` is a mysqljs option that
+    // mysql2 3.x ignores with a warning): a request waiting for a free connection waits forever.
+    connectTimeout: 2000,
+    extra: { connectAttributes: { program_name: options.applicationName }, ...options.extra },
+  };
+}

@@ -1,0 +1,174 @@
+import { createConnection, type Connection, type RowDataPacket } from 'mysql2/promise';
+import { Client } from 'pg';
+import { engineOf, type EngineName, type EngineRef } from './databases';
+
+export { waitFor, type WaitForOptions } from './wait-for';
+
+/**
+ * A raw connection (pg / mysql2, not TypeORM) that looks at the database from outside the app
+ * under test: rows written, connections held, transactions left open.
+ */
+export interface Observer {
+  readonly engine: EngineName;
+  /** Runs SQL with `$1` (PostgreSQL) or `?` (MariaDB) placeholders and returns the rows. */
+  query<T = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<T[]>;
+  close(): Promise<void>;
+}
+
+/** A PostgreSQL server process serving one client connection, from `pg_stat_activity`. */
+export interface Backend {
+  pid: number;
+  /** `active`, `idle`, `idle in transaction`, `idle in transaction (aborted)`, … */
+  state: string | null;
+  /** The last statement the connection ran. */
+  query: string;
+  /** When its current transaction started; null outside a transaction. */
+  xactStart: Date | null;
+}
+
+/** Observer of PostgreSQL, able to see the app's connections by `application_name`. */
+export interface PostgresObserver extends Observer {
+  readonly engine: 'postgres';
+  /** The connections tagged with `applicationName` (see `typeormOptions`), this observer excluded. */
+  backends(applicationName: string): Promise<Backend[]>;
+  /** How many of them sit in an open transaction without running anything (a leaked transaction). */
+  idleInTransactionCount(applicationName: string): Promise<number>;
+}
+
+/** Which MariaDB connections to look at; both default to the user and database of `MYSQL_URL`. */
+export interface ProcesslistFilter {
+  user?: string;
+  db?: string;
+}
+
+/** A MariaDB connection, from `information_schema.PROCESSLIST`. */
+export interface MariadbProcess {
+  id: number;
+  user: string;
+  db: string | null;
+  /** `Sleep`, `Query`, … */
+  command: string;
+  state: string | null;
+  /** The statement running now, null when idle. */
+  info: string | null;
+}
+
+/** Observer of MariaDB. MariaDB has no `application_name`: connections are told apart by user and database. */
+export interface MariadbObserver extends Observer {
+  readonly engine: 'mariadb';
+  /** The connections of `filter`'s user and database, this observer excluded. */
+  processlist(filter?: ProcesslistFilter): Promise<MariadbProcess[]>;
+  /**
+   * How many of them have an open InnoDB transaction (`information_schema.INNODB_TRX`). A
+   * transaction shows only once it has touched an InnoDB table (`SELECT 1` alone does not count).
+   * Each call waits until the server's INNODB_TRX cache may refresh (see `freshInnodbTrx`): ~0.1 s.
+   */
+  inTransactionCount(filter?: ProcesslistFilter): Promise<number>;
+}
+
+type ObserverOf<E extends EngineName> = E extends 'postgres' ? PostgresObserver : MariadbObserver;
+
+/**
+ * Opens an observer connection to `engine`. Close it in `afterAll`.
+ *
+ * @example
+ * const db = await observer('postgres');
+ * await waitFor(async () => expect(await db.idleInTransactionCount('transfers-spec')).toBe(0));
+ */
+export async function observer<E extends EngineName>(engine: EngineRef<E>): Promise<ObserverOf<E>> {
+  const { name, url } = engineOf(engine);
+  const opened = name === 'postgres' ? await postgresObserver(url) : await mariadbObserver(url);
+  return opened as ObserverOf<E>;
+}
+
+/** The `application_name` of observer connections, so that they never count as the app's. */
+export const OBSERVER_APPLICATION_NAME = 'test-observer';
+
+async function postgresObserver(url: string): Promise<PostgresObserver> {
+  const client = new Client({
+    connectionString: url,
+    application_name: OBSERVER_APPLICATION_NAME,
+    connectionTimeoutMillis: 2000,
+  });
+  await client.connect();
+  const query = async <T>(sql: string, params?: unknown[]): Promise<T[]> =>
+    (await client.query(sql, params)).rows as T[];
+  const backends = async (applicationName: string): Promise<Backend[]> =>
+    query<Backend>(
+      `SELECT pid, state, query, xact_start AS "xactStart"
+         FROM pg_stat_activity
+        WHERE application_name = $1 AND pid <> pg_backend_pid()
+        ORDER BY pid`,
+      [applicationName],
+    );
+  return {
+    engine: 'postgres',
+    query,
+    close: () => client.end(),
+    backends,
+    async idleInTransactionCount(applicationName) {
+      const all = await backends(applicationName);
+      return all.filter((backend) => backend.state?.startsWith('idle in transaction')).length;
+    },
+  };
+}
+
+async function mariadbObserver(url: string): Promise<MariadbObserver> {
+  const connection: Connection = await createConnection({ uri: url, connectTimeout: 2000 });
+  const defaults = new URL(url);
+  const scope = (filter: ProcesslistFilter = {}): [string, string] => [
+    filter.user ?? decodeURIComponent(defaults.username),
+    filter.db ?? decodeURIComponent(defaults.pathname.slice(1)),
+  ];
+  const query = async <T>(sql: string, params?: unknown[]): Promise<T[]> => {
+    const [rows] = await connection.query(sql, params);
+    return rows as T[];
+  };
+  return {
+    engine: 'mariadb',
+    query,
+    close: () => connection.end(),
+    processlist: (filter) =>
+      query<MariadbProcess & RowDataPacket>(
+        `SELECT ID AS id, USER AS user, DB AS db, COMMAND AS command, STATE AS state, INFO AS info
+           FROM information_schema.PROCESSLIST
+          WHERE USER = ? AND DB <=> ? AND ID <> CONNECTION_ID()
+          ORDER BY ID`,
+        scope(filter),
+      ),
+    inTransactionCount: (filter) =>
+      freshInnodbTrx(async () => {
+        const [row] = await query<{ count: number | string }>(
+          `SELECT COUNT(*) AS count
+             FROM information_schema.INNODB_TRX t
+             JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id
+            WHERE p.USER = ? AND p.DB <=> ? AND p.ID <> CONNECTION_ID()`,
+          scope(filter),
+        );
+        return Number(row.count);
+      }),
+  };
+}
+
+// InnoDB serves information_schema.INNODB_TRX from a cache that it refreshes only when the previous
+// read of it is more than 100 ms old, and every read restarts that clock: polled faster, the table
+// never changes (measured on MariaDB 10.11: a committed transaction stayed listed for a whole second
+// of reads 20 ms or 60 ms apart). So reads of it from this process are serialised and kept
+// 120 ms apart, which makes each one current.
+const INNODB_TRX_CACHE_MS = 120;
+let innodbTrxQueue: Promise<unknown> = Promise.resolve();
+let innodbTrxLastRead = 0;
+
+function freshInnodbTrx<T>(read: () => Promise<T>): Promise<T> {
+  const next = innodbTrxQueue.then(async () => {
+    const wait = innodbTrxLastRead + INNODB_TRX_CACHE_MS - Date.now();
+    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+    try {
+      return await read();
+    } finally {
+      innodbTrxLastRead = Date.now();
+    }
+  });
+  innodbTrxQueue = next.catch(() => undefined);
+  return next;
+}
