@@ -2,6 +2,7 @@ export { TransactionalModule } from './transactional.module';
 export type {
   GuardMode,
   IsolationLevel,
+  RetryOptions,
   TransactionOptions,
   TransactionalModuleExtras,
   TransactionalModuleOptions,
@@ -20,3 +21,5 @@ export {
   TransactionFinishedError,
   TransactionTimeoutError,
 } from './errors';
+export { lockInOrder } from './locking/lock-in-order';
+export type { LockId, LockInOrderOptions } from './locking/lock-in-order';

@@ -42,6 +42,8 @@ export class TransactionalModule extends ConfigurableModuleClass {
    * TransactionalModule.forRoot({ isolationLevel: 'READ COMMITTED' })
    */
   static override forRoot(options: typeof OPTIONS_TYPE = {}): DynamicModule {
+    // Bad static options fail here, before TypeORM opens any connection.
+    resolveModuleOptions(options, where(options.dataSource ?? DEFAULT_DATA_SOURCE));
     return withRegistration(super.forRoot(options), options.dataSource);
   }
 
@@ -74,12 +76,14 @@ export class TransactionalModule extends ConfigurableModuleClass {
   }
 }
 
+function where(name: string): string {
+  return name === DEFAULT_DATA_SOURCE ? 'TransactionalModule.forRoot()' : `TransactionalModule.forRoot({ dataSource: '${name}' })`;
+}
+
 function withRegistration(definition: DynamicModule, dataSource: string | undefined): DynamicModule {
   const name = dataSource ?? DEFAULT_DATA_SOURCE;
-  const where =
-    name === DEFAULT_DATA_SOURCE ? 'TransactionalModule.forRoot()' : `TransactionalModule.forRoot({ dataSource: '${name}' })`;
   if (typeof name !== 'string' || name === '') {
-    throw new TransactionalOptionsError(`${where}: dataSource must be the name of a TypeORM data source.`);
+    throw new TransactionalOptionsError(`${where(String(name))}: dataSource must be the name of a TypeORM data source.`);
   }
   return {
     ...definition,
@@ -94,7 +98,7 @@ function withRegistration(definition: DynamicModule, dataSource: string | undefi
           registry: DataSourceRegistry,
           named: DataSource | undefined,
           fallback: DataSource | undefined,
-        ) => register(where, name, options, registry, named, fallback),
+        ) => register(where(name), name, options, registry, named, fallback),
         inject: [
           MODULE_OPTIONS_TOKEN,
           DataSourceRegistry,

@@ -11,6 +11,16 @@ export type { IsolationLevel } from './core/dialect';
 export type GuardMode = 'throw' | 'warn' | 'off';
 export const GUARD_MODES: readonly GuardMode[] = ['throw', 'warn', 'off'];
 
+/** Retry of a whole unit of work after a deadlock or serialization failure. */
+export interface RetryOptions {
+  /** Attempts in all, the first included. Default: 3. */
+  attempts?: number;
+  /** Backoff ceiling before the first retry, in ms; doubles each retry; the wait is random below it (full jitter). Default: 20. */
+  baseDelayMs?: number;
+  /** Largest backoff ceiling, in ms. Default: 1000. */
+  maxDelayMs?: number;
+}
+
 /** Per-unit-of-work settings: module defaults, `@Transactional()` and `TransactionRunner.run()` all take these. */
 export interface TransactionOptions {
   /** Sent with BEGIN. Default: the database's own default (PostgreSQL and MariaDB: none sent). */
@@ -25,10 +35,16 @@ export interface TransactionOptions {
   timeoutMs?: number;
   /** Guard mode for this unit of work. Default: the module's `guard`. */
   guard?: GuardMode;
+  /**
+   * Runs the whole unit of work again after a deadlock or serialization failure (PostgreSQL 40P01,
+   * 40001; MySQL/MariaDB 1213), only where the library owns the transaction and no response was sent.
+   * `true` for the defaults. Default: no retry.
+   */
+  retry?: boolean | RetryOptions;
 }
 
 /** Options of `TransactionalModule.forRoot()`. All optional. */
-export interface TransactionalModuleOptions extends TransactionOptions {
+export interface TransactionalModuleOptions extends Omit<TransactionOptions, 'retry'> {
   /**
    * Guard mode. Default: `'warn'` when `NODE_ENV=production`, `'throw'` otherwise.
    */
@@ -49,7 +65,8 @@ export interface ResolvedModuleOptions {
   timeoutMs?: number;
 }
 
-const TRANSACTION_OPTION_KEYS = ['isolationLevel', 'readOnly', 'timeoutMs', 'guard'] as const;
+const TRANSACTION_OPTION_KEYS = ['isolationLevel', 'readOnly', 'timeoutMs', 'guard', 'retry'] as const;
+const RETRY_OPTION_KEYS = ['attempts', 'baseDelayMs', 'maxDelayMs'];
 
 /** Default guard mode for this process. */
 export function defaultGuardMode(): GuardMode {
@@ -96,11 +113,44 @@ export function validateTransactionOptions(
       `${where}: guard ${describe(o.guard)} is not one of ${GUARD_MODES.map((m) => `'${m}'`).join(', ')}.`,
     );
   }
+  if (o.retry !== undefined && typeof o.retry !== 'boolean') validateRetry(o.retry, where);
+}
+
+function validateRetry(retry: unknown, where: string): void {
+  if (typeof retry !== 'object' || retry === null || Array.isArray(retry)) {
+    throw new TransactionalOptionsError(`${where}: retry must be true, false or { attempts, baseDelayMs, maxDelayMs }, got ${describe(retry)}.`);
+  }
+  for (const key of Object.keys(retry)) {
+    if (!RETRY_OPTION_KEYS.includes(key)) {
+      throw new TransactionalOptionsError(`${where}: unknown retry option '${key}'. Known: ${RETRY_OPTION_KEYS.join(', ')}.`);
+    }
+  }
+  const r = retry as RetryOptions;
+  if (r.attempts !== undefined && !(Number.isInteger(r.attempts) && r.attempts >= 1)) {
+    throw new TransactionalOptionsError(`${where}: retry.attempts must be a whole number of at least 1, got ${describe(r.attempts)}.`);
+  }
+  for (const key of ['baseDelayMs', 'maxDelayMs'] as const) {
+    const value = r[key];
+    if (value !== undefined && !(Number.isFinite(value) && value >= 0)) {
+      throw new TransactionalOptionsError(`${where}: retry.${key} must be a number of milliseconds of at least 0, got ${describe(value)}.`);
+    }
+  }
+}
+
+/** Retry settings with defaults applied; `attempts: 1` means no retry. */
+export function resolveRetry(retry: TransactionOptions['retry']): Required<RetryOptions> {
+  const r = retry === true ? {} : retry === false || retry === undefined ? { attempts: 1 } : retry;
+  return { attempts: r.attempts ?? 3, baseDelayMs: r.baseDelayMs ?? 20, maxDelayMs: r.maxDelayMs ?? 1000 };
 }
 
 /** Validates module options and applies the defaults. */
 export function resolveModuleOptions(options: TransactionalModuleOptions & TransactionalModuleExtras, where: string): ResolvedModuleOptions {
   validateTransactionOptions(options, where, ['dataSource']);
+  if ((options as TransactionOptions).retry !== undefined) {
+    throw new TransactionalOptionsError(
+      `${where}: retry is set where a unit of work can be run again: @Transactional({ retry }) on a route, or TransactionRunner.run(fn, { retry }).`,
+    );
+  }
   return {
     guard: options.guard ?? defaultGuardMode(),
     isolationLevel: options.isolationLevel,

@@ -28,10 +28,17 @@ const current = new AsyncLocalStorage<TransactionContext>();
 const ending = new AsyncLocalStorage<SourceTransaction>();
 
 const logger = new Logger('TransactionalModule');
+/** The unit of work each library-made QueryRunner belongs to. */
+const owners = new WeakMap<QueryRunner, TransactionContext>();
 
 /** The unit of work the caller runs in, if any (settled ones included). */
 export function currentContext(): TransactionContext | undefined {
   return current.getStore();
+}
+
+/** The unit of work a manager belongs to, when the library made it. */
+export function ownerOf(manager: EntityManager): TransactionContext | undefined {
+  return manager.queryRunner && owners.get(manager.queryRunner);
 }
 
 /**
@@ -180,6 +187,14 @@ export class TransactionContext {
     return outcome;
   }
 
+  /** A deadlock or serialization failure on one of this unit of work's data sources. */
+  isRetryable(error: unknown): boolean {
+    for (const source of this.sources.values()) {
+      if (source.entry.dialect.isRetryable(error)) return true;
+    }
+    return false;
+  }
+
   /** Turns a database timeout into a `TransactionTimeoutError`; other errors pass unchanged. */
   explain(error: unknown): unknown {
     if (error instanceof TransactionalError) return error;
@@ -261,6 +276,7 @@ class SourceTransaction {
 
   private createRunner(): MutableRunner {
     const qr = this.entry.dataSource.createQueryRunner('master') as MutableRunner;
+    owners.set(qr, this.ctx);
     // TypeORM sees a transaction from the start (so save() opens no transaction of its own and
     // tx.transaction() makes savepoints); the BEGIN itself goes out with the first query.
     qr.isTransactionActive = true;

@@ -1,7 +1,8 @@
-import { Injectable } from '@nestjs/common';
+import { setTimeout as delay } from 'node:timers/promises';
+import { Injectable, Logger } from '@nestjs/common';
 import type { EntityManager } from 'typeorm';
 import { NoTransactionError, TransactionalOptionsError } from '../errors';
-import { validateTransactionOptions, type TransactionOptions } from '../transactional.options';
+import { resolveRetry, validateTransactionOptions, type TransactionOptions } from '../transactional.options';
 import { DEFAULT_DATA_SOURCE, DataSourceRegistry, type TransactionalStats } from './data-source-registry';
 import { currentContext, requireManager, TransactionContext, type ContextState } from './transaction-context';
 
@@ -23,6 +24,7 @@ export interface RunOptions extends TransactionOptions {
 }
 
 const RUN_OPTION_KEYS = ['name', 'dataSource', 'propagation'];
+const logger = new Logger('TransactionalModule');
 
 /**
  * Runs a unit of work outside HTTP (cron jobs, queue consumers, scripts) with the same semantics as a
@@ -53,20 +55,46 @@ export class TransactionRunner {
       return propagation === 'nested' ? tx.transaction(async (savepoint) => fn(savepoint)) : fn(tx);
     }
     const label = name ?? 'TransactionRunner.run()';
-    const ctx = this.begin(transaction, () => label);
-    return this.complete(ctx, () => fn(ctx.manager(dataSource, label)));
+    return this.execute(transaction, () => label, (ctx) => fn(ctx.manager(dataSource, label)));
   }
 
-  /** Opens a unit of work; `describe` names it in messages. */
-  begin(options: TransactionOptions, describe: () => string): TransactionContext {
-    return new TransactionContext(this.registry, options, describe);
+  /**
+   * @internal The interceptor's and `run()`'s shared lifecycle.
+   * Runs `fn` as a new unit of work, settles it, and runs it again in a fresh one after a deadlock or
+   * serialization failure when `options.retry` allows: bounded attempts, exponential backoff with full
+   * jitter, each retry logged, the last error surfaced. Hooks of failed attempts never run.
+   */
+  async execute<T>(
+    options: TransactionOptions,
+    describe: () => string,
+    fn: (ctx: TransactionContext) => Promise<T> | T,
+    /** False once running again is no longer safe (a response already went out). */
+    canRetry: () => boolean = () => true,
+  ): Promise<T> {
+    const retry = resolveRetry(options.retry);
+    for (let attempt = 1; ; attempt++) {
+      const ctx = new TransactionContext(this.registry, options, describe);
+      try {
+        return await this.complete(ctx, () => fn(ctx));
+      } catch (error) {
+        if (attempt >= retry.attempts || !ctx.isRetryable(error) || !canRetry()) throw error;
+        const ceiling = Math.min(retry.maxDelayMs, retry.baseDelayMs * 2 ** (attempt - 1));
+        const wait = Math.floor(Math.random() * ceiling);
+        logger.warn(
+          `${ctx.label}: attempt ${attempt} of ${retry.attempts} failed (${describeError(error)}); running it again in ${wait} ms.`,
+        );
+        await delay(wait);
+        // The client may have gone while we waited.
+        if (!canRetry()) throw error;
+      }
+    }
   }
 
   /**
    * Runs `fn` inside `ctx` and settles it: the result is returned only after COMMIT succeeded;
    * an error rolls back first and is then rethrown (a database timeout as `TransactionTimeoutError`).
    */
-  async complete<T>(ctx: TransactionContext, fn: () => Promise<T> | T): Promise<T> {
+  private async complete<T>(ctx: TransactionContext, fn: () => Promise<T> | T): Promise<T> {
     let result: T;
     try {
       result = await ctx.enter(fn);
@@ -79,6 +107,12 @@ export class TransactionRunner {
     if (outcome !== 'committed') throw ctx.finishedError('the handler returned and its result');
     return result;
   }
+}
+
+function describeError(error: unknown): string {
+  const driver = (error as { driverError?: { code?: unknown; errno?: unknown } }).driverError;
+  const code = driver?.code ?? (error as { code?: unknown }).code;
+  return `${error instanceof Error ? error.message : String(error)}${code ? ` [${String(code)}]` : ''}`;
 }
 
 /** What `TransactionHost.current()` tells about the unit of work of the caller. */

@@ -3,6 +3,7 @@ import { SSE_METADATA } from '@nestjs/common/constants';
 import { Reflector } from '@nestjs/core';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Observable, type Subscription } from 'rxjs';
+import type { TransactionContext } from '../core/transaction-context';
 import { TransactionRunner } from '../core/transaction-runner';
 import { NO_TRANSACTION, TRANSACTIONAL_OPTIONS } from '../decorators/transactional.decorator';
 import type { TransactionOptions } from '../transactional.options';
@@ -38,22 +39,31 @@ export class TransactionInterceptor implements NestInterceptor {
     const response = 'raw' in reply ? reply.raw : reply;
 
     return new Observable((subscriber) => {
-      const ctx = this.runner.begin(policy.options, () => describeRoute(request));
+      let ctx: TransactionContext | undefined;
       let handler: Subscription | undefined;
+      let aborted: string | undefined;
+      const abort = (reason: string) => {
+        aborted = reason;
+        void ctx?.settle(false, reason);
+      };
       const onClose = () => {
         // 'close' before the response finished: the client went away mid-request.
-        if (!response.writableFinished) {
-          handler?.unsubscribe();
-          void ctx.settle(false, 'the client disconnected');
-        }
+        if (!response.writableFinished) abort('the client disconnected');
       };
       response.once('close', onClose);
 
       let emitted = false;
       let last: unknown;
-      const work = () =>
-        new Promise<void>((resolve, reject) => {
-          // handle() binds the async context it is called in: call it inside the unit of work.
+      // One attempt: run the handler in the attempt's unit of work (again, on a retry).
+      const attempt = (current: TransactionContext) => {
+        ctx = current;
+        if (aborted !== undefined) {
+          void current.settle(false, aborted);
+          return Promise.reject(current.finishedError('the handler'));
+        }
+        emitted = false;
+        return new Promise<void>((resolve, reject) => {
+          // handle() binds the async context it is called in: it runs inside the unit of work.
           handler = next.handle().subscribe({
             next: (value) => {
               emitted = true;
@@ -63,8 +73,10 @@ export class TransactionInterceptor implements NestInterceptor {
             complete: resolve,
           });
         });
+      };
 
-      this.runner.complete(ctx, work).then(
+      const canRetry = () => aborted === undefined && !response.headersSent;
+      this.runner.execute(policy.options, () => describeRoute(request), attempt, canRetry).then(
         () => {
           response.off('close', onClose);
           if (emitted) subscriber.next(last);
@@ -75,11 +87,11 @@ export class TransactionInterceptor implements NestInterceptor {
           subscriber.error(error);
         },
       );
-      // Unsubscribed before the work ended (an SSE-style teardown): roll back.
+      // Unsubscribed before the work ended: roll back.
       return () => {
-        if (ctx.state === 'open') {
+        if (ctx?.state === 'open') {
           handler?.unsubscribe();
-          void ctx.settle(false, 'the response stream was unsubscribed');
+          abort('the response stream was unsubscribed');
         }
       };
     });

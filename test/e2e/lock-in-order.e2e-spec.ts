@@ -1,0 +1,449 @@
+import { TypeOrmModule, getDataSourceToken } from '@nestjs/typeorm';
+import { Column, DataSource, Entity, type EntityManager, PrimaryColumn, type QueryRunner, type Logger as TypeOrmLogger } from 'typeorm';
+import { dialectOf } from '../../lib/core/dialect';
+import { TransactionalError, TransactionalModule, TransactionFinishedError, TransactionRunner, lockInOrder } from '../../lib';
+import { createApp, type TestApp } from '../support/app';
+import { engines, typeormOptions, type Engine } from '../support/databases';
+import { observer, waitFor, type Observer, type MariadbObserver, type PostgresObserver } from '../support/observer';
+
+@Entity('lock_order_accounts')
+class Account {
+  @PrimaryColumn({ type: 'int' })
+  id!: number;
+
+  @Column({ type: 'int' })
+  balance!: number;
+}
+
+@Entity('lock_order_pairs')
+class AccountPair {
+  @PrimaryColumn({ type: 'int' })
+  left!: number;
+
+  @PrimaryColumn({ type: 'int' })
+  right!: number;
+}
+
+const applicationName = 'lock-in-order-e2e';
+const POOL_SIZE = 10;
+const ACCOUNTS = 10;
+const START_BALANCE = 100;
+
+/** A promise with its resolve function outside, to step transactions from the test. */
+function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T) => void } {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((done) => (resolve = done));
+  return { promise, resolve };
+}
+
+/** Resolves `arrive()` for everyone once `parties` callers have arrived. */
+function barrier(parties: number): { arrive(): Promise<void> } {
+  const all = deferred();
+  let arrived = 0;
+  return {
+    arrive() {
+      arrived += 1;
+      if (arrived === parties) all.resolve();
+      return all.promise;
+    },
+  };
+}
+
+interface LoggedQuery {
+  sql: string;
+  parameters: unknown[];
+  queryRunner?: QueryRunner;
+}
+
+/** A TypeORM logger that keeps every statement in the order the data source sent it. */
+class RecordingSqlLogger implements TypeOrmLogger {
+  queries: LoggedQuery[] = [];
+
+  logQuery(sql: string, parameters?: unknown[], queryRunner?: QueryRunner): void {
+    this.queries.push({ sql, parameters: parameters ?? [], queryRunner });
+  }
+  logQueryError(): void {}
+  logQuerySlow(): void {}
+  logSchemaBuild(): void {}
+  logMigration(): void {}
+  log(): void {}
+
+  /** Statements sent through one query runner, in order. */
+  of(queryRunner: QueryRunner | undefined): string[] {
+    return this.queries.filter((q) => q.queryRunner === queryRunner).map((q) => q.sql);
+  }
+}
+
+/** The accounts' `SELECT … FOR UPDATE` (or shared lock) statements of one query runner, with their id. */
+function lockStatements(log: RecordingSqlLogger, queryRunner: QueryRunner | undefined): Array<{ sql: string; id: unknown }> {
+  return log.queries
+    .filter((q) => q.queryRunner === queryRunner && /lock_order_accounts/.test(q.sql) && /^\s*SELECT/i.test(q.sql))
+    .map((q) => ({ sql: q.sql, id: q.parameters[0] }));
+}
+
+function isDeadlock(error: unknown): boolean {
+  const driver = (error as { driverError?: { code?: unknown; errno?: unknown } }).driverError;
+  return driver?.code === '40P01' || driver?.errno === 1213;
+}
+
+describe.each(engines)('lockInOrder on $name', (engine: Engine) => {
+  const sqlLog = new RecordingSqlLogger();
+  let testApp: TestApp;
+  let runner: TransactionRunner;
+  let dataSource: DataSource;
+  let db: Observer;
+
+  /** Table rows as the observer sees them, by id. */
+  async function balances(): Promise<Map<number, number>> {
+    const rows = await db.query<{ id: number; balance: number }>('SELECT id, balance FROM lock_order_accounts ORDER BY id');
+    return new Map(rows.map((row) => [Number(row.id), Number(row.balance)]));
+  }
+
+  /** True once a connection of this app waits for a row lock on the accounts table. */
+  async function someoneWaitsForARowLock(): Promise<boolean> {
+    if (engine.name === 'postgres') {
+      const rows = await db.query<{ count: string }>(
+        `SELECT COUNT(*) AS count FROM pg_stat_activity
+          WHERE application_name = $1 AND state = 'active' AND wait_event_type = 'Lock' AND query LIKE '%lock_order_accounts%'`,
+        [applicationName],
+      );
+      return Number(rows[0].count) === 1;
+    }
+    // MariaDB shows a statement waiting for a row lock as still running it.
+    const waiting = (await (db as MariadbObserver).processlist()).filter(
+      (p) => p.command === 'Query' && p.info !== null && /lock_order_accounts/.test(p.info) && /FOR UPDATE/.test(p.info),
+    );
+    return waiting.length === 1;
+  }
+
+  /** Open InnoDB transactions on this app's own pooled connections (MariaDB has no application_name). */
+  async function mariadbOpenTransactions(): Promise<number> {
+    const pool = (dataSource.driver as unknown as { pool: { _allConnections: { toArray(): Array<{ threadId: number }> } } }).pool;
+    const threads = pool._allConnections.toArray().map((c) => c.threadId);
+    if (threads.length === 0) return 0;
+    const [row] = await db.query<{ count: number | string }>(
+      `SELECT COUNT(*) AS count FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id IN (${threads.map(() => '?').join(', ')})`,
+      threads,
+    );
+    return Number(row.count);
+  }
+
+  beforeAll(async () => {
+    db = await observer(engine);
+    testApp = await createApp({
+      adapter: 'express',
+      imports: [
+        TypeOrmModule.forRoot(
+          typeormOptions(engine, { poolSize: POOL_SIZE, applicationName, entities: [Account, AccountPair], logger: sqlLog }),
+        ),
+        TransactionalModule.forRoot(),
+      ],
+    });
+    runner = testApp.app.get(TransactionRunner);
+    dataSource = testApp.app.get<DataSource>(getDataSourceToken());
+  });
+
+  beforeEach(async () => {
+    await db.query('DELETE FROM lock_order_accounts');
+    const values = Array.from({ length: ACCOUNTS }, (_, i) => `(${i + 1}, ${START_BALANCE})`).join(', ');
+    await db.query(`INSERT INTO lock_order_accounts (id, balance) VALUES ${values}`);
+    sqlLog.queries = [];
+  });
+
+  afterEach(async () => {
+    const dialect = dialectOf(dataSource)!;
+    await waitFor(() => {
+      const stats = dialect.poolStats(dataSource);
+      expect(stats.waiting).toBe(0);
+      expect(stats.idle).toBe(stats.total);
+    });
+    if (engine.name === 'postgres') {
+      await waitFor(async () => expect(await (db as PostgresObserver).idleInTransactionCount(applicationName)).toBe(0));
+    } else {
+      // information_schema.INNODB_TRX is a cache refreshed at most every 100 ms: poll slower than that.
+      await waitFor(async () => expect(await mariadbOpenTransactions()).toBe(0), { intervalMs: 150 });
+    }
+    await db.query('DELETE FROM lock_order_accounts');
+  });
+
+  afterAll(async () => {
+    await testApp?.close();
+    await db?.close();
+  });
+
+  describe('given ids in any order, with duplicates and ids without a row', () => {
+    it('returns each existing row once, keyed by id in ascending order, and leaves missing ids out', async () => {
+      const rows = await runner.run((tx) => lockInOrder(tx, Account, [7, 3, 999, 3, 1, 7]));
+
+      expect(rows).toBeInstanceOf(Map);
+      expect([...rows.keys()]).toEqual([1, 3, 7]);
+      expect(rows.has(999)).toBe(false);
+      expect(rows.get(3)).toBeInstanceOf(Account);
+      expect(rows.get(3)).toEqual({ id: 3, balance: START_BALANCE });
+    });
+
+    it.each([
+      { given: [5, 3, 1, 2] },
+      { given: [2, 5, 1, 3, 3, 5] },
+      { given: [10, 9, 8, 7, 6, 5, 4, 3, 2, 1] },
+    ])('locks one row per statement in ascending id order inside the transaction, given $given', async ({ given }) => {
+      let queryRunner: QueryRunner | undefined;
+
+      await runner.run(async (tx) => {
+        queryRunner = tx.queryRunner;
+        await lockInOrder(tx, Account, given);
+      });
+
+      const expected = [...new Set(given)].sort((a, b) => a - b);
+      const locks = lockStatements(sqlLog, queryRunner);
+      expect(locks.map((lock) => Number(lock.id))).toEqual(expected);
+      for (const lock of locks) expect(lock.sql).toMatch(/ FOR UPDATE$/);
+      // All of them between the unit of work's BEGIN and its COMMIT, on its one connection.
+      const statements = sqlLog.of(queryRunner);
+      const begin = statements.findIndex((sql) => /^(BEGIN|START TRANSACTION)/.test(sql));
+      const commit = statements.indexOf('COMMIT');
+      const lockIndexes = statements.flatMap((sql, index) => (/FOR UPDATE/.test(sql) ? [index] : []));
+      expect(begin).toBeGreaterThanOrEqual(0);
+      expect(commit).toBeGreaterThan(begin);
+      expect(lockIndexes).toHaveLength(expected.length);
+      for (const index of lockIndexes) {
+        expect(index).toBeGreaterThan(begin);
+        expect(index).toBeLessThan(commit);
+      }
+    });
+  });
+
+  describe('when a second transaction locks one of the rows', () => {
+    it('waits until the first commits, then sees its write', async () => {
+      const firstLocked = deferred();
+      const releaseFirst = deferred();
+      const first = runner.run(
+        async (tx) => {
+          const rows = await lockInOrder(tx, Account, [2, 1]);
+          await tx.update(Account, { id: 1 }, { balance: rows.get(1)!.balance + 50 });
+          firstLocked.resolve();
+          await releaseFirst.promise;
+        },
+        { name: 'first locker' },
+      );
+      await firstLocked.promise;
+
+      let secondLocked = false;
+      const second = runner.run(
+        async (tx) => {
+          const rows = await lockInOrder(tx, Account, [1]);
+          secondLocked = true;
+          return rows.get(1)!.balance;
+        },
+        { name: 'second locker' },
+      );
+
+      // The database itself shows the second one waiting for the row lock while the first holds it.
+      await waitFor(someoneWaitsForARowLock);
+      expect(secondLocked).toBe(false);
+
+      releaseFirst.resolve();
+      await first;
+
+      expect(await second).toBe(START_BALANCE + 50);
+      expect(secondLocked).toBe(true);
+      expect((await balances()).get(1)).toBe(START_BALANCE + 50);
+    });
+  });
+
+  describe("with mode: 'share'", () => {
+    it('takes shared locks (FOR SHARE on PostgreSQL, LOCK IN SHARE MODE on MariaDB), still in ascending order', async () => {
+      let queryRunner: QueryRunner | undefined;
+
+      const rows = await runner.run(async (tx) => {
+        queryRunner = tx.queryRunner;
+        return lockInOrder(tx, Account, [4, 2], { mode: 'share' });
+      });
+
+      expect([...rows.keys()]).toEqual([2, 4]);
+      const locks = lockStatements(sqlLog, queryRunner);
+      expect(locks.map((lock) => Number(lock.id))).toEqual([2, 4]);
+      for (const lock of locks) {
+        expect(lock.sql).toMatch(engine.name === 'postgres' ? / FOR SHARE$/ : / (LOCK IN SHARE MODE|FOR SHARE)$/);
+        expect(lock.sql).not.toMatch(/FOR UPDATE/);
+      }
+    });
+
+    it('lets another shared locker through while the first still holds its locks', async () => {
+      const firstLocked = deferred();
+      const releaseFirst = deferred();
+      const first = runner.run(async (tx) => {
+        await lockInOrder(tx, Account, [1, 2], { mode: 'share' });
+        firstLocked.resolve();
+        await releaseFirst.promise;
+      });
+      await firstLocked.promise;
+
+      // Awaited while the first transaction is still open: shared locks do not wait for each other.
+      const second = await runner.run((tx) => lockInOrder(tx, Account, [2, 3], { mode: 'share' }));
+
+      expect([...second.keys()]).toEqual([2, 3]);
+      releaseFirst.resolve();
+      await first;
+    });
+  });
+
+  describe('given a manager outside a transaction', () => {
+    it('rejects with TransactionalError naming the entity and the fix, and sends no query', async () => {
+      const attempt = lockInOrder(dataSource.manager, Account, [1, 2]);
+
+      await expect(attempt).rejects.toThrow(TransactionalError);
+      await expect(attempt).rejects.toThrow(
+        /lockInOrder\(Account\) was given a manager outside a transaction.*Pass the manager from @Tx\(\), TransactionHost\.manager\(\) or TransactionRunner\.run\(\)/s,
+      );
+      expect(sqlLog.queries.filter((q) => /lock_order_accounts/.test(q.sql))).toEqual([]);
+    });
+
+    it("rejects the manager of a query runner that has no transaction open", async () => {
+      const queryRunner = dataSource.createQueryRunner();
+      try {
+        await expect(lockInOrder(queryRunner.manager, Account, [1])).rejects.toThrow(
+          /lockInOrder\(Account\) was given a manager outside a transaction/,
+        );
+      } finally {
+        await queryRunner.release();
+      }
+    });
+  });
+
+  describe('given the manager of a unit of work that already ended', () => {
+    it.each([
+      { what: 'after it ran queries', queried: true },
+      { what: 'before it ran any query', queried: false },
+    ])('rejects with TransactionFinishedError, like any use of that manager ($what)', async ({ queried }) => {
+      let kept: EntityManager | undefined;
+      await runner.run(async (tx) => {
+        kept = tx;
+        if (queried) await tx.query('SELECT 1');
+      });
+      sqlLog.queries = [];
+
+      const attempt = lockInOrder(kept!, Account, [1]);
+
+      await expect(attempt).rejects.toThrow(TransactionFinishedError);
+      await expect(attempt).rejects.toThrow(/already committed/);
+      expect(sqlLog.queries).toEqual([]);
+    });
+  });
+
+  describe('given the manager of a savepoint (tx.transaction)', () => {
+    it('locks on the unit of work\'s one connection, inside the savepoint', async () => {
+      let outer: QueryRunner | undefined;
+      let inner: QueryRunner | undefined;
+
+      const rows = await runner.run((tx) => {
+        outer = tx.queryRunner;
+        return tx.transaction((savepoint) => {
+          inner = savepoint.queryRunner;
+          return lockInOrder(savepoint, Account, [2, 1]);
+        });
+      });
+
+      expect([...rows.keys()]).toEqual([1, 2]);
+      expect(inner).toBe(outer);
+      const statements = sqlLog.of(outer);
+      const savepoint = statements.findIndex((sql) => /^SAVEPOINT/.test(sql));
+      const locks = statements.flatMap((sql, index) => (/FOR UPDATE/.test(sql) ? [index] : []));
+      expect(savepoint).toBeGreaterThanOrEqual(0);
+      expect(locks).toHaveLength(2);
+      expect(Math.min(...locks)).toBeGreaterThan(savepoint);
+    });
+  });
+
+  describe('given an entity with a composite primary key', () => {
+    it('rejects with TransactionalError before locking anything', async () => {
+      let caught: unknown;
+      await runner.run(async (tx: EntityManager) => {
+        caught = await lockInOrder(tx, AccountPair, [1]).catch((error: unknown) => error);
+      });
+
+      expect(caught).toBeInstanceOf(TransactionalError);
+      expect(String((caught as Error).message)).toMatch(/lockInOrder\(AccountPair\): the entity has 2 primary columns/);
+      expect(sqlLog.queries.filter((q) => /lock_order_pairs/.test(q.sql))).toEqual([]);
+    });
+  });
+
+  describe('when transfers A→B and B→A run concurrently', () => {
+    const PAIRS = POOL_SIZE / 2;
+
+    /** Pair i moves money between accounts 2i+1 and 2i+2, once in each direction. */
+    function transfersOf(pair: number): Array<{ from: number; to: number; amount: number }> {
+      const a = 2 * pair + 1;
+      const b = 2 * pair + 2;
+      return [
+        { from: a, to: b, amount: 10 },
+        { from: b, to: a, amount: 3 },
+      ];
+    }
+
+    async function move(tx: EntityManager, from: Account, to: Account, amount: number): Promise<void> {
+      await tx.update(Account, { id: from.id }, { balance: from.balance - amount });
+      await tx.update(Account, { id: to.id }, { balance: to.balance + amount });
+    }
+
+    function lockOne(tx: EntityManager, id: number): Promise<Account> {
+      return tx
+        .createQueryBuilder(Account, 'account')
+        .setLock('pessimistic_write')
+        .where('account.id = :id', { id })
+        .getOneOrFail();
+    }
+
+    it('deadlocks when each transfer locks its "from" row, then its "to" row', async () => {
+      const results = await Promise.allSettled(
+        Array.from({ length: PAIRS }, (_, pair) => {
+          // Both transfers of a pair hold their first lock before either asks for its second.
+          const bothHoldTheirFirstLock = barrier(2);
+          return transfersOf(pair).map(({ from, to, amount }) =>
+            runner.run(async (tx) => {
+              const source = await lockOne(tx, from);
+              await bothHoldTheirFirstLock.arrive();
+              const target = await lockOne(tx, to);
+              await move(tx, source, target, amount);
+            }),
+          );
+        }).flat(),
+      );
+
+      const failures = results.flatMap((result) => (result.status === 'rejected' ? [result.reason as unknown] : []));
+      // One victim per pair: the database breaks each A→B / B→A cycle by aborting one side.
+      expect(failures.length).toBeGreaterThanOrEqual(1);
+      expect(failures.filter(isDeadlock)).toHaveLength(failures.length);
+      expect(failures).toHaveLength(PAIRS);
+      const total = [...(await balances()).values()].reduce((sum, balance) => sum + balance, 0);
+      expect(total).toBe(ACCOUNTS * START_BALANCE);
+    });
+
+    it('never deadlocks when both lock through lockInOrder, and every transfer commits with the total unchanged', async () => {
+      const results = await Promise.allSettled(
+        Array.from({ length: PAIRS }, (_, pair) => {
+          // Both transfers of a pair have their transaction open before either starts locking.
+          const bothStarted = barrier(2);
+          return transfersOf(pair).map(({ from, to, amount }) =>
+            runner.run(async (tx) => {
+              await tx.query('SELECT 1');
+              await bothStarted.arrive();
+              const accounts = await lockInOrder(tx, Account, [from, to]);
+              await move(tx, accounts.get(from)!, accounts.get(to)!, amount);
+            }),
+          );
+        }).flat(),
+      );
+
+      const failures = results.flatMap((result) => (result.status === 'rejected' ? [result.reason as unknown] : []));
+      expect(failures).toEqual([]);
+      const after = await balances();
+      for (let pair = 0; pair < PAIRS; pair++) {
+        // +10 one way, -3 the other: both transfers of every pair applied.
+        expect(after.get(2 * pair + 1)).toBe(START_BALANCE - 10 + 3);
+        expect(after.get(2 * pair + 2)).toBe(START_BALANCE + 10 - 3);
+      }
+      expect([...after.values()].reduce((sum, balance) => sum + balance, 0)).toBe(ACCOUNTS * START_BALANCE);
+    });
+  });
+});
