@@ -43,8 +43,8 @@ export class TransactionalModule extends ConfigurableModuleClass {
    */
   static override forRoot(options: typeof OPTIONS_TYPE = {}): DynamicModule {
     // Bad static options fail here, before TypeORM opens any connection.
-    resolveModuleOptions(options, where(options.dataSource ?? DEFAULT_DATA_SOURCE));
-    return withRegistration(super.forRoot(options), options.dataSource);
+    resolveModuleOptions(options, where('forRoot', options.dataSource ?? DEFAULT_DATA_SOURCE));
+    return withRegistration(super.forRoot(options), 'forRoot', options.dataSource);
   }
 
   /**
@@ -53,7 +53,7 @@ export class TransactionalModule extends ConfigurableModuleClass {
    * TransactionalModule.forRootAsync({ inject: [ConfigService], useFactory: (c: ConfigService) => ({ guard: c.get('GUARD') }) })
    */
   static override forRootAsync(options: typeof ASYNC_OPTIONS_TYPE): DynamicModule {
-    return withRegistration(super.forRootAsync(options), options.dataSource);
+    return withRegistration(super.forRootAsync(options), 'forRootAsync', options.dataSource);
   }
 
   /**
@@ -76,14 +76,16 @@ export class TransactionalModule extends ConfigurableModuleClass {
   }
 }
 
-function where(name: string): string {
-  return name === DEFAULT_DATA_SOURCE ? 'TransactionalModule.forRoot()' : `TransactionalModule.forRoot({ dataSource: '${name}' })`;
+type Method = 'forRoot' | 'forRootAsync';
+
+function where(method: Method, name: string): string {
+  return name === DEFAULT_DATA_SOURCE ? `TransactionalModule.${method}()` : `TransactionalModule.${method}({ dataSource: '${name}' })`;
 }
 
-function withRegistration(definition: DynamicModule, dataSource: string | undefined): DynamicModule {
+function withRegistration(definition: DynamicModule, method: Method, dataSource: string | undefined): DynamicModule {
   const name = dataSource ?? DEFAULT_DATA_SOURCE;
   if (typeof name !== 'string' || name === '') {
-    throw new TransactionalOptionsError(`${where(String(name))}: dataSource must be the name of a TypeORM data source.`);
+    throw new TransactionalOptionsError(`${where(method, String(name))}: dataSource must be the name of a TypeORM data source.`);
   }
   return {
     ...definition,
@@ -98,7 +100,7 @@ function withRegistration(definition: DynamicModule, dataSource: string | undefi
           registry: DataSourceRegistry,
           named: DataSource | undefined,
           fallback: DataSource | undefined,
-        ) => register(where(name), name, options, registry, named, fallback),
+        ) => register(where(method, name), name, options, registry, named, fallback),
         inject: [
           MODULE_OPTIONS_TOKEN,
           DataSourceRegistry,

@@ -66,6 +66,7 @@ export interface ResolvedModuleOptions {
 }
 
 const TRANSACTION_OPTION_KEYS = ['isolationLevel', 'readOnly', 'timeoutMs', 'guard', 'retry'] as const;
+const MODULE_OPTION_KEYS = TRANSACTION_OPTION_KEYS.filter((key) => key !== 'retry');
 const RETRY_OPTION_KEYS = ['attempts', 'baseDelayMs', 'maxDelayMs'];
 
 /** Default guard mode for this process. */
@@ -81,12 +82,13 @@ export function validateTransactionOptions(
   options: unknown,
   where: string,
   extraKeys: readonly string[] = [],
+  baseKeys: readonly string[] = TRANSACTION_OPTION_KEYS,
 ): asserts options is TransactionOptions {
   if (options === undefined) return;
   if (typeof options !== 'object' || options === null || Array.isArray(options)) {
     throw new TransactionalOptionsError(`${where}: options must be an object, got ${describe(options)}.`);
   }
-  const known: readonly string[] = [...TRANSACTION_OPTION_KEYS, ...extraKeys];
+  const known: readonly string[] = [...baseKeys, ...extraKeys];
   for (const key of Object.keys(options)) {
     if (!known.includes(key)) {
       throw new TransactionalOptionsError(
@@ -145,12 +147,12 @@ export function resolveRetry(retry: TransactionOptions['retry']): Required<Retry
 
 /** Validates module options and applies the defaults. */
 export function resolveModuleOptions(options: TransactionalModuleOptions & TransactionalModuleExtras, where: string): ResolvedModuleOptions {
-  validateTransactionOptions(options, where, ['dataSource']);
-  if ((options as TransactionOptions).retry !== undefined) {
+  if ((options as TransactionOptions | undefined)?.retry !== undefined) {
     throw new TransactionalOptionsError(
       `${where}: retry is set where a unit of work can be run again: @Transactional({ retry }) on a route, or TransactionRunner.run(fn, { retry }).`,
     );
   }
+  validateTransactionOptions(options, where, ['dataSource'], MODULE_OPTION_KEYS);
   return {
     guard: options.guard ?? defaultGuardMode(),
     isolationLevel: options.isolationLevel,

@@ -1,4 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
+import type { EventEmitter } from 'node:events';
 import { Logger } from '@nestjs/common';
 import type { EntityManager, QueryRunner } from 'typeorm';
 import { QueryFailedError } from 'typeorm';
@@ -255,6 +256,9 @@ class SourceTransaction {
   private runner?: MutableRunner;
   private opening?: Promise<unknown>;
   private ending?: Promise<void>;
+  /** Set when the server closed the connection under the open transaction. */
+  private lost?: unknown;
+  private unwatch?: () => void;
   private release!: () => Promise<void>;
 
   constructor(
@@ -282,24 +286,27 @@ class SourceTransaction {
     qr.isTransactionActive = true;
     qr.transactionDepth = this.depth;
     const connect = qr.connect.bind(qr);
-    const query = qr.query.bind(qr);
-    const stream = qr.stream.bind(qr);
     const start = qr.startTransaction.bind(qr);
     const commit = qr.commitTransaction.bind(qr);
     const rollback = qr.rollbackTransaction.bind(qr);
     this.release = qr.release.bind(qr);
+    // Every way in checks the state first, and fails as a rejected promise like the call it replaces.
+    const checked = <A extends unknown[], R>(fn: (...args: A) => Promise<R>) =>
+      (...args: A): Promise<R> => {
+        const problem = this.unusable();
+        return problem === undefined ? fn(...args) : Promise.reject(problem);
+      };
 
     qr.connect = () => (this.opening ??= this.open(connect));
-    qr.query = ((...args: Parameters<QueryRunner['query']>) => {
-      this.assertUsable();
-      return query(...args);
-    }) as QueryRunner['query'];
-    qr.stream = (...args) => {
-      this.assertUsable();
-      return stream(...args);
-    };
+    qr.query = checked(qr.query.bind(qr)) as QueryRunner['query'];
+    qr.stream = checked(qr.stream.bind(qr));
+    // These two check TypeORM's own "released" flag before reaching qr.query.
+    const manager = qr.manager;
+    manager.query = checked(manager.query.bind(manager)) as EntityManager['query'];
+    manager.transaction = checked(manager.transaction.bind(manager) as (...args: unknown[]) => Promise<unknown>) as EntityManager['transaction'];
     qr.startTransaction = async (isolationLevel) => {
-      this.assertUsable();
+      const problem = this.unusable();
+      if (problem !== undefined) throw problem;
       this.ctx.openHookScope();
       try {
         await start(isolationLevel);
@@ -327,14 +334,53 @@ class SourceTransaction {
     return qr;
   }
 
-  private assertUsable(): void {
-    if (this.ctx.state !== 'open' && ending.getStore() !== this) throw this.ctx.finishedError('a query');
+  /** Why this transaction cannot take a query now, if it cannot. */
+  private unusable(): Error | undefined {
+    if (this.ctx.state !== 'open' && ending.getStore() !== this) return this.ctx.finishedError('a query');
+    if (this.lost !== undefined && ending.getStore() !== this) return this.lostError();
+    return undefined;
+  }
+
+  /** Notes the server closing the connection (an idle timeout, a killed backend, a restart). */
+  private watch(connection: unknown): void {
+    const emitter = connection as EventEmitter;
+    if (typeof emitter?.on !== 'function') return;
+    const onLost = (error?: unknown) => {
+      this.lost ??= error ?? new Error('the connection ended');
+    };
+    emitter.on('error', onLost);
+    emitter.on('end', onLost);
+    this.unwatch = () => {
+      emitter.off('error', onLost);
+      emitter.off('end', onLost);
+    };
+  }
+
+  private lostError(): Error {
+    const cause = this.lost;
+    const reason = cause instanceof Error ? cause.message : String(cause);
+    const { timeoutMs } = this.spec;
+    // PostgreSQL names its idle timeout (25P03); MySQL/MariaDB just close the connection.
+    if (timeoutMs !== undefined && (this.entry.dialect.isTimeout(cause) || this.entry.dialect.name === 'mysql')) {
+      return new TransactionTimeoutError(
+        `The database closed the connection of ${this.ctx.label} (${reason}): its transaction sat idle longer than ` +
+          `timeoutMs (${timeoutMs} ms), and was rolled back. Do slow non-database work before the first query or ` +
+          `after the response (an afterCommit hook), or raise @Transactional({ timeoutMs }).`,
+        { cause },
+      );
+    }
+    return new TransactionalError(
+      `The connection of ${this.ctx.label} was lost while its transaction was open (${reason}); the database ` +
+        `rolled the transaction back. The request can be retried once the database is reachable.`,
+      { cause },
+    );
   }
 
   /** True for a savepoint; throws when application code tries to end the unit of work's own transaction. */
   private assertNested(method: string): boolean {
     if (ending.getStore() === this) return false;
-    this.assertUsable();
+    const problem = this.unusable();
+    if (problem !== undefined) throw problem;
     if ((this.runner as MutableRunner).transactionDepth > this.depth) return true;
     throw new TransactionalError(
       `${method}() was called on the query runner of ${this.ctx.label}. The library commits or rolls back ` +
@@ -343,7 +389,6 @@ class SourceTransaction {
   }
 
   private async open(connect: () => Promise<unknown>): Promise<unknown> {
-    if (this.ctx.guardMode(this.entry) !== 'off') this.holder = captureStack();
     let acquisition: Promise<unknown>;
     // The driver's acquisition runs synchronously inside connect(): the guard sees the flag.
     this.acquiring = true;
@@ -353,6 +398,10 @@ class SourceTransaction {
       this.acquiring = false;
     }
     const connection = await acquisition;
+    // Taken after the await: V8's async frames then lead back to the application code whose query
+    // took the connection, even where TypeORM awaited before asking for it (insert(), say).
+    if (this.ctx.guardMode(this.entry) !== 'off') this.holder = captureStack();
+    this.watch(connection);
     // In a test's transaction, TypeORM's own savepoint name for depth 1 is the one COMMIT/ROLLBACK will end.
     const begin = this.depth === 1 ? this.entry.dialect.beginStatements(connection, this.spec) : ['SAVEPOINT typeorm_1'];
     await this.send(connection, begin);
@@ -374,7 +423,7 @@ class SourceTransaction {
 
   /** Commits or rolls back, then releases the connection; once. Rejects only when a commit failed. */
   end(commit: boolean): Promise<void> {
-    return (this.ending ??= ending.run(this, () => this.finish(commit)));
+    return (this.ending ??= ending.run(this, () => this.finish(commit).finally(() => this.unwatch?.())));
   }
 
   private async finish(commit: boolean): Promise<void> {
@@ -388,6 +437,12 @@ class SourceTransaction {
       // The connection or its BEGIN failed; the query that triggered it already saw the error.
       await this.discard(error);
       if (commit) throw error;
+      return;
+    }
+    if (this.lost !== undefined) {
+      // The server already ended the session, and with it the transaction.
+      await this.discard(this.lost);
+      if (commit) throw this.lostError();
       return;
     }
     // Savepoints left open end with the transaction.

@@ -92,7 +92,7 @@ function violation(
       `transaction (a savepoint on the same connection); finish reading one query's rows before starting the next.`;
   const message =
     `${what} during the transaction of ${ctx.label}${site ? ` (at ${site})` : ''}. It would take a second pooled ` +
-    `connection while this unit of work ${holder ? `holds one (taken at ${holder})` : 'holds or is about to take one'}, ` +
+    `connection while this unit of work ${holder ? `holds one (taken at ${holder})` : 'holds one, or is about to take it'}, ` +
     `which deadlocks the pool under load. ${fix}`;
   if (mode === 'throw') return new NestedConnectionError(message);
   const key = site ?? message;

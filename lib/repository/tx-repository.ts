@@ -37,6 +37,8 @@ export function createTxRepository<T extends ObjectLiteral>(
   const name = `Repository<${plain.metadata.name}>`;
   const current = (use: string) => requireManager(dataSourceName, use).getRepository(entity);
   const methods = new Map<PropertyKey, unknown>();
+  // Repository methods that return no promise: their errors are thrown; the others reject.
+  const synchronous = new Set<PropertyKey>(['create', 'merge', 'hasId', 'getId', 'createQueryBuilder', 'extend']);
   return new Proxy(plain, {
     get(target, property) {
       if (property === 'manager' || property === 'queryRunner') {
@@ -47,7 +49,17 @@ export function createTxRepository<T extends ObjectLiteral>(
       let method = methods.get(property);
       if (method === undefined) {
         const use = `${name}.${String(property)}()`;
-        method = (...args: unknown[]) => (current(use)[property as keyof Repository<T>] as (...a: unknown[]) => unknown)(...args);
+        const call = (...args: unknown[]) =>
+          (current(use)[property as keyof Repository<T>] as (...a: unknown[]) => unknown)(...args);
+        method = synchronous.has(property)
+          ? call
+          : (...args: unknown[]) => {
+              try {
+                return call(...args);
+              } catch (error) {
+                return Promise.reject(error);
+              }
+            };
         methods.set(property, method);
       }
       return method;

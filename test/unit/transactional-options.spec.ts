@@ -30,7 +30,7 @@ describe('module options', () => {
     [{ timeoutMs: 0 }, 'forRoot(): timeoutMs must be a whole number of milliseconds above 0, got 0.'],
     [{ timeoutMs: 1.5 }, 'forRoot(): timeoutMs must be a whole number of milliseconds above 0, got 1.5.'],
     [{ readOnly: 'yes' }, "forRoot(): readOnly must be true or false, got 'yes'."],
-    [{ isolation: 'SERIALIZABLE' }, "forRoot(): unknown option 'isolation'. Known options: isolationLevel, readOnly, timeoutMs, guard, retry, dataSource."],
+    [{ isolation: 'SERIALIZABLE' }, "forRoot(): unknown option 'isolation'. Known options: isolationLevel, readOnly, timeoutMs, guard, dataSource."],
   ])('rejects %j with a message naming the option', (options, message) => {
     expect(() => resolveModuleOptions(options as never, 'forRoot()')).toThrow(new TransactionalOptionsError(message));
   });

@@ -1,0 +1,219 @@
+import { ConflictException, Controller, Post } from '@nestjs/common';
+import { APP_FILTER } from '@nestjs/core';
+import { getDataSourceToken, InjectDataSource, TypeOrmModule } from '@nestjs/typeorm';
+import { Column, DataSource, Entity, EntityManager, PrimaryGeneratedColumn, type Repository } from 'typeorm';
+import { InjectTxRepository, TransactionalModule, TransactionHost, TransactionRunner, Tx } from '../../lib';
+import { ConnectionAudit } from '../../lib/testing';
+import { createApp, type TestApp } from '../support/app';
+import { mariadbEngine, mysqlAvailable, postgresEngine, typeormOptions } from '../support/databases';
+import { observer, type MariadbObserver, type PostgresObserver } from '../support/observer';
+import { type ErrorBody, ErrorBodyFilter, expectNothingLeaked, labelsIn, SqlLog } from './runner-fixtures';
+
+// `default` on PostgreSQL, `reports` on MariaDB; on a machine without MariaDB, a second PostgreSQL data source.
+const reportsEngine = mysqlAvailable() ? mariadbEngine : postgresEngine;
+const ORDERS = 'named_ds_orders';
+const REPORT_ROWS = 'named_ds_report_rows';
+
+@Entity(ORDERS)
+class Order {
+  @PrimaryGeneratedColumn()
+  id!: number;
+
+  @Column({ type: 'varchar', length: 100 })
+  label!: string;
+}
+
+@Entity(REPORT_ROWS)
+class ReportRow {
+  @PrimaryGeneratedColumn()
+  id!: number;
+
+  @Column({ type: 'varchar', length: 100 })
+  label!: string;
+}
+
+@Controller('named')
+class NamedController {
+  constructor(
+    @InjectTxRepository(Order) private readonly orders: Repository<Order>,
+    @InjectTxRepository(ReportRow, 'reports') private readonly reportRows: Repository<ReportRow>,
+    @InjectDataSource('reports') private readonly reports: DataSource,
+    private readonly host: TransactionHost,
+  ) {}
+
+  private async writeBoth(tx: EntityManager, reports: EntityManager): Promise<void> {
+    await tx.insert(Order, { label: 'via @Tx()' });
+    await reports.insert(ReportRow, { label: "via @Tx('reports')" });
+    await this.orders.save({ label: 'via tx repository' });
+    await this.reportRows.save({ label: 'via tx repository' });
+    await this.host.manager('reports').insert(ReportRow, { label: "via TransactionHost.manager('reports')" });
+  }
+
+  @Post('both')
+  async both(@Tx() tx: EntityManager, @Tx('reports') reports: EntityManager) {
+    await this.writeBoth(tx, reports);
+    return { ok: true };
+  }
+
+  @Post('both-then-fail')
+  async bothThenFail(@Tx() tx: EntityManager, @Tx('reports') reports: EntityManager) {
+    await this.writeBoth(tx, reports);
+    throw new ConflictException('changed my mind');
+  }
+
+  @Post('default-only')
+  async defaultOnly() {
+    await this.orders.save({ label: 'default only' });
+    return { ok: true };
+  }
+
+  @Post('reports-only')
+  async reportsOnly() {
+    await this.reportRows.save({ label: 'reports only' });
+    return { ok: true };
+  }
+
+  @Post('plain-reports-query')
+  async plainReportsQuery(@Tx() tx: EntityManager) {
+    await tx.insert(Order, { label: 'before the plain query' });
+    await this.reports.query('SELECT 1');
+    return { ok: true };
+  }
+}
+
+describe(`named data sources: default on postgres, 'reports' on ${reportsEngine.name}`, () => {
+  const applicationName = 'named-ds-e2e';
+  const reportsApplicationName = 'named-ds-e2e-reports';
+  const defaultSql = new SqlLog();
+  const reportsSql = new SqlLog();
+  let testApp: TestApp;
+  let defaultSource: DataSource;
+  let reportsSource: DataSource;
+  let pg: PostgresObserver;
+  let reportsDb: PostgresObserver | MariadbObserver;
+
+  beforeAll(async () => {
+    pg = await observer('postgres');
+    reportsDb = await observer(reportsEngine);
+    testApp = await createApp({
+      adapter: 'express',
+      imports: [
+        TypeOrmModule.forRoot(
+          typeormOptions(postgresEngine, { poolSize: 1, applicationName, entities: [Order], logger: defaultSql }),
+        ),
+        TypeOrmModule.forRoot(
+          typeormOptions(reportsEngine, {
+            name: 'reports',
+            poolSize: 2,
+            applicationName: reportsApplicationName,
+            entities: [ReportRow],
+            logger: reportsSql,
+          }),
+        ),
+        TransactionalModule.forRoot(),
+        TransactionalModule.forRoot({ dataSource: 'reports' }),
+        TransactionalModule.forFeature([Order]),
+        TransactionalModule.forFeature([ReportRow], 'reports'),
+      ],
+      controllers: [NamedController],
+      providers: [{ provide: APP_FILTER, useClass: ErrorBodyFilter }],
+    });
+    defaultSource = testApp.app.get<DataSource>(getDataSourceToken());
+    reportsSource = testApp.app.get<DataSource>(getDataSourceToken('reports'));
+    await pg.query(`DELETE FROM ${ORDERS}`);
+    await reportsDb.query(`DELETE FROM ${REPORT_ROWS}`);
+  });
+
+  beforeEach(() => {
+    defaultSql.clear();
+    reportsSql.clear();
+  });
+
+  afterEach(async () => {
+    await expectNothingLeaked(defaultSource, pg, applicationName);
+    await expectNothingLeaked(reportsSource, reportsDb, reportsApplicationName);
+    await pg.query(`DELETE FROM ${ORDERS}`);
+    await reportsDb.query(`DELETE FROM ${REPORT_ROWS}`);
+  });
+
+  afterAll(async () => {
+    await testApp?.close();
+    await pg?.close();
+    await reportsDb?.close();
+  });
+
+  const post = (path: string) => fetch(`${testApp.url}${path}`, { method: 'POST' });
+  const begin = (engineName: string) => (engineName === 'postgres' ? 'BEGIN' : 'START TRANSACTION');
+
+  it('commits the work of one request on both data sources before answering 2xx', async () => {
+    const res = await post('/named/both');
+
+    expect(res.status).toBe(201);
+    expect(await labelsIn(pg, ORDERS)).toEqual(['via @Tx()', 'via tx repository']);
+    expect(await labelsIn(reportsDb, REPORT_ROWS)).toEqual([
+      "via @Tx('reports')",
+      "via TransactionHost.manager('reports')",
+      'via tx repository',
+    ]);
+    expect(defaultSql.control()).toEqual(['BEGIN', 'COMMIT']);
+    expect(reportsSql.control()).toEqual([begin(reportsEngine.name), 'COMMIT']);
+  });
+
+  it('rolls both back when the handler throws', async () => {
+    const res = await post('/named/both-then-fail');
+
+    expect(res.status).toBe(409);
+    expect(await labelsIn(pg, ORDERS)).toEqual([]);
+    expect(await labelsIn(reportsDb, REPORT_ROWS)).toEqual([]);
+    expect(defaultSql.control()).toEqual(['BEGIN', 'ROLLBACK']);
+    expect(reportsSql.control()).toEqual([begin(reportsEngine.name), 'ROLLBACK']);
+  });
+
+  it.each([
+    { route: 'default-only', used: 'default', untouched: 'reports' },
+    { route: 'reports-only', used: 'reports', untouched: 'default' },
+  ] as const)('a route that uses only $used takes no connection from $untouched', async ({ route, untouched }) => {
+    const untouchedSource = untouched === 'default' ? defaultSource : reportsSource;
+    const untouchedSql = untouched === 'default' ? defaultSql : reportsSql;
+    const audit = ConnectionAudit.attach(untouchedSource);
+    try {
+      const res = await post(`/named/${route}`);
+
+      expect(res.status).toBe(201);
+      expect(audit.units()).toEqual([]);
+      expect(untouchedSql.queries).toEqual([]);
+    } finally {
+      audit.detach();
+    }
+    const [table, db] = untouched === 'default' ? [REPORT_ROWS, reportsDb] : [ORDERS, pg];
+    expect(await labelsIn(db, table)).toEqual([route.replace('-', ' ')]);
+  });
+
+  it("catches a plain query on the 'reports' data source inside the request, and rolls the request back", async () => {
+    const host = testApp.app.get(TransactionHost);
+    const violationsBefore = host.stats().guardViolations;
+
+    const res = await post('/named/plain-reports-query');
+
+    expect(res.status).toBe(500);
+    const body = (await res.json()) as ErrorBody;
+    expect(body.name).toBe('NestedConnectionError');
+    expect(body.message).toMatch(
+      /^A second connection was requested from the pool of data source 'reports' during the transaction of POST \/named\/plain-reports-query \(at NamedController\.plainReportsQuery /,
+    );
+    expect(host.stats().guardViolations).toBe(violationsBefore + 1);
+    // Caught before it reached the pool.
+    expect(reportsSql.queries).toEqual([]);
+    expect(await labelsIn(pg, ORDERS)).toEqual([]);
+  });
+
+  it("runs TransactionRunner.run({ dataSource: 'reports' }) on that data source", async () => {
+    const runner = testApp.app.get(TransactionRunner);
+
+    await runner.run((tx) => tx.insert(ReportRow, { label: 'from a job' }), { dataSource: 'reports', name: 'reports job' });
+
+    expect(await labelsIn(reportsDb, REPORT_ROWS)).toEqual(['from a job']);
+    expect(defaultSql.queries).toEqual([]);
+    expect(reportsSql.control()).toEqual([begin(reportsEngine.name), 'COMMIT']);
+  });
+});

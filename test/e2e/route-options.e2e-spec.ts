@@ -1,0 +1,425 @@
+import { Controller, Get, Post } from '@nestjs/common';
+import { APP_FILTER } from '@nestjs/core';
+import { getDataSourceToken, InjectDataSource, InjectRepository, TypeOrmModule } from '@nestjs/typeorm';
+import { Column, DataSource, Entity, EntityManager, PrimaryGeneratedColumn, Repository } from 'typeorm';
+import {
+  type IsolationLevel,
+  NoTransaction,
+  Transactional,
+  TransactionalModule,
+  TransactionHost,
+  TransactionRunner,
+  TransactionTimeoutError,
+  Tx,
+} from '../../lib';
+import { createApp, type TestApp } from '../support/app';
+import { engines, type EngineName, typeormOptions } from '../support/databases';
+import { observer, waitFor, type MariadbObserver, type PostgresObserver } from '../support/observer';
+import {
+  connectionIdOf,
+  connectionIdSql,
+  deferred,
+  type Deferred,
+  type ErrorBody,
+  ErrorBodyFilter,
+  expectNothingLeaked,
+  labelsIn,
+  sleepSql,
+  SqlLog,
+} from './runner-fixtures';
+
+const TABLE = 'route_options_items';
+const PROBE_ID = 1;
+
+@Entity(TABLE)
+class OptionsItem {
+  @PrimaryGeneratedColumn()
+  id!: number;
+
+  @Column({ type: 'varchar', length: 100 })
+  label!: string;
+}
+
+/**
+ * Isolation levels are checked by what they do, on both databases: a transaction reads a row,
+ * another connection changes it and commits, the transaction reads it again. Under READ COMMITTED it
+ * sees the change; under REPEATABLE READ it keeps its snapshot. (MariaDB's `@@tx_isolation` shows
+ * the session's level, not the one `SET TRANSACTION` gave the current transaction.)
+ */
+interface SnapshotProbe {
+  firstRead: Deferred;
+  gate: Deferred;
+}
+let snapshot: SnapshotProbe = { firstRead: deferred(), gate: deferred() };
+
+interface ProbeResult {
+  sawConcurrentCommit: boolean;
+  /** PostgreSQL only: `SHOW transaction_isolation` inside the transaction. */
+  level: string | null;
+}
+
+async function probeIsolation(tx: EntityManager): Promise<ProbeResult> {
+  const read = async () =>
+    ((await tx.query(`SELECT label FROM ${TABLE} WHERE id = ${PROBE_ID}`)) as Array<{ label: string }>)[0].label;
+  const first = await read();
+  snapshot.firstRead.resolve();
+  await snapshot.gate.promise;
+  const second = await read();
+  const level =
+    tx.dataSource.options.type === 'postgres'
+      ? ((await tx.query('SHOW transaction_isolation')) as Array<{ transaction_isolation: string }>)[0].transaction_isolation
+      : null;
+  return { sawConcurrentCommit: first !== second, level };
+}
+
+/**
+ * The controllers of one engine. The module default is a level the database does not use by itself
+ * (PostgreSQL: READ COMMITTED; MariaDB: REPEATABLE READ), so that every level a route ends up with is
+ * observable as a difference.
+ */
+function controllersFor(moduleDefault: IsolationLevel, other: IsolationLevel) {
+  @Controller('options')
+  class HandlerOptionsController {
+    constructor(
+      private readonly host: TransactionHost,
+      @InjectRepository(OptionsItem) private readonly plain: Repository<OptionsItem>,
+    ) {}
+
+    @Get('isolation/module-default')
+    moduleDefaultLevel(@Tx() tx: EntityManager) {
+      return probeIsolation(tx);
+    }
+
+    @Get('isolation/handler')
+    @Transactional({ isolationLevel: other })
+    handlerLevel(@Tx() tx: EntityManager) {
+      return probeIsolation(tx);
+    }
+
+    @Post('read-only/write')
+    @Transactional({ readOnly: true })
+    async readOnlyWrite(@Tx() tx: EntityManager) {
+      await tx.insert(OptionsItem, { label: 'written in a read-only transaction' });
+      return { ok: true };
+    }
+
+    @Get('read-only/read')
+    @Transactional({ readOnly: true })
+    async readOnlyRead(@Tx() tx: EntityManager) {
+      return { labels: (await tx.find(OptionsItem, { order: { label: 'ASC' } })).map((item) => item.label) };
+    }
+
+    @Get('timeout')
+    @Transactional({ timeoutMs: 200 })
+    async timeout(@Tx() tx: EntityManager) {
+      const engine: EngineName = tx.dataSource.options.type === 'postgres' ? 'postgres' : 'mariadb';
+      await tx.query(sleepSql(engine, 5));
+      return { finished: true };
+    }
+
+    @Post('no-transaction/handler')
+    @NoTransaction()
+    async noTransactionHandler() {
+      const current = this.host.current() ?? null;
+      await this.plain.insert({ label: 'handler without a transaction' });
+      return { current, count: await this.plain.count() };
+    }
+  }
+
+  @Controller('class-options')
+  @Transactional({ isolationLevel: other, readOnly: true })
+  class ClassOptionsController {
+    @Get('inherits')
+    inherits(@Tx() tx: EntityManager) {
+      return probeIsolation(tx);
+    }
+
+    @Get('overrides')
+    @Transactional({ isolationLevel: moduleDefault })
+    overrides(@Tx() tx: EntityManager) {
+      return probeIsolation(tx);
+    }
+
+    @Post('write')
+    async write(@Tx() tx: EntityManager) {
+      await tx.insert(OptionsItem, { label: 'class says read-only' });
+      return { ok: true };
+    }
+
+    @Post('write-allowed')
+    @Transactional({ readOnly: false })
+    async writeAllowed(@Tx() tx: EntityManager) {
+      await tx.insert(OptionsItem, { label: 'handler says read-write' });
+      return { ok: true };
+    }
+  }
+
+  @Controller('no-transaction-class')
+  @NoTransaction()
+  class NoTransactionController {
+    constructor(
+      private readonly host: TransactionHost,
+      @InjectRepository(OptionsItem) private readonly plain: Repository<OptionsItem>,
+      @InjectDataSource() private readonly dataSource: DataSource,
+    ) {}
+
+    @Post()
+    async write() {
+      const current = this.host.current() ?? null;
+      await this.plain.insert({ label: 'class without a transaction' });
+      // Even a raw query on the data source: no unit of work, nothing for the guard to catch.
+      const [{ count }] = (await this.dataSource.query(`SELECT COUNT(*) AS count FROM ${TABLE}`)) as Array<{ count: unknown }>;
+      return { current, count: Number(count) };
+    }
+  }
+
+  return [HandlerOptionsController, ClassOptionsController, NoTransactionController];
+}
+
+describe.each(engines)('route options on $name', (engine) => {
+  const applicationName = `route-options-e2e-${engine.name}`;
+  // A level the database does not default to, and the other one.
+  const moduleDefault: IsolationLevel = engine.name === 'postgres' ? 'REPEATABLE READ' : 'READ COMMITTED';
+  const other: IsolationLevel = engine.name === 'postgres' ? 'READ COMMITTED' : 'REPEATABLE READ';
+  const sees = (level: IsolationLevel) => level === 'READ COMMITTED';
+  const pgName = (level: IsolationLevel) => level.toLowerCase();
+  const sql = new SqlLog();
+  let testApp: TestApp;
+  let dataSource: DataSource;
+  let db: PostgresObserver | MariadbObserver;
+  let runner: TransactionRunner;
+  let host: TransactionHost;
+
+  beforeAll(async () => {
+    db = await observer(engine);
+    testApp = await createApp({
+      adapter: 'express',
+      imports: [
+        TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 1, applicationName, entities: [OptionsItem], logger: sql })),
+        TypeOrmModule.forFeature([OptionsItem]),
+        TransactionalModule.forRoot({ isolationLevel: moduleDefault }),
+      ],
+      controllers: controllersFor(moduleDefault, other),
+      providers: [{ provide: APP_FILTER, useClass: ErrorBodyFilter }],
+    });
+    dataSource = testApp.app.get<DataSource>(getDataSourceToken());
+    runner = testApp.app.get(TransactionRunner);
+    host = testApp.app.get(TransactionHost);
+    await db.query(`DELETE FROM ${TABLE}`);
+  });
+
+  beforeEach(() => {
+    sql.clear();
+    snapshot = { firstRead: deferred(), gate: deferred() };
+  });
+
+  afterEach(async () => {
+    snapshot.gate.resolve();
+    await expectNothingLeaked(dataSource, db, applicationName);
+    await db.query(`DELETE FROM ${TABLE}`);
+  });
+
+  afterAll(async () => {
+    await testApp?.close();
+    await db?.close();
+  });
+
+  const get = (path: string) => fetch(`${testApp.url}${path}`);
+  const post = (path: string) => fetch(`${testApp.url}${path}`, { method: 'POST' });
+  const beginOf = () => sql.control().find((statement) => /^(BEGIN|START TRANSACTION)/.test(statement));
+
+  /** Runs a probing route while another connection commits a change between its two reads. */
+  async function isolationSeenBy(path: string): Promise<ProbeResult> {
+    await db.query(`INSERT INTO ${TABLE} (id, label) VALUES (${PROBE_ID}, 'before')`);
+    const response = get(path);
+    await Promise.race([
+      snapshot.firstRead.promise,
+      response.then((res) => {
+        throw new Error(`${path} answered ${res.status} before its first read`);
+      }),
+    ]);
+    await db.query(`UPDATE ${TABLE} SET label = 'after' WHERE id = ${PROBE_ID}`);
+    snapshot.gate.resolve();
+    const res = await response;
+    expect(res.status).toBe(200);
+    return (await res.json()) as ProbeResult;
+  }
+
+  /** What the route must report under `level`. */
+  const behavesAs = (level: IsolationLevel): ProbeResult => ({
+    sawConcurrentCommit: sees(level),
+    level: engine.name === 'postgres' ? pgName(level) : null,
+  });
+
+  describe('isolationLevel', () => {
+    it("applies the module's default when the route sets none", async () => {
+      expect(await isolationSeenBy('/options/isolation/module-default')).toEqual(behavesAs(moduleDefault));
+      expect(sql.control().join('; ')).toContain(`ISOLATION LEVEL ${moduleDefault}`);
+    });
+
+    it("applies the handler's level over the module's", async () => {
+      expect(await isolationSeenBy('/options/isolation/handler')).toEqual(behavesAs(other));
+      expect(sql.control().join('; ')).toContain(`ISOLATION LEVEL ${other}`);
+    });
+
+    it("applies the class's level to a handler that sets none", async () => {
+      expect(await isolationSeenBy('/class-options/inherits')).toEqual(behavesAs(other));
+    });
+
+    it("lets the handler's level win over the class's", async () => {
+      expect(await isolationSeenBy('/class-options/overrides')).toEqual(behavesAs(moduleDefault));
+      // The class's other options still apply to it.
+      expect(beginOf()).toMatch(/READ ONLY/);
+    });
+  });
+
+  describe('readOnly', () => {
+    const readOnlyError = engine.name === 'postgres' ? { code: '25006' } : { errno: 1792 };
+
+    it('has the database reject a write, and the request fails', async () => {
+      const res = await post('/options/read-only/write');
+
+      expect(res.status).toBe(500);
+      expect(await res.json()).toMatchObject({ name: 'QueryFailedError', ...readOnlyError });
+      expect(beginOf()).toMatch(/READ ONLY/);
+      expect(await labelsIn(db, TABLE)).toEqual([]);
+    });
+
+    it('serves reads', async () => {
+      await db.query(`INSERT INTO ${TABLE} (label) VALUES ('readable')`);
+
+      const res = await get('/options/read-only/read');
+
+      expect(res.status).toBe(200);
+      expect(await res.json()).toEqual({ labels: ['readable'] });
+      expect(beginOf()).toMatch(/READ ONLY/);
+    });
+
+    it('comes from the class when the handler sets none', async () => {
+      const res = await post('/class-options/write');
+
+      expect(res.status).toBe(500);
+      expect(await res.json()).toMatchObject({ name: 'QueryFailedError', ...readOnlyError });
+      expect(await labelsIn(db, TABLE)).toEqual([]);
+    });
+
+    it("is overridden by the handler's readOnly: false", async () => {
+      const res = await post('/class-options/write-allowed');
+
+      expect(res.status).toBe(201);
+      expect(beginOf()).not.toMatch(/READ ONLY/);
+      expect(await labelsIn(db, TABLE)).toEqual(['handler says read-write']);
+    });
+  });
+
+  describe('timeoutMs', () => {
+    const timeoutCause = engine.name === 'postgres' ? { code: '57014' } : { errno: 1969 };
+
+    it('has the database stop a long statement of a route; the request fails with TransactionTimeoutError', async () => {
+      const res = await get('/options/timeout');
+
+      expect(res.status).toBe(500);
+      const body = (await res.json()) as ErrorBody;
+      expect(body).toMatchObject({ name: 'TransactionTimeoutError', cause: { name: 'QueryFailedError', ...timeoutCause } });
+      expect(body.message).toContain('GET /options/timeout');
+      // The connection is back and usable.
+      await expectNothingLeaked(dataSource, db, applicationName);
+      expect((await get('/options/read-only/read')).status).toBe(200);
+    });
+
+    it('rejects TransactionRunner.run() with TransactionTimeoutError caused by the driver error', async () => {
+      const run = runner.run((tx) => tx.query(sleepSql(engine.name, 5)), { timeoutMs: 200, name: 'slow job' });
+
+      await expect(run).rejects.toBeInstanceOf(TransactionTimeoutError);
+      await expect(run).rejects.toMatchObject({ cause: { name: 'QueryFailedError', driverError: timeoutCause } });
+    });
+
+    it('ends a transaction that sits idle longer than timeoutMs, with TransactionTimeoutError', async () => {
+      const idSql = connectionIdSql(engine.name);
+      const holding = deferred<number>();
+      const serverEndedIt = deferred();
+      const run = runner.run(
+        async (tx) => {
+          holding.resolve(connectionIdOf(await tx.query(idSql)));
+          // The transaction idles here (think: awaiting a slow HTTP call) until the database ends it.
+          await serverEndedIt.promise;
+          await tx.query('SELECT 1');
+        },
+        { timeoutMs: 300, name: 'idle job' },
+      );
+      const id = await holding.promise;
+      const sessionSql =
+        engine.name === 'postgres'
+          ? 'SELECT pid FROM pg_stat_activity WHERE pid = $1'
+          : 'SELECT ID FROM information_schema.PROCESSLIST WHERE ID = ?';
+      // MariaDB's idle_transaction_timeout counts whole seconds: the library rounds 300 ms up to 1 s.
+      await waitFor(async () => expect(await db.query(sessionSql, [id])).toEqual([]), { timeoutMs: 5000, intervalMs: 50 });
+
+      serverEndedIt.resolve();
+
+      await expect(run).rejects.toBeInstanceOf(TransactionTimeoutError);
+      await expect(run).rejects.toThrow(/^The database closed the connection of idle job \(.+\): its transaction sat idle longer than timeoutMs \(300 ms\)/);
+      // The pool replaced the connection the server closed.
+      await expectNothingLeaked(dataSource, db, applicationName);
+      await expect(runner.run(async (tx) => connectionIdOf(await tx.query(idSql)))).resolves.not.toBe(id);
+    });
+
+    it('leaves no timeout on the connection for the next unit of work', async () => {
+      const idSql = connectionIdSql(engine.name);
+      let limitedId: number | undefined;
+      const limited = runner.run(
+        async (tx) => {
+          limitedId = connectionIdOf(await tx.query(idSql));
+          await tx.query(sleepSql(engine.name, 5));
+        },
+        { timeoutMs: 200 },
+      );
+      await expect(limited).rejects.toBeInstanceOf(TransactionTimeoutError);
+
+      const next = await runner.run(async (tx) => {
+        const id = connectionIdOf(await tx.query(idSql));
+        const settings =
+          engine.name === 'postgres'
+            ? ((await tx.query(
+                `SELECT current_setting('statement_timeout') AS statement, current_setting('idle_in_transaction_session_timeout') AS idle`,
+              )) as Array<{ statement: string; idle: string }>)
+            : ((await tx.query(
+                'SELECT @@SESSION.max_statement_time AS statement, @@SESSION.idle_transaction_timeout AS idle',
+              )) as Array<{ statement: unknown; idle: unknown }>);
+        // Longer than the previous limit of 200 ms.
+        await tx.query(sleepSql(engine.name, 0.5));
+        return { id, statement: Number(settings[0].statement), idle: Number(settings[0].idle) };
+      });
+
+      // A pool of one: the same connection both times.
+      expect(next.id).toBe(limitedId);
+      expect(next).toMatchObject({ statement: 0, idle: 0 });
+    });
+  });
+
+  describe('@NoTransaction()', () => {
+    it('on a handler: no unit of work, and a plain repository works without the guard', async () => {
+      const violationsBefore = host.stats().guardViolations;
+
+      const res = await post('/options/no-transaction/handler');
+
+      expect(res.status).toBe(201);
+      expect(await res.json()).toEqual({ current: null, count: 1 });
+      expect(host.stats().guardViolations).toBe(violationsBefore);
+      expect(sql.control()).toEqual([]);
+      expect(await labelsIn(db, TABLE)).toEqual(['handler without a transaction']);
+    });
+
+    it('on a class: no unit of work, and plain repositories and queries work without the guard', async () => {
+      const violationsBefore = host.stats().guardViolations;
+
+      const res = await post('/no-transaction-class');
+
+      expect(res.status).toBe(201);
+      expect(await res.json()).toEqual({ current: null, count: 1 });
+      expect(host.stats().guardViolations).toBe(violationsBefore);
+      expect(sql.control()).toEqual([]);
+      expect(await labelsIn(db, TABLE)).toEqual(['class without a transaction']);
+    });
+  });
+});
