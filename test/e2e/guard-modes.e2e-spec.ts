@@ -1,0 +1,564 @@
+import {
+  Body,
+  ConflictException,
+  Controller,
+  Injectable,
+  type OnModuleInit,
+  Post,
+} from '@nestjs/common';
+import { InjectDataSource, InjectRepository, TypeOrmModule } from '@nestjs/typeorm';
+import {
+  Column,
+  DataSource,
+  Entity,
+  EntityManager,
+  ManyToOne,
+  OneToMany,
+  PrimaryGeneratedColumn,
+  Repository,
+} from 'typeorm';
+import {
+  type GuardMode,
+  NestedConnectionError,
+  NoTransaction,
+  Transactional,
+  TransactionalModule,
+  TransactionHost,
+  TransactionRunner,
+  Tx,
+} from '../../lib';
+import { createApp } from '../support/app';
+import { engines, typeormOptions } from '../support/databases';
+import { observer, type Observer } from '../support/observer';
+import {
+  deferred,
+  defineZoo,
+  ErrorRecorder,
+  expectNothingLeaked,
+  post,
+  recordingFilterProviders,
+  RecordingLogger,
+  ROWS_PER_ITERATION,
+  siteAt,
+  ZOO_BUGS,
+  type ZooAnswer,
+  type ZooBug,
+} from './zoo-fixtures';
+
+const ITEMS = 'guardmodes_items';
+const ORDERS = 'guardmodes_orders';
+const LINES = 'guardmodes_lines';
+const AUDIT = 'guardmodes_audit';
+const zoo = defineZoo(ITEMS);
+const { ZooItem } = zoo;
+const CALLS_PER_ROUTE = 5;
+
+// ---------------------------------------------------------------------------------------------
+// A route with two distinct call sites, and routes that override the module's guard mode
+
+@Injectable()
+class AuditTrailService {
+  constructor(@InjectDataSource() private readonly dataSource: DataSource) {}
+
+  async record(tx: EntityManager, label: string): Promise<void> {
+    await tx.getRepository(ZooItem).insert({ label, kind: 'audit-trail' });
+    await this.dataSource.query('SELECT 1 AS one'); // modes:first-site
+    await this.dataSource.query('SELECT 2 AS two'); // modes:second-site
+  }
+
+  async lookup(tx: EntityManager, label: string): Promise<void> {
+    await tx.getRepository(ZooItem).insert({ label, kind: 'override' });
+    await this.dataSource.query('SELECT 1 AS one'); // modes:override-site
+  }
+}
+
+@Controller('modes')
+class ModesController {
+  constructor(private readonly trail: AuditTrailService) {}
+
+  @Post('two-sites')
+  twoSites(@Body() body: { label: string }, @Tx() tx: EntityManager) {
+    return this.trail.record(tx, body.label);
+  }
+
+  @Post('route-warn')
+  @Transactional({ guard: 'warn' })
+  routeWarn(@Body() body: { label: string }, @Tx() tx: EntityManager) {
+    return this.trail.lookup(tx, body.label);
+  }
+
+  @Post('module-default')
+  moduleDefault(@Body() body: { label: string }, @Tx() tx: EntityManager) {
+    return this.trail.lookup(tx, body.label);
+  }
+}
+
+/** Class-level 'off', one handler back to 'throw': the handler's option wins. */
+@Controller('lenient')
+@Transactional({ guard: 'off' })
+class LenientController {
+  constructor(private readonly trail: AuditTrailService) {}
+
+  @Post('class-off')
+  classOff(@Body() body: { label: string }, @Tx() tx: EntityManager) {
+    return this.trail.lookup(tx, body.label);
+  }
+
+  @Post('handler-throw')
+  @Transactional({ guard: 'throw' })
+  handlerThrow(@Body() body: { label: string }, @Tx() tx: EntityManager) {
+    return this.trail.lookup(tx, body.label);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Code that must never trip the guard
+
+@Entity(ORDERS)
+class Order {
+  @PrimaryGeneratedColumn()
+  id!: number;
+
+  @Column({ type: 'varchar', length: 100 })
+  label!: string;
+
+  @OneToMany(() => OrderLine, (line) => line.order, { cascade: true })
+  lines!: OrderLine[];
+}
+
+@Entity(LINES)
+class OrderLine {
+  @PrimaryGeneratedColumn()
+  id!: number;
+
+  @Column({ type: 'varchar', length: 100 })
+  sku!: string;
+
+  // Lazy: loading it later runs a query TypeORM issues on its own.
+  @ManyToOne(() => Order, (order) => order.lines, { lazy: true, onDelete: 'CASCADE' })
+  order!: Promise<Order>;
+}
+
+@Entity(AUDIT)
+class AuditEntry {
+  @PrimaryGeneratedColumn()
+  id!: number;
+
+  @Column({ type: 'varchar', length: 100 })
+  message!: string;
+}
+
+/** Seeds a row at start-up through a plain repository, outside any unit of work. */
+@Injectable()
+class StartupSeeder implements OnModuleInit {
+  seeded?: number;
+
+  constructor(@InjectRepository(Order) private readonly orders: Repository<Order>) {}
+
+  async onModuleInit(): Promise<void> {
+    await this.orders.save(this.orders.create({ label: 'seeded at start-up' }));
+    this.seeded = await this.orders.count();
+  }
+}
+
+/** Plain repositories, used outside units of work: from a script, a @NoTransaction() route, a hook. */
+@Injectable()
+class OrderDirectory {
+  constructor(
+    @InjectRepository(Order) readonly orders: Repository<Order>,
+    @InjectRepository(AuditEntry) readonly audit: Repository<AuditEntry>,
+  ) {}
+
+  async createTwo(label: string): Promise<number> {
+    await Promise.all([this.orders.save({ label: `${label}/a` }), this.orders.save({ label: `${label}/b` })]);
+    return this.orders.countBy({ label: `${label}/a` });
+  }
+}
+
+let holding = deferred();
+let release = deferred();
+
+@Controller('safe')
+class SafeController {
+  constructor(
+    private readonly directory: OrderDirectory,
+    private readonly host: TransactionHost,
+  ) {}
+
+  @Post('no-transaction')
+  @NoTransaction()
+  noTransaction(@Body() body: { label: string }) {
+    return this.directory.createTwo(body.label);
+  }
+
+  @Post('after-commit')
+  async afterCommit(@Body() body: { label: string }, @Tx() tx: EntityManager) {
+    await tx.save(Order, { label: body.label });
+    this.host.afterCommit(async () => {
+      await this.directory.audit.save({ message: `committed ${body.label}` });
+    });
+    return { ok: true };
+  }
+
+  @Post('after-rollback')
+  async afterRollback(@Body() body: { label: string }, @Tx() tx: EntityManager) {
+    await tx.save(Order, { label: body.label });
+    this.host.afterRollback(async () => {
+      await this.directory.audit.save({ message: `rolled back ${body.label}` });
+    });
+    throw new ConflictException('refused');
+  }
+
+  @Post('cascade')
+  async cascade(@Body() body: { label: string; skus: string[] }, @Tx() tx: EntityManager) {
+    const order = await tx.save(Order, tx.create(Order, { label: body.label, lines: body.skus.map((sku) => ({ sku })) }));
+    return { id: order.id };
+  }
+
+  @Post('relations')
+  async relations(@Body() body: { label: string }, @Tx() tx: EntityManager) {
+    await tx.save(Order, tx.create(Order, { label: body.label, lines: [{ sku: 'r-1' }, { sku: 'r-2' }] }));
+    const orders = tx.getRepository(Order);
+    const joined = await orders.find({ where: { label: body.label }, relations: { lines: true } });
+    const separate = await orders.find({ where: { label: body.label }, relations: { lines: true }, relationLoadStrategy: 'query' });
+    const [, count] = await orders.findAndCount({ where: { label: body.label } });
+    const line = await tx.findOneByOrFail(OrderLine, { sku: 'r-1', order: { label: body.label } });
+    const lazy = await line.order;
+    return {
+      joined: joined[0].lines.length,
+      separate: separate[0].lines.length,
+      count,
+      lazy: lazy.label,
+    };
+  }
+
+  @Post('savepoints')
+  async savepoints(@Body() body: { label: string }, @Tx() tx: EntityManager) {
+    await tx.save(Order, { label: `${body.label}/outer` });
+    await tx.transaction(async (first) => {
+      await first.save(Order, { label: `${body.label}/first` });
+      await first
+        .transaction(async (second) => {
+          await second.save(Order, { label: `${body.label}/second` });
+          throw new Error('undo the second savepoint only');
+        })
+        .catch(() => undefined);
+    });
+    return { ok: true };
+  }
+
+  @Post('hold')
+  async hold(@Body() body: { label: string }, @Tx() tx: EntityManager) {
+    await tx.save(Order, { label: body.label });
+    holding.resolve();
+    await release.promise;
+    return { ok: true };
+  }
+}
+
+describe.each(engines)('the connection guard modes on $name', (engine) => {
+  let db: Observer;
+  const q = (sql: string) => (engine.name === 'postgres' ? sql : sql.replace(/\$\d+/g, '?'));
+  const labelsOf = async (table: string, column: string, like: string) =>
+    (await db.query<{ v: string }>(q(`SELECT ${column} AS v FROM ${table} WHERE ${column} LIKE $1 ORDER BY ${column}`), [like])).map(
+      (r) => r.v,
+    );
+
+  beforeAll(async () => {
+    db = await observer(engine);
+  });
+
+  afterAll(async () => {
+    await db?.close();
+  });
+
+  /** An app on the zoo and the routes above, with a recording logger and exception filter. */
+  async function startApp(guard: GuardMode | undefined, poolSize: number, applicationName: string) {
+    const logger = new RecordingLogger();
+    const testApp = await createApp({
+      adapter: 'express',
+      logger,
+      imports: [
+        TypeOrmModule.forRoot(
+          typeormOptions(engine, { poolSize, applicationName, entities: [ZooItem, Order, OrderLine, AuditEntry] }),
+        ),
+        TransactionalModule.forRoot(guard === undefined ? {} : { guard }),
+        TypeOrmModule.forFeature([Order, AuditEntry]),
+        ...zoo.imports,
+      ],
+      controllers: [...zoo.controllers, ModesController, LenientController, SafeController],
+      providers: [...zoo.providers, AuditTrailService, StartupSeeder, OrderDirectory, ...recordingFilterProviders],
+    });
+    const { app } = testApp;
+    return {
+      testApp,
+      logger,
+      dataSource: app.get(DataSource),
+      host: app.get(TransactionHost),
+      recorder: app.get(ErrorRecorder),
+    };
+  }
+
+  async function clean(): Promise<void> {
+    await db.query(`DELETE FROM ${ITEMS}`);
+    await db.query(`DELETE FROM ${LINES}`);
+    await db.query(`DELETE FROM ${ORDERS}`);
+    await db.query(`DELETE FROM ${AUDIT}`);
+  }
+
+  const callFiveTimes = async (url: string, kind: string) => {
+    const responses = [];
+    // One after another: concurrent buggy requests on a small pool would deadlock it (the seeds' story).
+    for (let i = 0; i < CALLS_PER_ROUTE; i++) responses.push(await post<ZooAnswer>(url, { label: `${kind}-${i}` }));
+    return responses;
+  };
+
+  describe("in 'warn' mode, on a pool of 2", () => {
+    const applicationName = 'guard-modes-warn';
+    let ctx: Awaited<ReturnType<typeof startApp>>;
+
+    beforeAll(async () => {
+      ctx = await startApp('warn', 2, applicationName);
+      await clean();
+    });
+
+    afterEach(async () => {
+      await expectNothingLeaked(engine, db, ctx.dataSource, applicationName);
+      await clean();
+    });
+
+    afterAll(async () => {
+      await ctx?.testApp.close();
+    });
+
+    describe.each(ZOO_BUGS)('when a service $does', (bug: ZooBug) => {
+      it(`lets ${CALLS_PER_ROUTE} requests through, warns once for the call site and counts every violation`, async () => {
+        const warnings = ctx.logger.library('warn').length;
+        const violations = ctx.host.stats().guardViolations;
+
+        const responses = await callFiveTimes(`${ctx.testApp.url}/zoo/${bug.kind}`, bug.kind);
+
+        expect(ctx.recorder.errors).toEqual([]);
+        expect(responses.map((r) => r.status)).toEqual(responses.map(() => 201));
+        const added = ctx.logger.library('warn').slice(warnings);
+        expect(added).toHaveLength(1);
+        expect(added[0].message).toContain(`${bug.culprit} during the transaction of POST /zoo/${bug.kind} (at `);
+        expect(added[0].message).toMatch(siteAt(bug.site, bug.bugMarker));
+        expect(added[0].message).toContain(bug.fix);
+        expect(ctx.host.stats().guardViolations - violations).toBe(CALLS_PER_ROUTE * bug.violationsPerRequest);
+        // The requests went through and committed their work.
+        const rows = await db.query(q(`SELECT id FROM ${ITEMS} WHERE kind = $1`), [bug.kind]);
+        expect(rows).toHaveLength(CALLS_PER_ROUTE * bug.rowsPerRequest);
+      });
+    });
+
+    it("shows why it is a bug: the second connection does not see the unit of work's own rows", async () => {
+      const [iteration] = await callFiveTimes(`${ctx.testApp.url}/zoo/nested-iteration`, 'nested-iteration');
+      const [repository] = await callFiveTimes(`${ctx.testApp.url}/zoo/repository`, 'repository');
+
+      // Each nested query ran on another connection, outside the transaction that inserted the row.
+      expect(iteration.body.seen).toEqual(Array.from({ length: ROWS_PER_ITERATION }, () => 0));
+      expect(repository.body.total).toBe(0);
+    });
+
+    it('warns once per distinct call site of a route: two sites, two warnings', async () => {
+      const warnings = ctx.logger.library('warn').length;
+      const violations = ctx.host.stats().guardViolations;
+
+      const responses = await callFiveTimes(`${ctx.testApp.url}/modes/two-sites`, 'two-sites');
+
+      expect(responses.map((r) => r.status)).toEqual(responses.map(() => 201));
+      const added = ctx.logger.library('warn').slice(warnings);
+      expect(added).toHaveLength(2);
+      expect(added[0].message).toMatch(siteAt('AuditTrailService.record', 'modes:first-site', __filename));
+      expect(added[1].message).toMatch(siteAt('AuditTrailService.record', 'modes:second-site', __filename));
+      expect(added.every((entry) => entry.message.includes('during the transaction of POST /modes/two-sites'))).toBe(true);
+      expect(ctx.host.stats().guardViolations - violations).toBe(2 * CALLS_PER_ROUTE);
+    });
+  });
+
+  describe("in 'off' mode, on a pool of 2", () => {
+    const applicationName = 'guard-modes-off';
+    let ctx: Awaited<ReturnType<typeof startApp>>;
+
+    beforeAll(async () => {
+      ctx = await startApp('off', 2, applicationName);
+      await clean();
+    });
+
+    afterEach(async () => {
+      await expectNothingLeaked(engine, db, ctx.dataSource, applicationName);
+      await clean();
+    });
+
+    afterAll(async () => {
+      await ctx?.testApp.close();
+    });
+
+    it.each(ZOO_BUGS.map((bug) => [bug.kind]))('lets %s through with nothing logged and nothing counted', async (kind) => {
+      const responses = await callFiveTimes(`${ctx.testApp.url}/zoo/${kind}`, kind);
+
+      expect(ctx.recorder.errors).toEqual([]);
+      expect(responses.map((r) => r.status)).toEqual(responses.map(() => 201));
+      expect(ctx.logger.library()).toEqual([]);
+      expect(ctx.host.stats().guardViolations).toBe(0);
+    });
+  });
+
+  describe("with per-route guard options in a 'throw' module, on a pool of 2", () => {
+    const applicationName = 'guard-modes-route';
+    let ctx: Awaited<ReturnType<typeof startApp>>;
+
+    beforeAll(async () => {
+      ctx = await startApp('throw', 2, applicationName);
+      await clean();
+    });
+
+    afterEach(async () => {
+      await expectNothingLeaked(engine, db, ctx.dataSource, applicationName);
+      ctx.recorder.clear();
+      await clean();
+    });
+
+    afterAll(async () => {
+      await ctx?.testApp.close();
+    });
+
+    it("@Transactional({ guard: 'warn' }) lets the route through with one warning; the module's 'throw' stops its neighbour", async () => {
+      const warned = await callFiveTimes(`${ctx.testApp.url}/modes/route-warn`, 'route-warn');
+      const thrown = await post(`${ctx.testApp.url}/modes/module-default`, { label: 'module-default' });
+
+      expect(warned.map((r) => r.status)).toEqual(warned.map(() => 201));
+      const warnings = ctx.logger.library('warn');
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0].message).toContain('during the transaction of POST /modes/route-warn');
+      expect(warnings[0].message).toMatch(siteAt('AuditTrailService.lookup', 'modes:override-site', __filename));
+      expect(thrown.status).toBe(500);
+      expect(ctx.recorder.errors).toHaveLength(1);
+      expect(ctx.recorder.errors[0]).toBeInstanceOf(NestedConnectionError);
+      expect((ctx.recorder.errors[0] as Error).message).toContain('during the transaction of POST /modes/module-default');
+      expect(ctx.host.stats().guardViolations).toBe(CALLS_PER_ROUTE + 1);
+      expect(await labelsOf(ITEMS, 'label', 'route-warn-%')).toHaveLength(CALLS_PER_ROUTE);
+      expect(await labelsOf(ITEMS, 'label', 'module-default%')).toEqual([]);
+    });
+
+    it("a handler's guard option wins over its class's", async () => {
+      const violations = ctx.host.stats().guardViolations;
+
+      const off = await post(`${ctx.testApp.url}/lenient/class-off`, { label: 'class-off' });
+      const strict = await post(`${ctx.testApp.url}/lenient/handler-throw`, { label: 'handler-throw' });
+
+      expect(off.status).toBe(201);
+      expect(strict.status).toBe(500);
+      expect(ctx.recorder.errors).toHaveLength(1);
+      expect(ctx.recorder.errors[0]).toBeInstanceOf(NestedConnectionError);
+      expect((ctx.recorder.errors[0] as Error).message).toContain('during the transaction of POST /lenient/handler-throw');
+      // 'off' counts nothing; 'throw' counts its one violation.
+      expect(ctx.host.stats().guardViolations - violations).toBe(1);
+    });
+
+    it("TransactionRunner.run({ guard: 'warn' }) lets the call through outside HTTP; without it, it throws", async () => {
+      const runner = ctx.testApp.app.get(TransactionRunner);
+      const nested = async (tx: EntityManager) => {
+        await tx.query('SELECT 1 AS one');
+        return ctx.dataSource.query('SELECT 2 AS two'); // modes:runner-site
+      };
+
+      await expect(runner.run(nested, { name: 'lenient-job', guard: 'warn' })).resolves.toHaveLength(1);
+      await expect(runner.run(nested, { name: 'strict-job' })).rejects.toThrow(NestedConnectionError);
+      await expect(runner.run(nested, { name: 'strict-job' })).rejects.toThrow(/during the transaction of strict-job \(at /);
+
+      const warnings = ctx.logger.library('warn').filter((e) => e.message.includes('lenient-job'));
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0].message).toMatch(siteAt('nested', 'modes:runner-site', __filename));
+    });
+  });
+
+  describe("with no false positives in 'throw' mode (the default), on a pool of 2", () => {
+    const applicationName = 'guard-modes-safe';
+    let ctx: Awaited<ReturnType<typeof startApp>>;
+
+    beforeAll(async () => {
+      // Fresh tables, so that `synchronize` has real work to do at start-up.
+      for (const table of [LINES, ORDERS, AUDIT]) await db.query(`DROP TABLE IF EXISTS ${table}`);
+      ctx = await startApp(undefined, 2, applicationName);
+    });
+
+    afterEach(async () => {
+      await expectNothingLeaked(engine, db, ctx.dataSource, applicationName);
+      // Nothing any test here does may trip the guard or make it speak.
+      expect(ctx.host.stats().guardViolations).toBe(0);
+      expect(ctx.logger.library()).toEqual([]);
+      expect(ctx.recorder.errors.filter((e) => !(e instanceof ConflictException))).toEqual([]);
+      ctx.recorder.clear();
+      await clean();
+    });
+
+    afterAll(async () => {
+      holding.resolve();
+      release.resolve();
+      await ctx?.testApp.close();
+    });
+
+    it('starts: synchronize creates the tables and onModuleInit queries through a plain repository', async () => {
+      expect(ctx.testApp.app.get(StartupSeeder).seeded).toBe(1);
+      expect(await labelsOf(ORDERS, 'label', 'seeded%')).toEqual(['seeded at start-up']);
+      expect(await db.query(`SELECT id FROM ${LINES}`)).toEqual([]);
+    });
+
+    it('lets code outside any unit of work use plain repositories and the data source, while a request holds its connection', async () => {
+      holding = deferred();
+      release = deferred();
+      const request = post(`${ctx.testApp.url}/safe/hold`, { label: 'held' });
+      await holding.promise;
+
+      const directory = ctx.testApp.app.get(OrderDirectory);
+      await expect(directory.createTwo('outside')).resolves.toBe(1);
+      await expect(ctx.dataSource.query('SELECT 1 AS one')).resolves.toHaveLength(1);
+      release.resolve();
+
+      expect((await request).status).toBe(201);
+      expect(await labelsOf(ORDERS, 'label', '%')).toEqual(['held', 'outside/a', 'outside/b']);
+    });
+
+    it('lets @NoTransaction() routes use plain repositories, several connections at once', async () => {
+      const response = await post(`${ctx.testApp.url}/safe/no-transaction`, { label: 'plain' });
+
+      expect(response).toEqual({ status: 201, body: 1 });
+      expect(await labelsOf(ORDERS, 'label', 'plain/%')).toEqual(['plain/a', 'plain/b']);
+    });
+
+    it('lets afterCommit and afterRollback hooks use plain repositories', async () => {
+      const committed = await post(`${ctx.testApp.url}/safe/after-commit`, { label: 'kept' });
+      const refused = await post(`${ctx.testApp.url}/safe/after-rollback`, { label: 'refused' });
+
+      expect(committed).toEqual({ status: 201, body: { ok: true } });
+      expect(refused.status).toBe(409);
+      expect(await labelsOf(ORDERS, 'label', '%e%')).toEqual(['kept']);
+      expect(await labelsOf(AUDIT, 'message', '%')).toEqual(['committed kept', 'rolled back refused']);
+    });
+
+    it("lets tx.save() with cascades run TypeORM's own queries on the unit's connection", async () => {
+      const response = await post<{ id: number }>(`${ctx.testApp.url}/safe/cascade`, { label: 'cascaded', skus: ['a', 'b', 'c'] });
+
+      expect(response.status).toBe(201);
+      const orderId = engine.name === 'postgres' ? '"orderId"' : 'orderId';
+      const lines = await db.query<{ sku: string }>(q(`SELECT sku FROM ${LINES} WHERE ${orderId} = $1 ORDER BY sku`), [response.body.id]);
+      expect(lines.map((l) => l.sku)).toEqual(['a', 'b', 'c']);
+    });
+
+    it('lets relations load on the unit of work: joined, by separate query, counted and lazy', async () => {
+      const response = await post(`${ctx.testApp.url}/safe/relations`, { label: 'related' });
+
+      expect(response).toEqual({ status: 201, body: { joined: 2, separate: 2, count: 1, lazy: 'related' } });
+      expect(await labelsOf(LINES, 'sku', 'r-%')).toEqual(['r-1', 'r-2']);
+    });
+
+    it('lets tx.transaction() nest savepoints on the same connection', async () => {
+      const response = await post(`${ctx.testApp.url}/safe/savepoints`, { label: 'sp' });
+
+      expect(response).toEqual({ status: 201, body: { ok: true } });
+      expect(await labelsOf(ORDERS, 'label', 'sp/%')).toEqual(['sp/first', 'sp/outer']);
+    });
+  });
+});

@@ -1,0 +1,329 @@
+import { Body, ConflictException, Controller, Injectable, Post } from '@nestjs/common';
+import { InjectDataSource, TypeOrmModule } from '@nestjs/typeorm';
+import { Column, DataSource, Entity, EntityManager, PrimaryGeneratedColumn, Repository } from 'typeorm';
+import {
+  type GuardMode,
+  InjectTxRepository,
+  NestedConnectionError,
+  TransactionalError,
+  TransactionalModule,
+  Tx,
+} from '../../lib';
+// What users import as 'nestjs-request-transaction/testing' (jest maps that name here too; tsc does not).
+import { ConnectionAudit, rollbackPerTest, singleConnectionPool, type TestTransaction } from '../../lib/testing';
+import { createApp, type TestApp } from '../support/app';
+import { type Engine, engines, typeormOptions } from '../support/databases';
+import { observer, type Observer } from '../support/observer';
+import {
+  ErrorRecorder,
+  expectNothingLeaked,
+  poolStats,
+  post,
+  recordingFilterProviders,
+  siteAt,
+} from './zoo-fixtures';
+
+const TABLE = 'testkit_items';
+
+@Entity(TABLE)
+class KitItem {
+  @PrimaryGeneratedColumn()
+  id!: number;
+
+  @Column({ type: 'varchar', length: 100 })
+  label!: string;
+}
+
+interface LabelBody {
+  label: string;
+}
+
+@Injectable()
+class KitService {
+  constructor(
+    @InjectTxRepository(KitItem) private readonly items: Repository<KitItem>,
+    @InjectDataSource() private readonly dataSource: DataSource,
+  ) {}
+
+  async create(label: string): Promise<{ id: number }> {
+    const item = await this.items.save(this.items.create({ label }));
+    return { id: item.id };
+  }
+
+  /** The bug: the count runs on a second pooled connection while the request holds one. */
+  async createAndCount(tx: EntityManager, label: string): Promise<{ total: number }> {
+    await tx.insert(KitItem, { label });
+    const [row] = await this.dataSource.query(`SELECT COUNT(*) AS n FROM ${TABLE}`); // kit:nested-query
+    return { total: Number(row.n) };
+  }
+
+  async refuse(label: string): Promise<never> {
+    await this.items.save(this.items.create({ label }));
+    throw new ConflictException(`${label} refused`);
+  }
+}
+
+@Controller('kit')
+class KitController {
+  constructor(private readonly kit: KitService) {}
+
+  @Post('items')
+  create(@Body() body: LabelBody) {
+    return this.kit.create(body.label);
+  }
+
+  @Post('report')
+  report(@Body() body: LabelBody, @Tx() tx: EntityManager) {
+    return this.kit.createAndCount(tx, body.label);
+  }
+
+  @Post('refuse')
+  refuse(@Body() body: LabelBody) {
+    return this.kit.refuse(body.label);
+  }
+}
+
+describe.each(engines)('the testing kit on $name', (engine: Engine) => {
+  let db: Observer;
+  const labels = async () => (await db.query<{ label: string }>(`SELECT label FROM ${TABLE} ORDER BY label`)).map((r) => r.label);
+
+  beforeAll(async () => {
+    db = await observer(engine);
+  });
+
+  afterAll(async () => {
+    await db?.close();
+  });
+
+  async function startApp(typeorm: ReturnType<typeof typeormOptions>, guard: GuardMode): Promise<TestApp> {
+    const testApp = await createApp({
+      adapter: 'express',
+      imports: [
+        TypeOrmModule.forRoot(typeorm),
+        TransactionalModule.forRoot({ guard }),
+        TransactionalModule.forFeature([KitItem]),
+      ],
+      controllers: [KitController],
+      providers: [KitService, ...recordingFilterProviders],
+    });
+    await db.query(`DELETE FROM ${TABLE}`);
+    return testApp;
+  }
+
+  describe('singleConnectionPool()', () => {
+    it('sets a pool of one connection and the acquisition timeout, keeping the other options', () => {
+      const options = typeormOptions(engine, { poolSize: 10, applicationName: 'kit-options', entities: [KitItem] });
+
+      const single = singleConnectionPool(options, { acquireTimeoutMs: 750 });
+      const byDefault = singleConnectionPool(options);
+
+      const timeoutKey = engine.name === 'postgres' ? 'connectTimeoutMS' : 'connectTimeout';
+      expect(single).toEqual({ ...options, poolSize: 1, [timeoutKey]: 750 });
+      expect(byDefault).toEqual({ ...options, poolSize: 1, [timeoutKey]: 2000 });
+      expect(options.poolSize).toBe(10);
+    });
+
+    describe("when a request takes a second connection and the guard is 'off'", () => {
+      const applicationName = 'kit-single-pool';
+      const acquireTimeoutMs = 500;
+      let testApp: TestApp;
+      let dataSource: DataSource;
+      let recorder: ErrorRecorder;
+
+      beforeAll(async () => {
+        const options = typeormOptions(engine, { poolSize: 10, applicationName, entities: [KitItem] });
+        testApp = await startApp(singleConnectionPool(options, { acquireTimeoutMs }), 'off');
+        dataSource = testApp.app.get(DataSource);
+        recorder = testApp.app.get(ErrorRecorder);
+      });
+
+      afterAll(async () => {
+        await testApp?.close();
+      });
+
+      it('fails the request with the acquisition-timeout error instead of hanging, and recovers', async () => {
+        const response = await post(`${testApp.url}/kit/report`, { label: 'starved' });
+
+        expect(response.status).toBe(500);
+        expect(recorder.errors).toHaveLength(1);
+        const [error] = recorder.errors as Error[];
+        expect(error).not.toBeInstanceOf(NestedConnectionError);
+        if (engine.name === 'postgres') {
+          expect(error.message).toBe('timeout exceeded when trying to connect');
+        } else {
+          expect(error).toBeInstanceOf(TransactionalError);
+          expect(error.message).toContain(`came free within connectTimeout (${acquireTimeoutMs} ms): the pool is exhausted`);
+        }
+        // The pool really had one connection, and the request's work was rolled back.
+        expect(poolStats(dataSource).total).toBe(1);
+        expect(await labels()).toEqual([]);
+        await expectNothingLeaked(engine, db, dataSource, applicationName);
+
+        // The pool is usable again.
+        expect(await post(`${testApp.url}/kit/items`, { label: 'after' })).toMatchObject({ status: 201 });
+        expect(await labels()).toEqual(['after']);
+        await expectNothingLeaked(engine, db, dataSource, applicationName);
+      });
+    });
+  });
+
+  describe("ConnectionAudit, on a pool of 2 in 'warn' mode", () => {
+    const applicationName = 'kit-audit';
+    let testApp: TestApp;
+    let dataSource: DataSource;
+    let audit: ConnectionAudit;
+
+    beforeAll(async () => {
+      testApp = await startApp(typeormOptions(engine, { poolSize: 2, applicationName, entities: [KitItem] }), 'warn');
+      dataSource = testApp.app.get(DataSource);
+      audit = ConnectionAudit.attach(dataSource);
+    });
+
+    beforeEach(() => audit.reset());
+
+    afterEach(async () => {
+      await expectNothingLeaked(engine, db, dataSource, applicationName);
+      await db.query(`DELETE FROM ${TABLE}`);
+    });
+
+    afterAll(async () => {
+      audit?.detach();
+      await testApp?.close();
+    });
+
+    it('records one acquisition per unit of work for correct routes, and assertOneConnectionPerUnit() passes', async () => {
+      const responses = await Promise.all(
+        Array.from({ length: 10 }, (_, i) => post(`${testApp.url}/kit/items`, { label: `item-${i}` })),
+      );
+
+      expect(responses.map((r) => r.status)).toEqual(responses.map(() => 201));
+      const units = audit.units();
+      expect(units).toHaveLength(10);
+      for (const unit of units) {
+        expect(unit).toMatchObject({ name: 'POST /kit/items', acquisitions: 1, maxHeld: 1 });
+        expect(unit.sites).toHaveLength(1);
+      }
+      expect(audit.violations()).toEqual([]);
+      expect(() => audit.assertOneConnectionPerUnit()).not.toThrow();
+      expect(await labels()).toHaveLength(10);
+    });
+
+    it('lists a route that takes a second connection in violations(), and assertOneConnectionPerUnit() throws naming it', async () => {
+      await post(`${testApp.url}/kit/items`, { label: 'fine' });
+      const response = await post<{ total: number }>(`${testApp.url}/kit/report`, { label: 'nested' });
+
+      expect(response.status).toBe(201);
+      const violations = audit.violations();
+      expect(violations).toEqual([
+        { name: 'POST /kit/report', acquisitions: 2, maxHeld: 2, sites: [expect.any(String), expect.any(String)] },
+      ]);
+      expect(() => audit.assertOneConnectionPerUnit()).toThrow(TransactionalError);
+      expect(() => audit.assertOneConnectionPerUnit()).toThrow(
+        /^1 unit\(s\) of work took more than one pooled connection; under load they deadlock the pool:\n- POST \/kit\/report: 2 acquisitions, 2 held at once; taken at /,
+      );
+      expect(audit.units().map((u) => u.name)).toEqual(['POST /kit/items', 'POST /kit/report']);
+    });
+
+    it('names where each connection was taken', async () => {
+      await post(`${testApp.url}/kit/report`, { label: 'nested' });
+
+      const [unit] = audit.violations();
+      expect(unit.sites[1]).toMatch(siteAt('KitService.createAndCount', 'kit:nested-query', __filename));
+    });
+
+    it('keeps work outside any unit of work apart, never as a violation', async () => {
+      await dataSource.query('SELECT 1 AS one');
+      await post(`${testApp.url}/kit/items`, { label: 'inside' });
+
+      expect(audit.units()).toEqual([
+        expect.objectContaining({ name: '(outside any unit of work)', acquisitions: 1, maxHeld: 1 }),
+        expect.objectContaining({ name: 'POST /kit/items', acquisitions: 1, maxHeld: 1 }),
+      ]);
+      expect(audit.violations()).toEqual([]);
+    });
+
+    it('forgets on reset() and stops recording on detach()', async () => {
+      await post(`${testApp.url}/kit/report`, { label: 'before reset' });
+      audit.reset();
+      expect(audit.units()).toEqual([]);
+
+      const detached = ConnectionAudit.attach(dataSource);
+      detached.detach();
+      await post(`${testApp.url}/kit/report`, { label: 'after detach' });
+
+      expect(detached.units()).toEqual([]);
+      expect(audit.violations()).toHaveLength(1);
+    });
+  });
+
+  describe('rollbackPerTest()', () => {
+    const applicationName = 'kit-rollback';
+    let testApp: TestApp;
+    let dataSource: DataSource;
+    let recorder: ErrorRecorder;
+    let kit: TestTransaction;
+    const seenByApp = async () =>
+      (await dataSource.query(`SELECT label FROM ${TABLE} ORDER BY label`) as Array<{ label: string }>).map((r) => r.label);
+
+    beforeAll(async () => {
+      testApp = await startApp(typeormOptions(engine, { poolSize: 1, applicationName, entities: [KitItem] }), 'throw');
+      dataSource = testApp.app.get(DataSource);
+      recorder = testApp.app.get(ErrorRecorder);
+      kit = rollbackPerTest(testApp.app);
+    });
+
+    afterAll(async () => {
+      await testApp?.close();
+    });
+
+    describe('in tests wrapped in begin() and rollback()', () => {
+      beforeEach(() => kit.begin());
+      afterEach(() => kit.rollback());
+      afterEach(async () => {
+        await expectNothingLeaked(engine, db, dataSource, applicationName);
+        recorder.clear();
+      });
+
+      it('A: sees the rows its requests created, which nobody outside sees', async () => {
+        for (const label of ['a-1', 'a-2', 'a-3']) {
+          expect(await post(`${testApp.url}/kit/items`, { label })).toMatchObject({ status: 201 });
+        }
+
+        expect(await seenByApp()).toEqual(['a-1', 'a-2', 'a-3']);
+        expect(await labels()).toEqual([]);
+      });
+
+      it("B: runs after A and does not see A's rows", async () => {
+        expect(await seenByApp()).toEqual([]);
+
+        expect(await post(`${testApp.url}/kit/items`, { label: 'b-1' })).toMatchObject({ status: 201 });
+
+        expect(await seenByApp()).toEqual(['b-1']);
+      });
+
+      it('rolls back only the savepoint of a request that throws', async () => {
+        expect(await post(`${testApp.url}/kit/items`, { label: 'kept' })).toMatchObject({ status: 201 });
+        expect(await post(`${testApp.url}/kit/refuse`, { label: 'refused' })).toMatchObject({ status: 409 });
+        expect(await post(`${testApp.url}/kit/items`, { label: 'kept-too' })).toMatchObject({ status: 201 });
+
+        expect(await seenByApp()).toEqual(['kept', 'kept-too']);
+      });
+
+      it('keeps the guard working: a second connection still fails with NestedConnectionError', async () => {
+        const response = await post(`${testApp.url}/kit/report`, { label: 'nested' });
+
+        expect(response.status).toBe(500);
+        expect(recorder.errors).toHaveLength(1);
+        expect(recorder.errors[0]).toBeInstanceOf(NestedConnectionError);
+        expect((recorder.errors[0] as Error).message).toContain('during the transaction of POST /kit/report');
+        expect(await seenByApp()).toEqual([]);
+      });
+    });
+
+    it('leaves nothing behind once the tests rolled back: the observer sees none of their rows', async () => {
+      expect(await labels()).toEqual([]);
+      expect(await seenByApp()).toEqual([]);
+      await expectNothingLeaked(engine, db, dataSource, applicationName);
+    });
+  });
+});
