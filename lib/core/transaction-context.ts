@@ -37,9 +37,9 @@ export function currentContext(): TransactionContext | undefined {
   return current.getStore();
 }
 
-/** The unit of work a manager belongs to, when the library made it. */
-export function ownerOf(manager: EntityManager): TransactionContext | undefined {
-  return manager.queryRunner && owners.get(manager.queryRunner);
+/** The unit of work a query runner belongs to, when the library made it. */
+export function ownerOf(queryRunner: QueryRunner | undefined): TransactionContext | undefined {
+  return queryRunner && owners.get(queryRunner);
 }
 
 /**

@@ -1,9 +1,9 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { Logger } from '@nestjs/common';
-import type { Repository } from 'typeorm';
+import type { QueryRunner, Repository } from 'typeorm';
 import { callSite, captureStack } from '../core/call-site';
 import type { DataSourceEntry, DataSourceRegistry } from '../core/data-source-registry';
-import { currentContext, type TransactionContext } from '../core/transaction-context';
+import { currentContext, ownerOf, type TransactionContext } from '../core/transaction-context';
 import { NestedConnectionError, TransactionalError } from '../errors';
 
 const logger = new Logger('TransactionalModule');
@@ -42,10 +42,28 @@ export function installConnectionGuard(entry: DataSourceEntry, registry: DataSou
       return acquire.apply(this, args);
     };
   }
+  guardLazyRelations(entry);
   for (const metadata of entry.dataSource.entityMetadatas) {
     guardRepository(entry, registry, entry.dataSource.getRepository(metadata.target));
     if (metadata.treeType) guardRepository(entry, registry, entry.dataSource.getTreeRepository(metadata.target));
   }
+}
+
+/**
+ * TypeORM loads a lazy relation through the query runner that loaded the entity, and when that runner
+ * was released it quietly takes a fresh pooled connection, in autocommit. For an entity loaded by a
+ * unit of work that has ended, that is use after the end: refuse it.
+ */
+function guardLazyRelations(entry: DataSourceEntry): void {
+  const loader = (entry.dataSource as unknown as { relationLoader?: { load: (...args: unknown[]) => unknown } }).relationLoader;
+  if (loader === undefined || typeof loader.load !== 'function') return;
+  const load = loader.load;
+  loader.load = function guardedLoad(this: unknown, ...args: unknown[]) {
+    const owner = ownerOf(args[2] as QueryRunner | undefined);
+    // Thrown, not rejected: TypeORM's lazy getter chains .then() on the promise without a catch.
+    if (owner !== undefined && owner.state !== 'open') throw owner.finishedError('a lazy relation');
+    return load.apply(this, args);
+  };
 }
 
 function guardRepository(entry: DataSourceEntry, registry: DataSourceRegistry, repository: Repository<object>): void {

@@ -33,7 +33,7 @@ export async function lockInOrder<T extends ObjectLiteral>(
   options: LockInOrderOptions = {},
 ): Promise<Map<LockId, T>> {
   const metadata = tx.connection.getMetadata(entity);
-  const owner = ownerOf(tx);
+  const owner = ownerOf(tx.queryRunner);
   if (owner !== undefined && owner.state !== 'open') throw owner.finishedError(`lockInOrder(${metadata.name})`);
   if (tx.queryRunner === undefined || !tx.queryRunner.isTransactionActive) {
     throw new TransactionalError(
