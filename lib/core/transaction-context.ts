@@ -23,23 +23,40 @@ interface HookScope {
   rollback: Hook[];
 }
 
-/** The unit of work of the running async call chain. */
-const current = new AsyncLocalStorage<TransactionContext>();
-/** Set only while the library itself ends a source's transaction: its COMMIT/ROLLBACK may pass. */
-const ending = new AsyncLocalStorage<SourceTransaction>();
+/** A call the guard already reported in 'warn' mode, going through: the driver must not report it again. */
+class ReportedCall {
+  constructor(readonly ctx: TransactionContext) {}
+}
+
+/**
+ * The unit of work of the running async call chain. One storage for everything: on Node 20 each
+ * enabled AsyncLocalStorage adds its own work to every promise the application creates.
+ */
+const current = new AsyncLocalStorage<TransactionContext | ReportedCall>();
 
 const logger = new Logger('TransactionalModule');
-/** The unit of work each library-made QueryRunner belongs to. */
-const owners = new WeakMap<QueryRunner, TransactionContext>();
+/** On each library-made QueryRunner and its manager: the transaction they belong to. */
+const SOURCE = Symbol('nestjs-request-transaction:source');
 
 /** The unit of work the caller runs in, if any (settled ones included). */
 export function currentContext(): TransactionContext | undefined {
-  return current.getStore();
+  const store = current.getStore();
+  return store instanceof ReportedCall ? store.ctx : store;
+}
+
+/** Runs `fn` as a call the guard already reported. */
+export function runReported<T>(ctx: TransactionContext, fn: () => T): T {
+  return current.run(new ReportedCall(ctx), fn);
+}
+
+/** Whether the caller runs inside `runReported()`. */
+export function isReported(): boolean {
+  return current.getStore() instanceof ReportedCall;
 }
 
 /** The unit of work a query runner belongs to, when the library made it. */
 export function ownerOf(queryRunner: QueryRunner | undefined): TransactionContext | undefined {
-  return queryRunner && owners.get(queryRunner);
+  return (queryRunner as Partial<Patched> | undefined)?.[SOURCE]?.ctx;
 }
 
 /**
@@ -47,7 +64,7 @@ export function ownerOf(queryRunner: QueryRunner | undefined): TransactionContex
  * `use` names the caller in messages: `@Tx()`, `Repository<Account>.save()`.
  */
 export function requireManager(dataSource: string | undefined, use: string): EntityManager {
-  const ctx = current.getStore();
+  const ctx = currentContext();
   if (ctx === undefined) {
     throw new NoTransactionError(
       `${use} was used outside a unit of work${at(captureStack())}. It needs the transaction of a request handled by ` +
@@ -70,7 +87,8 @@ function at(holder: StackHolder | undefined): string {
 export class TransactionContext {
   state: ContextState = 'open';
   private readonly sources = new Map<string, SourceTransaction>();
-  private readonly hookScopes: HookScope[] = [{ commit: [], rollback: [] }];
+  /** Created on the first hook: most units of work register none. */
+  private hookScopes?: HookScope[];
   private settlement?: Promise<Outcome>;
   private reason?: string;
 
@@ -124,27 +142,27 @@ export class TransactionContext {
   }
 
   afterCommit(hook: Hook): void {
-    this.assertHookable('afterCommit');
-    this.hookScopes[this.hookScopes.length - 1].commit.push(hook);
+    this.hookScope('afterCommit').commit.push(hook);
   }
 
   afterRollback(hook: Hook): void {
-    this.assertHookable('afterRollback');
-    this.hookScopes[this.hookScopes.length - 1].rollback.push(hook);
+    this.hookScope('afterRollback').rollback.push(hook);
   }
 
-  private assertHookable(use: string): void {
+  private hookScope(use: string): HookScope {
     if (this.state !== 'open') throw this.finishedError(`TransactionHost.${use}()`);
+    this.hookScopes ??= [{ commit: [], rollback: [] }];
+    return this.hookScopes[this.hookScopes.length - 1];
   }
 
   /** A savepoint started: hooks registered from now on belong to it. */
   openHookScope(): void {
-    this.hookScopes.push({ commit: [], rollback: [] });
+    (this.hookScopes ??= [{ commit: [], rollback: [] }]).push({ commit: [], rollback: [] });
   }
 
   /** A savepoint ended: its hooks join the enclosing scope, or are dropped if it rolled back. */
   closeHookScope(keep: boolean): void {
-    if (this.hookScopes.length === 1) return;
+    if (this.hookScopes === undefined || this.hookScopes.length === 1) return;
     const scope = this.hookScopes.pop() as HookScope;
     if (keep) {
       const parent = this.hookScopes[this.hookScopes.length - 1];
@@ -167,23 +185,25 @@ export class TransactionContext {
 
   private async finish(commit: boolean): Promise<Outcome> {
     this.state = 'settling';
-    const sources = [...this.sources.values()];
     let failure: unknown;
     let outcome: Outcome = 'rolledBack';
     if (commit) {
       try {
-        for (const source of sources) await source.end(true);
+        for (const source of this.sources.values()) await source.end(true);
         outcome = 'committed';
       } catch (error) {
         failure = error;
       }
     }
-    // A source that already ended keeps its first outcome; the rest roll back.
-    for (const source of sources) await source.end(false).catch(() => undefined);
+    if (outcome === 'rolledBack') {
+      // A source that already ended keeps its first outcome; the rest roll back.
+      for (const source of this.sources.values()) await source.end(false).catch(() => undefined);
+    }
     this.state = outcome;
-    const scope = this.hookScopes[0];
+    const scope = this.hookScopes?.[0];
+    const hooks = outcome === 'committed' ? scope?.commit : scope?.rollback;
     // Hooks run outside this unit of work: one that calls TransactionRunner.run() starts a fresh one.
-    await current.exit(() => runHooks(outcome === 'committed' ? scope.commit : scope.rollback, outcome, this.label));
+    if (hooks !== undefined && hooks.length > 0) await current.exit(() => runHooks(hooks, outcome, this));
     if (failure !== undefined) throw this.explain(failure);
     return outcome;
   }
@@ -225,25 +245,93 @@ export class TransactionContext {
   }
 }
 
-async function runHooks(hooks: Hook[], outcome: Outcome, label: string): Promise<void> {
+async function runHooks(hooks: Hook[], outcome: Outcome, ctx: TransactionContext): Promise<void> {
   for (const hook of hooks) {
     try {
       await hook();
     } catch (error) {
       // A committed request stays committed: a hook failure is reported, not turned into an error response.
       logger.error(
-        `An ${outcome === 'committed' ? 'afterCommit' : 'afterRollback'} hook of ${label} failed: ${String(error)}`,
+        `An ${outcome === 'committed' ? 'afterCommit' : 'afterRollback'} hook of ${ctx.label} failed: ${String(error)}`,
         error instanceof Error ? error.stack : undefined,
       );
     }
   }
 }
 
-type MutableRunner = QueryRunner & { isTransactionActive: boolean; transactionDepth: number; databaseConnection?: unknown };
+type MutableRunner = QueryRunner & {
+  isTransactionActive: boolean;
+  transactionDepth: number;
+  databaseConnection?: unknown;
+  broadcaster?: { broadcast(event: string): Promise<void> };
+};
+type Patched = MutableRunner & { [SOURCE]: SourceTransaction };
+type PatchedManager = EntityManager & { [SOURCE]: SourceTransaction };
+type Method = (...args: unknown[]) => Promise<unknown>;
+
+/** The prototype's own implementation of `name`, called on `target`. */
+function original(target: object, name: string, args: unknown[]): Promise<unknown> {
+  return (Object.getPrototypeOf(target)[name] as Method).apply(target, args);
+}
+
+/**
+ * The methods every library-made QueryRunner (and its manager) gets instead of its own: shared
+ * functions that find their transaction through `this`, so a request allocates no closures for them.
+ * Each checks the transaction first and fails as a rejected promise, like the call it replaces.
+ */
+const runnerMethods = {
+  connect(this: Patched) {
+    return this[SOURCE].connect();
+  },
+  query(this: Patched, ...args: unknown[]) {
+    return this[SOURCE].run(this, 'query', args);
+  },
+  stream(this: Patched, ...args: unknown[]) {
+    return this[SOURCE].run(this, 'stream', args);
+  },
+  async startTransaction(this: Patched, ...args: unknown[]) {
+    const source = this[SOURCE];
+    const problem = source.unusable();
+    if (problem !== undefined) throw problem;
+    source.ctx.openHookScope();
+    try {
+      await original(this, 'startTransaction', args);
+    } catch (error) {
+      source.ctx.closeHookScope(false);
+      throw error;
+    }
+  },
+  async commitTransaction(this: Patched) {
+    this[SOURCE].assertSavepoint('commitTransaction');
+    await original(this, 'commitTransaction', []);
+    this[SOURCE].ctx.closeHookScope(true);
+  },
+  async rollbackTransaction(this: Patched) {
+    this[SOURCE].assertSavepoint('rollbackTransaction');
+    await original(this, 'rollbackTransaction', []);
+    this[SOURCE].ctx.closeHookScope(false);
+  },
+  /** TypeORM's pool shutdown releases every runner in use: end the unit of work, then give the connection back. */
+  async release(this: Patched) {
+    await this[SOURCE].ctx.settle(false, 'its query runner was released').catch(() => undefined);
+  },
+};
+
+/** TypeORM checks its own "released" flag in these two before they reach `query`. */
+const managerMethods = {
+  query(this: PatchedManager, ...args: unknown[]) {
+    const problem = this[SOURCE].unusable();
+    return problem === undefined ? original(this, 'query', args) : Promise.reject(problem);
+  },
+  transaction(this: PatchedManager, ...args: unknown[]) {
+    const problem = this[SOURCE].unusable();
+    return problem === undefined ? original(this, 'transaction', args) : Promise.reject(problem);
+  },
+};
 
 /**
  * The transaction of one unit of work on one data source: a QueryRunner whose connection is taken,
- * and BEGIN sent, by its first query; every path that would use it after settlement throws.
+ * and BEGIN sent, by its first query; every path that would use it after settlement fails.
  */
 class SourceTransaction {
   /** True only while this source's own QueryRunner asks the pool for its connection. */
@@ -253,16 +341,18 @@ class SourceTransaction {
   readonly spec: BeginSpec;
   /** TypeORM's depth for this unit of work's own level: 2 when it is a savepoint in a test's transaction. */
   private readonly depth: number;
-  private runner?: MutableRunner;
+  private runner?: Patched;
   private opening?: Promise<unknown>;
   private ending?: Promise<void>;
   /** Set when the server closed the connection under the open transaction. */
   private lost?: unknown;
   private unwatch?: () => void;
-  private release!: () => Promise<void>;
+  /** Statements accepted while open and not yet answered; see `track()`. */
+  private inFlight = 0;
+  private drained?: () => void;
 
   constructor(
-    private readonly ctx: TransactionContext,
+    readonly ctx: TransactionContext,
     readonly entry: DataSourceEntry,
   ) {
     const o = ctx.options;
@@ -278,67 +368,65 @@ class SourceTransaction {
     return (this.runner ??= this.createRunner()).manager;
   }
 
-  private createRunner(): MutableRunner {
-    const qr = this.entry.dataSource.createQueryRunner('master') as MutableRunner;
-    owners.set(qr, this.ctx);
+  private createRunner(): Patched {
+    const qr = this.entry.dataSource.createQueryRunner('master') as Patched;
+    qr[SOURCE] = this;
     // TypeORM sees a transaction from the start (so save() opens no transaction of its own and
     // tx.transaction() makes savepoints); the BEGIN itself goes out with the first query.
     qr.isTransactionActive = true;
     qr.transactionDepth = this.depth;
-    const connect = qr.connect.bind(qr);
-    const start = qr.startTransaction.bind(qr);
-    const commit = qr.commitTransaction.bind(qr);
-    const rollback = qr.rollbackTransaction.bind(qr);
-    this.release = qr.release.bind(qr);
-    // Every way in checks the state first, and fails as a rejected promise like the call it replaces.
-    const checked = <A extends unknown[], R>(fn: (...args: A) => Promise<R>) =>
-      (...args: A): Promise<R> => {
-        const problem = this.unusable();
-        return problem === undefined ? fn(...args) : Promise.reject(problem);
-      };
-
-    qr.connect = () => (this.opening ??= this.open(connect));
-    qr.query = checked(qr.query.bind(qr)) as QueryRunner['query'];
-    qr.stream = checked(qr.stream.bind(qr));
-    // These two check TypeORM's own "released" flag before reaching qr.query.
-    const manager = qr.manager;
-    manager.query = checked(manager.query.bind(manager)) as EntityManager['query'];
-    manager.transaction = checked(manager.transaction.bind(manager) as (...args: unknown[]) => Promise<unknown>) as EntityManager['transaction'];
-    qr.startTransaction = async (isolationLevel) => {
-      const problem = this.unusable();
-      if (problem !== undefined) throw problem;
-      this.ctx.openHookScope();
-      try {
-        await start(isolationLevel);
-      } catch (error) {
-        this.ctx.closeHookScope(false);
-        throw error;
-      }
-    };
-    qr.commitTransaction = async () => {
-      const savepoint = this.assertNested('commitTransaction');
-      await commit();
-      if (savepoint) this.ctx.closeHookScope(true);
-    };
-    qr.rollbackTransaction = async () => {
-      const savepoint = this.assertNested('rollbackTransaction');
-      await rollback();
-      if (savepoint) this.ctx.closeHookScope(false);
-    };
-    qr.release = async () => {
-      if (ending.getStore() === this) return this.release();
-      throw new TransactionalError(
-        `release() was called on the query runner of ${this.ctx.label}. The library releases it when the unit of work ends.`,
-      );
-    };
+    Object.assign(qr, runnerMethods);
+    const manager = qr.manager as PatchedManager;
+    manager[SOURCE] = this;
+    Object.assign(manager, managerMethods);
     return qr;
   }
 
+  connect(): Promise<unknown> {
+    return (this.opening ??= this.open());
+  }
+
+  /**
+   * Runs a statement of the runner if the unit of work is open, and counts it until answered. TypeORM
+   * awaits between taking the connection and handing the statement to the driver; a COMMIT or ROLLBACK
+   * sent in that gap would overtake it and leave it to run in autocommit, so the end waits for these.
+   * Awaited (not chained with .then) so V8's async stack traces still lead back to the application.
+   */
+  async run(runner: Patched, method: 'query' | 'stream', args: unknown[]): Promise<unknown> {
+    const problem = this.unusable();
+    if (problem !== undefined) throw problem;
+    this.inFlight += 1;
+    try {
+      return await original(runner, method, args);
+    } finally {
+      this.inFlight -= 1;
+      if (this.inFlight === 0) this.drained?.();
+    }
+  }
+
+  private settled(): Promise<void> | undefined {
+    if (this.inFlight === 0) return undefined;
+    return new Promise((resolve) => {
+      this.drained = resolve;
+    });
+  }
+
   /** Why this transaction cannot take a query now, if it cannot. */
-  private unusable(): Error | undefined {
-    if (this.ctx.state !== 'open' && ending.getStore() !== this) return this.ctx.finishedError('a query');
-    if (this.lost !== undefined && ending.getStore() !== this) return this.lostError();
+  unusable(): Error | undefined {
+    if (this.ctx.state !== 'open') return this.ctx.finishedError('a query');
+    if (this.lost !== undefined) return this.lostError();
     return undefined;
+  }
+
+  /** Application code may end savepoints it opened, never the unit of work's own transaction. */
+  assertSavepoint(method: string): void {
+    const problem = this.unusable();
+    if (problem !== undefined) throw problem;
+    if ((this.runner as Patched).transactionDepth > this.depth) return;
+    throw new TransactionalError(
+      `${method}() was called on the query runner of ${this.ctx.label}. The library commits or rolls back ` +
+        `the unit of work when it ends; throw to roll back, or use tx.transaction() for a savepoint.`,
+    );
   }
 
   /** Notes the server closing the connection (an idle timeout, a killed backend, a restart). */
@@ -376,24 +464,13 @@ class SourceTransaction {
     );
   }
 
-  /** True for a savepoint; throws when application code tries to end the unit of work's own transaction. */
-  private assertNested(method: string): boolean {
-    if (ending.getStore() === this) return false;
-    const problem = this.unusable();
-    if (problem !== undefined) throw problem;
-    if ((this.runner as MutableRunner).transactionDepth > this.depth) return true;
-    throw new TransactionalError(
-      `${method}() was called on the query runner of ${this.ctx.label}. The library commits or rolls back ` +
-        `the unit of work when it ends; throw to roll back, or use tx.transaction() for a savepoint.`,
-    );
-  }
-
-  private async open(connect: () => Promise<unknown>): Promise<unknown> {
+  private async open(): Promise<unknown> {
+    const qr = this.runner as Patched;
     let acquisition: Promise<unknown>;
     // The driver's acquisition runs synchronously inside connect(): the guard sees the flag.
     this.acquiring = true;
     try {
-      acquisition = connect();
+      acquisition = original(qr, 'connect', []);
     } finally {
       this.acquiring = false;
     }
@@ -402,12 +479,24 @@ class SourceTransaction {
     // took the connection, even where TypeORM awaited before asking for it (insert(), say).
     if (this.ctx.guardMode(this.entry) !== 'off') this.holder = captureStack();
     this.watch(connection);
-    // In a test's transaction, TypeORM's own savepoint name for depth 1 is the one COMMIT/ROLLBACK will end.
+    // In a test's transaction, TypeORM's own savepoint name for depth 1 is the one the end releases.
     const begin = this.depth === 1 ? this.entry.dialect.beginStatements(connection, this.spec) : ['SAVEPOINT typeorm_1'];
+    await this.broadcast('BeforeTransactionStart');
     await this.send(connection, begin);
+    await this.broadcast('AfterTransactionStart');
     return connection;
   }
 
+  /** Transaction events for the data source's subscribers; nothing to do (and nothing awaited) without any. */
+  private broadcast(event: string): Promise<void> | undefined {
+    if (this.entry.dataSource.subscribers.length === 0) return undefined;
+    return this.runner?.broadcaster?.broadcast(event);
+  }
+
+  /**
+   * Sends statements on the raw driver connection, logged through TypeORM's logger: BEGIN, COMMIT and
+   * ROLLBACK bypass the query runner, so no state check, no event and no extra promise stands in the way.
+   */
   private async send(connection: unknown, statements: string[]): Promise<void> {
     const { dialect, dataSource } = this.entry;
     for (const sql of statements) {
@@ -423,13 +512,14 @@ class SourceTransaction {
 
   /** Commits or rolls back, then releases the connection; once. Rejects only when a commit failed. */
   end(commit: boolean): Promise<void> {
-    return (this.ending ??= ending.run(this, () => this.finish(commit).finally(() => this.unwatch?.())));
+    return (this.ending ??= this.finish(commit).finally(() => this.unwatch?.()));
   }
 
   private async finish(commit: boolean): Promise<void> {
     const qr = this.runner;
     if (qr === undefined) return;
-    if (this.opening === undefined) return this.release(); // never queried: nothing was sent
+    // Never queried: nothing was sent, no connection was taken.
+    if (this.opening === undefined) return original(qr, 'release', []) as Promise<void>;
     let connection: unknown;
     try {
       connection = await this.opening;
@@ -439,21 +529,21 @@ class SourceTransaction {
       if (commit) throw error;
       return;
     }
+    // No statement accepted while open may reach the driver after COMMIT/ROLLBACK (no new ones are accepted now).
+    await this.settled();
     if (this.lost !== undefined) {
       // The server already ended the session, and with it the transaction.
       await this.discard(this.lost);
       if (commit) throw this.lostError();
       return;
     }
-    // Savepoints left open end with the transaction.
-    qr.transactionDepth = this.depth;
     try {
-      await (commit ? qr.commitTransaction() : qr.rollbackTransaction());
+      await this.finishTransaction(connection, commit);
     } catch (error) {
       if (!commit) return this.discard(error);
       // A failed COMMIT (a deferred constraint, say): make sure nothing stays open, then report it.
       try {
-        await qr.rollbackTransaction();
+        await this.finishTransaction(connection, false);
       } catch (rollbackError) {
         await this.discard(rollbackError);
         throw error;
@@ -464,19 +554,39 @@ class SourceTransaction {
     await this.close(connection);
   }
 
+  /** COMMIT or ROLLBACK; savepoints left open end with it. In a test's transaction, its savepoint. */
+  private async finishTransaction(connection: unknown, commit: boolean): Promise<void> {
+    const qr = this.runner as Patched;
+    const sql =
+      this.depth === 1
+        ? commit ? 'COMMIT' : 'ROLLBACK'
+        : commit ? 'RELEASE SAVEPOINT typeorm_1' : 'ROLLBACK TO SAVEPOINT typeorm_1';
+    await this.broadcast(commit ? 'BeforeTransactionCommit' : 'BeforeTransactionRollback');
+    await this.send(connection, [sql]);
+    qr.isTransactionActive = false;
+    qr.transactionDepth = this.depth - 1;
+    await this.broadcast(commit ? 'AfterTransactionCommit' : 'AfterTransactionRollback');
+  }
+
   private async close(connection: unknown): Promise<void> {
-    try {
-      await this.send(connection, this.entry.dialect.endStatements(connection, this.spec));
-    } catch (error) {
-      return this.discard(error);
+    const reset = this.entry.dialect.endStatements(connection, this.spec);
+    if (reset.length > 0) {
+      try {
+        await this.send(connection, reset);
+      } catch (error) {
+        return this.discard(error);
+      }
     }
-    await this.release();
+    await original(this.runner as Patched, 'release', []);
   }
 
   /** Gives the connection up without returning it to the pool: its state is unknown. */
   private async discard(cause: unknown): Promise<void> {
-    const qr = this.runner as MutableRunner;
-    if (qr.databaseConnection === undefined) return this.release();
+    const qr = this.runner as Patched;
+    if (qr.databaseConnection === undefined) {
+      await original(qr, 'release', []);
+      return;
+    }
     await this.entry.dialect.destroy(qr, cause);
   }
 }

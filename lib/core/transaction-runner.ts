@@ -25,6 +25,7 @@ export interface RunOptions extends TransactionOptions {
 
 const RUN_OPTION_KEYS = ['name', 'dataSource', 'propagation'];
 const logger = new Logger('TransactionalModule');
+const NO_RETRY = resolveRetry(false);
 
 /**
  * Runs a unit of work outside HTTP (cron jobs, queue consumers, scripts) with the same semantics as a
@@ -71,7 +72,7 @@ export class TransactionRunner {
     /** False once running again is no longer safe (a response already went out). */
     canRetry: () => boolean = () => true,
   ): Promise<T> {
-    const retry = resolveRetry(options.retry);
+    const retry = options.retry === undefined ? NO_RETRY : resolveRetry(options.retry);
     for (let attempt = 1; ; attempt++) {
       const ctx = new TransactionContext(this.registry, options, describe);
       try {

@@ -1,14 +1,11 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { Logger } from '@nestjs/common';
 import type { QueryRunner, Repository } from 'typeorm';
 import { callSite, captureStack } from '../core/call-site';
 import type { DataSourceEntry, DataSourceRegistry } from '../core/data-source-registry';
-import { currentContext, ownerOf, type TransactionContext } from '../core/transaction-context';
+import { currentContext, isReported, ownerOf, runReported, type TransactionContext } from '../core/transaction-context';
 import { NestedConnectionError, TransactionalError } from '../errors';
 
 const logger = new Logger('TransactionalModule');
-/** Set while a call the guard already reported in 'warn' mode goes through: report it once. */
-const reported = new AsyncLocalStorage<boolean>();
 const GUARDED = Symbol('nestjs-request-transaction:guarded');
 
 // Repository methods that never touch the pool themselves (a query builder is caught when it runs).
@@ -35,7 +32,7 @@ export function installConnectionGuard(entry: DataSourceEntry, registry: DataSou
           };
     driver[method] = function guardedAcquisition(this: unknown, ...args: unknown[]) {
       const ctx = currentContext();
-      if (ctx !== undefined && ctx.isForeignAcquisition(entry) && reported.getStore() !== true) {
+      if (ctx !== undefined && ctx.isForeignAcquisition(entry) && !isReported()) {
         const error = violation(entry, registry, ctx, undefined);
         if (error) return Promise.reject(error);
       }
@@ -80,7 +77,8 @@ function guardRepository(entry: DataSourceEntry, registry: DataSourceRegistry, r
         if (ctx !== undefined && ctx.isForeignAcquisition(entry)) {
           const error = violation(entry, registry, ctx, { entity, method });
           if (error) return Promise.reject(error);
-          return reported.run(true, () => original.apply(this, args));
+          // Reported once: the driver's acquisition below must not report it again.
+          return runReported(ctx, () => original.apply(this, args));
         }
         return original.apply(this, args);
       };

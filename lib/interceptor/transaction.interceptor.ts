@@ -1,4 +1,4 @@
-import { type CallHandler, type ExecutionContext, Injectable, type NestInterceptor } from '@nestjs/common';
+import { type CallHandler, type ExecutionContext, HttpException, Injectable, type NestInterceptor } from '@nestjs/common';
 import { SSE_METADATA } from '@nestjs/common/constants';
 import { Reflector } from '@nestjs/core';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -84,7 +84,8 @@ export class TransactionInterceptor implements NestInterceptor {
         },
         (error: unknown) => {
           response.off('close', onClose);
-          subscriber.error(error);
+          // Nobody is listening: answer as nginx logs it (499) instead of reporting a server error.
+          subscriber.error(aborted === undefined ? error : new HttpException('Client Closed Request', 499, { cause: error }));
         },
       );
       // Unsubscribed before the work ended: roll back.
