@@ -1,0 +1,16 @@
+import { Body, Controller, Post } from '@nestjs/common';
+import { NoTransaction } from 'nestjs-request-transaction';
+import { NaiveTransfersService } from './naive-transfers.service';
+import { type TransferDto, type TransferReceipt, transferPipe } from './transfer.dto';
+
+/** The naive variant's `POST /transfers`: its own transaction, locks in request order. */
+@Controller('transfers')
+@NoTransaction()
+export class NaiveTransfersController {
+  constructor(private readonly transfers: NaiveTransfersService) {}
+
+  @Post()
+  create(@Body(transferPipe) dto: TransferDto): Promise<TransferReceipt> {
+    return this.transfers.transfer(dto);
+  }
+}
