@@ -1,8 +1,9 @@
-// Shared by the sample app's e2e suites: boot it the way `npm start` does, reach it over HTTP, look at
-// its database from outside, and check that nothing leaked.
-import { dialectOf } from '../../lib/core/dialect';
+// Shared by the sample app's e2e suites: boot it the way `npm start` does, look at its database from
+// outside, and check that nothing leaked. HTTP calls and latches come from test/support/.
 import type { Engine } from '../../test/support/databases';
-import { waitFor, type MariadbObserver, type Observer, type PostgresObserver } from '../../test/support/observer';
+import { call } from '../../test/support/http';
+import { expectNothingLeaked as expectPoolAndDatabaseClean } from '../../test/support/leaks';
+import type { Observer } from '../../test/support/observer';
 import { bootstrap, type SampleApp } from '../src/bootstrap';
 import type { Variant } from '../src/common/variant';
 
@@ -66,45 +67,10 @@ export async function emptyTables(db: Observer, tables: Tables): Promise<void> {
 
 /**
  * Waits until the app holds no connection but idle pooled ones: pool back to idle, nobody waiting,
- * and no transaction left open on the database side.
+ * and no transaction left open on the database side (see `expectNothingLeaked` in test/support/leaks.ts).
  */
 export async function expectNothingLeaked(sample: AppUnderTest, db: Observer): Promise<void> {
-  const dialect = dialectOf(sample.dataSource);
-  if (dialect === undefined) throw new Error('not a PostgreSQL or MariaDB data source');
-  await waitFor(() => {
-    const stats = dialect.poolStats(sample.dataSource);
-    expect(stats.waiting).toBe(0);
-    expect(stats.idle).toBe(stats.total);
-  });
-  if (db.engine === 'postgres') {
-    await waitFor(async () => expect(await (db as PostgresObserver).idleInTransactionCount(sample.applicationName)).toBe(0));
-  } else {
-    await waitFor(async () => expect(await (db as MariadbObserver).inTransactionCount()).toBe(0), { intervalMs: 150 });
-  }
-}
-
-/** An HTTP response: status and parsed JSON body (undefined when empty). */
-export interface Reply<T = any> {
-  status: number;
-  body: T;
-}
-
-/** Sends a request with a JSON body (if any) and reads the JSON answer. */
-export async function call<T = any>(method: string, url: string, body?: unknown): Promise<Reply<T>> {
-  const response = await fetch(url, {
-    method,
-    headers: body === undefined ? undefined : { 'content-type': 'application/json' },
-    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
-  });
-  const text = await response.text();
-  return { status: response.status, body: (text === '' ? undefined : JSON.parse(text)) as T };
-}
-
-/** A promise with its resolve function outside: a latch the test opens. */
-export function latch<T = void>(): { promise: Promise<T>; open: (value: T) => void } {
-  let open!: (value: T) => void;
-  const promise = new Promise<T>((resolve) => (open = resolve));
-  return { promise, open };
+  await expectPoolAndDatabaseClean({ dataSource: sample.dataSource, db, applicationName: sample.applicationName });
 }
 
 /** Opens an account through the app and returns its id. */

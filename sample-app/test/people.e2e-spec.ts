@@ -1,8 +1,9 @@
 import { postgresEngine } from '../../test/support/databases';
+import { call } from '../../test/support/http';
 import { observer, type Observer } from '../../test/support/observer';
 import { AuditService } from '../src/people/audit.service';
 import { NotificationsService } from '../src/people/notifications.service';
-import { type AppUnderTest, call, tablesOf, countRows, emptyTables, expectNothingLeaked, startApp } from './harness';
+import { type AppUnderTest, tablesOf, countRows, emptyTables, expectNothingLeaked, startApp } from './harness';
 
 describe('DELETE /people/:id (seed 002: follow-up work on a plain repository)', () => {
   const engine = postgresEngine;

@@ -1,8 +1,10 @@
 import { postgresEngine } from '../../test/support/databases';
+import { call } from '../../test/support/http';
+import { latch } from '../../test/support/latch';
 import { observer, type Observer } from '../../test/support/observer';
 import type { BalanceReport } from '../src/reports/reports.service';
 import { ReportsService } from '../src/reports/reports.service';
-import { type AppUnderTest, balances, tablesOf, call, emptyTables, expectNothingLeaked, latch, openAccount, startApp } from './harness';
+import { type AppUnderTest, balances, tablesOf, emptyTables, expectNothingLeaked, openAccount, startApp } from './harness';
 
 describe('GET /reports/balances while transfers commit', () => {
   const engine = postgresEngine;
@@ -39,7 +41,7 @@ describe('GET /reports/balances while transfers commit', () => {
     const firstReadDone = latch();
     const transferCommitted = latch();
     app.app.get(ReportsService).betweenReads = async () => {
-      firstReadDone.open();
+      firstReadDone.resolve();
       await transferCommitted.promise;
     };
 
@@ -47,7 +49,7 @@ describe('GET /reports/balances while transfers commit', () => {
     await firstReadDone.promise;
     const transfer = await call('POST', `${app.url}/transfers`, { from: a, to: b, amount: 300 });
     expect(transfer.status).toBe(201);
-    transferCommitted.open();
+    transferCommitted.resolve();
 
     const reply = await report;
     expect(reply.status).toBe(200);

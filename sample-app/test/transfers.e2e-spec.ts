@@ -1,10 +1,10 @@
 import { engines, postgresEngine } from '../../test/support/databases';
+import { call } from '../../test/support/http';
 import { observer, waitFor, type Observer } from '../../test/support/observer';
 import {
   type AppUnderTest,
   tablesOf,
   balances,
-  call,
   countRows,
   emptyTables,
   expectNothingLeaked,

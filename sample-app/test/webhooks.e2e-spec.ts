@@ -1,7 +1,8 @@
 import { ConnectionAudit } from 'nestjs-request-transaction/testing';
 import { postgresEngine } from '../../test/support/databases';
+import { call } from '../../test/support/http';
 import { observer, type Observer } from '../../test/support/observer';
-import { type AppUnderTest, call, tablesOf, countRows, emptyTables, expectNothingLeaked, startApp } from './harness';
+import { type AppUnderTest, tablesOf, countRows, emptyTables, expectNothingLeaked, startApp } from './harness';
 
 const URL_WITH_SECRET = 'https://hooks.example.com/wallet?token=s3cr3t';
 

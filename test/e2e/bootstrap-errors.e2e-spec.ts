@@ -11,7 +11,7 @@ import {
 } from '../../lib';
 import { typeormOptions } from '../support/databases';
 import { observer, waitFor, type PostgresObserver } from '../support/observer';
-import { RecordingLogger } from './runner-fixtures';
+import { RecordingNestLogger } from '../support/recording-loggers';
 
 @Entity('bootstrap_errors_items')
 class BootstrapItem {
@@ -48,7 +48,7 @@ function typeorm(name?: string) {
 async function bootstrap(imports: () => ModuleMetadata['imports']): Promise<void> {
   let moduleRef: TestingModule | undefined;
   try {
-    moduleRef = await Test.createTestingModule({ imports: imports() }).setLogger(new RecordingLogger()).compile();
+    moduleRef = await Test.createTestingModule({ imports: imports() }).setLogger(new RecordingNestLogger()).compile();
     await moduleRef.init();
   } finally {
     await moduleRef?.close();

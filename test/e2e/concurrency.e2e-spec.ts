@@ -13,15 +13,10 @@ import { TransactionalModule, Tx } from '../../lib/index';
 import { ConnectionAudit } from '../../lib/testing/index';
 import { adapters, createApp, type TestApp } from '../support/app';
 import { engines, typeormOptions } from '../support/databases';
+import { expectNothingLeaked } from '../support/leaks';
 import { observer } from '../support/observer';
-import {
-  type AnyObserver,
-  beginStatement,
-  expectNothingLeaked,
-  type LoggedQuery,
-  RecordingLogger,
-  statementKind,
-} from './lifecycle-fixtures';
+import { beginStatement, type LoggedQuery, RecordingSqlLogger, statementKind } from '../support/recording-loggers';
+import type { AnyObserver } from './lifecycle-fixtures';
 
 const REQUESTS = 200;
 /** Requests of the mixed (some failing) round. */
@@ -84,10 +79,10 @@ function unitsOf(entries: LoggedQuery[], markers: Set<string>): LoggedUnit[] {
   const finished = new Set<unknown>();
   let runner: unknown;
   for (const entry of entries.filter((e) => e.error === undefined)) {
-    if (entry.runner !== runner) {
+    if (entry.queryRunner !== runner) {
       if (runner !== undefined) finished.add(runner);
-      if (finished.has(entry.runner)) throw new Error(`a query runner came back after another ran: ${entry.sql}`);
-      runner = entry.runner;
+      if (finished.has(entry.queryRunner)) throw new Error(`a query runner came back after another ran: ${entry.sql}`);
+      runner = entry.queryRunner;
       units.push({ kinds: [], marker: '' });
     }
     const unit = units[units.length - 1];
@@ -111,7 +106,7 @@ describe.each(engines)('concurrent requests on a pool of one, on $name', (engine
 
   describe.each(adapters)('over %s', (adapter) => {
     const applicationName = `concurrency-e2e-${adapter}`;
-    const sqlLog = new RecordingLogger();
+    const sqlLog = new RecordingSqlLogger();
     const placeholder = engine.name === 'postgres' ? '$1' : '?';
     let testApp: TestApp;
     let dataSource: DataSource;
@@ -163,7 +158,7 @@ describe.each(engines)('concurrent requests on a pool of one, on $name', (engine
     afterEach(async () => {
       audit.detach();
       try {
-        await expectNothingLeaked({ dataSource, db, applicationName });
+        await expectNothingLeaked({ dataSource, db, applicationName }, { mariadb: 'app-connections' });
       } finally {
         await db.query('DELETE FROM concurrency_markers');
       }

@@ -3,13 +3,13 @@ import { DataSource } from 'typeorm';
 import { NestedConnectionError, TransactionalModule } from '../../lib';
 import { createApp, type TestApp } from '../support/app';
 import { engines, typeormOptions } from '../support/databases';
+import { postJson } from '../support/http';
+import { expectNothingLeaked } from '../support/leaks';
 import { observer, type Observer } from '../support/observer';
 import {
   countPoolAcquisitions,
   defineZoo,
   ErrorRecorder,
-  expectNothingLeaked,
-  post,
   recordingFilterProviders,
   ROWS_PER_ITERATION,
   siteAt,
@@ -79,7 +79,7 @@ describe.each(engines)('the bug zoo on $name', (engine) => {
       beforeAll(async () => {
         const pool = countPoolAcquisitions(dataSource);
         try {
-          response = await post(`${testApp.url}/zoo/${bug.kind}`, { label: `${bug.kind}-first` });
+          response = await postJson(`${testApp.url}/zoo/${bug.kind}`, { label: `${bug.kind}-first` });
         } finally {
           pool.restore();
         }
@@ -119,7 +119,7 @@ describe.each(engines)('the bug zoo on $name', (engine) => {
 
       it('rolls the request back and leaks nothing', async () => {
         expect(await rowsOf(bug.kind)).toEqual([]);
-        await expectNothingLeaked(engine, db, dataSource, applicationName);
+        await expectNothingLeaked({ dataSource, db, applicationName });
       });
 
       // The seeds' failure needs load: every request holds a connection and waits for a second one.
@@ -127,13 +127,13 @@ describe.each(engines)('the bug zoo on $name', (engine) => {
         recorder.clear();
 
         const responses = await Promise.all(
-          Array.from({ length: CONCURRENT_BUGGY_REQUESTS }, (_, i) => post(`${testApp.url}/zoo/${bug.kind}`, { label: `${bug.kind}-${i}` })),
+          Array.from({ length: CONCURRENT_BUGGY_REQUESTS }, (_, i) => postJson(`${testApp.url}/zoo/${bug.kind}`, { label: `${bug.kind}-${i}` })),
         );
 
         expect(responses.map((r) => r.status)).toEqual(responses.map(() => 500));
         expect(recorder.errors.map((e) => (e as Error).name)).toEqual(responses.map(() => 'NestedConnectionError'));
         expect(await rowsOf(bug.kind)).toEqual([]);
-        await expectNothingLeaked(engine, db, dataSource, applicationName);
+        await expectNothingLeaked({ dataSource, db, applicationName });
       });
     });
   });
@@ -151,7 +151,7 @@ describe.each(engines)('the bug zoo on $name', (engine) => {
     });
 
     afterEach(async () => {
-      await expectNothingLeaked(engine, db, dataSource, applicationName);
+      await expectNothingLeaked({ dataSource, db, applicationName });
       recorder.clear();
       await db.query(`DELETE FROM ${TABLE}`);
     });
@@ -163,7 +163,7 @@ describe.each(engines)('the bug zoo on $name', (engine) => {
     const requests = (kind: string) =>
       Promise.all(
         Array.from({ length: CONCURRENT_REQUESTS }, (_, i) =>
-          post<ZooAnswer>(`${testApp.url}/fixed/${kind}`, { label: `${kind}-${i}` }),
+          postJson<ZooAnswer>(`${testApp.url}/fixed/${kind}`, { label: `${kind}-${i}` }),
         ),
       );
     const labels = (kind: string) => Array.from({ length: CONCURRENT_REQUESTS }, (_, i) => `${kind}-${i}`).sort();

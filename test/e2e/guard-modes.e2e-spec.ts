@@ -29,15 +29,15 @@ import {
 } from '../../lib';
 import { createApp } from '../support/app';
 import { engines, typeormOptions } from '../support/databases';
+import { postJson } from '../support/http';
+import { latch } from '../support/latch';
+import { expectNothingLeaked } from '../support/leaks';
 import { observer, type Observer } from '../support/observer';
+import { RecordingNestLogger } from '../support/recording-loggers';
 import {
-  deferred,
   defineZoo,
   ErrorRecorder,
-  expectNothingLeaked,
-  post,
   recordingFilterProviders,
-  RecordingLogger,
   ROWS_PER_ITERATION,
   siteAt,
   ZOO_BUGS,
@@ -175,8 +175,8 @@ class OrderDirectory {
   }
 }
 
-let holding = deferred();
-let release = deferred();
+let holding = latch();
+let release = latch();
 
 @Controller('safe')
 class SafeController {
@@ -274,7 +274,7 @@ describe.each(engines)('the connection guard modes on $name', (engine) => {
 
   /** An app on the zoo and the routes above, with a recording logger and exception filter. */
   async function startApp(guard: GuardMode | undefined, poolSize: number, applicationName: string) {
-    const logger = new RecordingLogger();
+    const logger = new RecordingNestLogger();
     const testApp = await createApp({
       adapter: 'express',
       logger,
@@ -309,7 +309,7 @@ describe.each(engines)('the connection guard modes on $name', (engine) => {
   const callFiveTimes = async (url: string, kind: string) => {
     const responses = [];
     // One after another: concurrent buggy requests on a small pool would deadlock it (the seeds' story).
-    for (let i = 0; i < CALLS_PER_ROUTE; i++) responses.push(await post<ZooAnswer>(url, { label: `${kind}-${i}` }));
+    for (let i = 0; i < CALLS_PER_ROUTE; i++) responses.push(await postJson<ZooAnswer>(url, { label: `${kind}-${i}` }));
     return responses;
   };
 
@@ -323,7 +323,7 @@ describe.each(engines)('the connection guard modes on $name', (engine) => {
     });
 
     afterEach(async () => {
-      await expectNothingLeaked(engine, db, ctx.dataSource, applicationName);
+      await expectNothingLeaked({ dataSource: ctx.dataSource, db, applicationName });
       await clean();
     });
 
@@ -387,7 +387,7 @@ describe.each(engines)('the connection guard modes on $name', (engine) => {
     });
 
     afterEach(async () => {
-      await expectNothingLeaked(engine, db, ctx.dataSource, applicationName);
+      await expectNothingLeaked({ dataSource: ctx.dataSource, db, applicationName });
       await clean();
     });
 
@@ -415,7 +415,7 @@ describe.each(engines)('the connection guard modes on $name', (engine) => {
     });
 
     afterEach(async () => {
-      await expectNothingLeaked(engine, db, ctx.dataSource, applicationName);
+      await expectNothingLeaked({ dataSource: ctx.dataSource, db, applicationName });
       ctx.recorder.clear();
       await clean();
     });
@@ -426,7 +426,7 @@ describe.each(engines)('the connection guard modes on $name', (engine) => {
 
     it("@Transactional({ guard: 'warn' }) lets the route through with one warning; the module's 'throw' stops its neighbour", async () => {
       const warned = await callFiveTimes(`${ctx.testApp.url}/modes/route-warn`, 'route-warn');
-      const thrown = await post(`${ctx.testApp.url}/modes/module-default`, { label: 'module-default' });
+      const thrown = await postJson(`${ctx.testApp.url}/modes/module-default`, { label: 'module-default' });
 
       expect(warned.map((r) => r.status)).toEqual(warned.map(() => 201));
       const warnings = ctx.logger.library('warn');
@@ -445,8 +445,8 @@ describe.each(engines)('the connection guard modes on $name', (engine) => {
     it("a handler's guard option wins over its class's", async () => {
       const violations = ctx.host.stats().guardViolations;
 
-      const off = await post(`${ctx.testApp.url}/lenient/class-off`, { label: 'class-off' });
-      const strict = await post(`${ctx.testApp.url}/lenient/handler-throw`, { label: 'handler-throw' });
+      const off = await postJson(`${ctx.testApp.url}/lenient/class-off`, { label: 'class-off' });
+      const strict = await postJson(`${ctx.testApp.url}/lenient/handler-throw`, { label: 'handler-throw' });
 
       expect(off.status).toBe(201);
       expect(strict.status).toBe(500);
@@ -485,7 +485,7 @@ describe.each(engines)('the connection guard modes on $name', (engine) => {
     });
 
     afterEach(async () => {
-      await expectNothingLeaked(engine, db, ctx.dataSource, applicationName);
+      await expectNothingLeaked({ dataSource: ctx.dataSource, db, applicationName });
       // Nothing any test here does may trip the guard or make it speak.
       expect(ctx.host.stats().guardViolations).toBe(0);
       expect(ctx.logger.library()).toEqual([]);
@@ -507,9 +507,9 @@ describe.each(engines)('the connection guard modes on $name', (engine) => {
     });
 
     it('lets code outside any unit of work use plain repositories and the data source, while a request holds its connection', async () => {
-      holding = deferred();
-      release = deferred();
-      const request = post(`${ctx.testApp.url}/safe/hold`, { label: 'held' });
+      holding = latch();
+      release = latch();
+      const request = postJson(`${ctx.testApp.url}/safe/hold`, { label: 'held' });
       await holding.promise;
 
       const directory = ctx.testApp.app.get(OrderDirectory);
@@ -522,15 +522,15 @@ describe.each(engines)('the connection guard modes on $name', (engine) => {
     });
 
     it('lets @NoTransaction() routes use plain repositories, several connections at once', async () => {
-      const response = await post(`${ctx.testApp.url}/safe/no-transaction`, { label: 'plain' });
+      const response = await postJson(`${ctx.testApp.url}/safe/no-transaction`, { label: 'plain' });
 
       expect(response).toEqual({ status: 201, body: 1 });
       expect(await labelsOf(ORDERS, 'label', 'plain/%')).toEqual(['plain/a', 'plain/b']);
     });
 
     it('lets afterCommit and afterRollback hooks use plain repositories', async () => {
-      const committed = await post(`${ctx.testApp.url}/safe/after-commit`, { label: 'kept' });
-      const refused = await post(`${ctx.testApp.url}/safe/after-rollback`, { label: 'refused' });
+      const committed = await postJson(`${ctx.testApp.url}/safe/after-commit`, { label: 'kept' });
+      const refused = await postJson(`${ctx.testApp.url}/safe/after-rollback`, { label: 'refused' });
 
       expect(committed).toEqual({ status: 201, body: { ok: true } });
       expect(refused.status).toBe(409);
@@ -539,7 +539,7 @@ describe.each(engines)('the connection guard modes on $name', (engine) => {
     });
 
     it("lets tx.save() with cascades run TypeORM's own queries on the unit's connection", async () => {
-      const response = await post<{ id: number }>(`${ctx.testApp.url}/safe/cascade`, { label: 'cascaded', skus: ['a', 'b', 'c'] });
+      const response = await postJson<{ id: number }>(`${ctx.testApp.url}/safe/cascade`, { label: 'cascaded', skus: ['a', 'b', 'c'] });
 
       expect(response.status).toBe(201);
       const orderId = engine.name === 'postgres' ? '"orderId"' : 'orderId';
@@ -548,14 +548,14 @@ describe.each(engines)('the connection guard modes on $name', (engine) => {
     });
 
     it('lets relations load on the unit of work: joined, by separate query, counted and lazy', async () => {
-      const response = await post(`${ctx.testApp.url}/safe/relations`, { label: 'related' });
+      const response = await postJson(`${ctx.testApp.url}/safe/relations`, { label: 'related' });
 
       expect(response).toEqual({ status: 201, body: { joined: 2, separate: 2, count: 1, lazy: 'related' } });
       expect(await labelsOf(LINES, 'sku', 'r-%')).toEqual(['r-1', 'r-2']);
     });
 
     it('lets tx.transaction() nest savepoints on the same connection', async () => {
-      const response = await post(`${ctx.testApp.url}/safe/savepoints`, { label: 'sp' });
+      const response = await postJson(`${ctx.testApp.url}/safe/savepoints`, { label: 'sp' });
 
       expect(response).toEqual({ status: 201, body: { ok: true } });
       expect(await labelsOf(ORDERS, 'label', 'sp/%')).toEqual(['sp/first', 'sp/outer']);

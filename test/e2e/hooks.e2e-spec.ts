@@ -2,11 +2,14 @@ import { ConflictException, Controller, Post, Res } from '@nestjs/common';
 import { getDataSourceToken, InjectDataSource, InjectRepository, TypeOrmModule } from '@nestjs/typeorm';
 import { Column, DataSource, Entity, EntityManager, PrimaryGeneratedColumn, Repository } from 'typeorm';
 import { TransactionalModule, TransactionHost, TransactionRunner, Tx, type UnitOfWorkInfo } from '../../lib';
-import { dialectOf, type PoolStats } from '../../lib/core/dialect';
+import type { PoolStats } from '../../lib/core/dialect';
 import { adapters, createApp, type AdapterName, type TestApp } from '../support/app';
 import { engines, type Engine, typeormOptions } from '../support/databases';
+import { latch, type Latch } from '../support/latch';
+import { expectNothingLeaked, poolStats } from '../support/leaks';
 import { observer, type MariadbObserver, type PostgresObserver } from '../support/observer';
-import { deferred, type Deferred, expectNothingLeaked, labelsIn, rawResponse, RecordingLogger } from './runner-fixtures';
+import { RecordingNestLogger } from '../support/recording-loggers';
+import { labelsIn, rawResponse } from './runner-fixtures';
 
 const TABLE = 'hooks_items';
 
@@ -22,8 +25,8 @@ class HookItem {
 /** What the hooks of the current test saw; reset before each test. */
 interface Probe {
   events: string[];
-  hookEntered: Deferred;
-  release: Deferred;
+  hookEntered: Latch;
+  release: Latch;
   poolInHook?: PoolStats;
   headersSentAfterWaiting?: boolean;
   currentInHook?: UnitOfWorkInfo | null;
@@ -31,7 +34,7 @@ interface Probe {
   plainCountInHook?: number;
 }
 
-const freshProbe = (): Probe => ({ events: [], hookEntered: deferred(), release: deferred() });
+const freshProbe = (): Probe => ({ events: [], hookEntered: latch(), release: latch() });
 let probe = freshProbe();
 
 /** Lets other work run: a hook that ran concurrently with the next one would be overtaken here. */
@@ -50,7 +53,7 @@ class HooksController {
   async awaited(@Tx() tx: EntityManager, @Res({ passthrough: true }) response: unknown) {
     await tx.insert(HookItem, { label: 'awaited' });
     this.host.afterCommit(async () => {
-      probe.poolInHook = dialectOf(this.dataSource)!.poolStats(this.dataSource);
+      probe.poolInHook = poolStats(this.dataSource);
       probe.hookEntered.resolve();
       await probe.release.promise;
       probe.headersSentAfterWaiting = rawResponse(response).headersSent;
@@ -130,7 +133,7 @@ class HooksController {
   }
 }
 
-function hooksApp(engine: Engine, adapter: AdapterName, applicationName: string, logger: RecordingLogger) {
+function hooksApp(engine: Engine, adapter: AdapterName, applicationName: string, logger: RecordingNestLogger) {
   return createApp({
     adapter,
     logger,
@@ -156,7 +159,7 @@ describe.each(engines)('afterCommit / afterRollback hooks on $name', (engine) =>
 
   describe.each(adapters)('over %s', (adapter) => {
     const applicationName = `hooks-e2e-${engine.name}-${adapter}`;
-    const logger = new RecordingLogger();
+    const logger = new RecordingNestLogger();
     let testApp: TestApp;
     let dataSource: DataSource;
 
@@ -172,7 +175,7 @@ describe.each(engines)('afterCommit / afterRollback hooks on $name', (engine) =>
 
     afterEach(async () => {
       probe.release.resolve();
-      await expectNothingLeaked(dataSource, db, applicationName);
+      await expectNothingLeaked({ dataSource, db, applicationName });
       await db.query(`DELETE FROM ${TABLE}`);
     });
 
@@ -204,7 +207,7 @@ describe.each(engines)('afterCommit / afterRollback hooks on $name', (engine) =>
 
   describe('over express', () => {
     const applicationName = `hooks-e2e-${engine.name}`;
-    const logger = new RecordingLogger();
+    const logger = new RecordingNestLogger();
     let testApp: TestApp;
     let dataSource: DataSource;
     let host: TransactionHost;
@@ -223,7 +226,7 @@ describe.each(engines)('afterCommit / afterRollback hooks on $name', (engine) =>
 
     afterEach(async () => {
       probe.release.resolve();
-      await expectNothingLeaked(dataSource, db, applicationName);
+      await expectNothingLeaked({ dataSource, db, applicationName });
       await db.query(`DELETE FROM ${TABLE}`);
     });
 

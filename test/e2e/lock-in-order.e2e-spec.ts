@@ -1,10 +1,12 @@
 import { TypeOrmModule, getDataSourceToken } from '@nestjs/typeorm';
-import { Column, DataSource, Entity, type EntityManager, PrimaryColumn, type QueryRunner, type Logger as TypeOrmLogger } from 'typeorm';
-import { dialectOf } from '../../lib/core/dialect';
+import { Column, DataSource, Entity, type EntityManager, PrimaryColumn, type QueryRunner } from 'typeorm';
 import { TransactionalError, TransactionalModule, TransactionFinishedError, TransactionRunner, lockInOrder } from '../../lib';
 import { createApp, type TestApp } from '../support/app';
 import { engines, typeormOptions, type Engine } from '../support/databases';
-import { observer, waitFor, type Observer, type MariadbObserver, type PostgresObserver } from '../support/observer';
+import { barrier, latch } from '../support/latch';
+import { expectNothingLeaked } from '../support/leaks';
+import { observer, waitFor, type Observer, type MariadbObserver } from '../support/observer';
+import { RecordingSqlLogger } from '../support/recording-loggers';
 
 @Entity('lock_order_accounts')
 class Account {
@@ -29,54 +31,10 @@ const POOL_SIZE = 10;
 const ACCOUNTS = 10;
 const START_BALANCE = 100;
 
-/** A promise with its resolve function outside, to step transactions from the test. */
-function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T) => void } {
-  let resolve!: (value: T) => void;
-  const promise = new Promise<T>((done) => (resolve = done));
-  return { promise, resolve };
-}
-
-/** Resolves `arrive()` for everyone once `parties` callers have arrived. */
-function barrier(parties: number): { arrive(): Promise<void> } {
-  const all = deferred();
-  let arrived = 0;
-  return {
-    arrive() {
-      arrived += 1;
-      if (arrived === parties) all.resolve();
-      return all.promise;
-    },
-  };
-}
-
-interface LoggedQuery {
-  sql: string;
-  parameters: unknown[];
-  queryRunner?: QueryRunner;
-}
-
-/** A TypeORM logger that keeps every statement in the order the data source sent it. */
-class RecordingSqlLogger implements TypeOrmLogger {
-  queries: LoggedQuery[] = [];
-
-  logQuery(sql: string, parameters?: unknown[], queryRunner?: QueryRunner): void {
-    this.queries.push({ sql, parameters: parameters ?? [], queryRunner });
-  }
-  logQueryError(): void {}
-  logQuerySlow(): void {}
-  logSchemaBuild(): void {}
-  logMigration(): void {}
-  log(): void {}
-
-  /** Statements sent through one query runner, in order. */
-  of(queryRunner: QueryRunner | undefined): string[] {
-    return this.queries.filter((q) => q.queryRunner === queryRunner).map((q) => q.sql);
-  }
-}
-
 /** The accounts' `SELECT … FOR UPDATE` (or shared lock) statements of one query runner, with their id. */
 function lockStatements(log: RecordingSqlLogger, queryRunner: QueryRunner | undefined): Array<{ sql: string; id: unknown }> {
-  return log.queries
+  return log
+    .sent()
     .filter((q) => q.queryRunner === queryRunner && /lock_order_accounts/.test(q.sql) && /^\s*SELECT/i.test(q.sql))
     .map((q) => ({ sql: q.sql, id: q.parameters[0] }));
 }
@@ -116,18 +74,6 @@ describe.each(engines)('lockInOrder on $name', (engine: Engine) => {
     return waiting.length === 1;
   }
 
-  /** Open InnoDB transactions on this app's own pooled connections (MariaDB has no application_name). */
-  async function mariadbOpenTransactions(): Promise<number> {
-    const pool = (dataSource.driver as unknown as { pool: { _allConnections: { toArray(): Array<{ threadId: number }> } } }).pool;
-    const threads = pool._allConnections.toArray().map((c) => c.threadId);
-    if (threads.length === 0) return 0;
-    const [row] = await db.query<{ count: number | string }>(
-      `SELECT COUNT(*) AS count FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id IN (${threads.map(() => '?').join(', ')})`,
-      threads,
-    );
-    return Number(row.count);
-  }
-
   beforeAll(async () => {
     db = await observer(engine);
     testApp = await createApp({
@@ -147,22 +93,11 @@ describe.each(engines)('lockInOrder on $name', (engine: Engine) => {
     await db.query('DELETE FROM lock_order_accounts');
     const values = Array.from({ length: ACCOUNTS }, (_, i) => `(${i + 1}, ${START_BALANCE})`).join(', ');
     await db.query(`INSERT INTO lock_order_accounts (id, balance) VALUES ${values}`);
-    sqlLog.queries = [];
+    sqlLog.clear();
   });
 
   afterEach(async () => {
-    const dialect = dialectOf(dataSource)!;
-    await waitFor(() => {
-      const stats = dialect.poolStats(dataSource);
-      expect(stats.waiting).toBe(0);
-      expect(stats.idle).toBe(stats.total);
-    });
-    if (engine.name === 'postgres') {
-      await waitFor(async () => expect(await (db as PostgresObserver).idleInTransactionCount(applicationName)).toBe(0));
-    } else {
-      // information_schema.INNODB_TRX is a cache refreshed at most every 100 ms: poll slower than that.
-      await waitFor(async () => expect(await mariadbOpenTransactions()).toBe(0), { intervalMs: 150 });
-    }
+    await expectNothingLeaked({ dataSource, db, applicationName });
     await db.query('DELETE FROM lock_order_accounts');
   });
 
@@ -215,8 +150,8 @@ describe.each(engines)('lockInOrder on $name', (engine: Engine) => {
 
   describe('when a second transaction locks one of the rows', () => {
     it('waits until the first commits, then sees its write', async () => {
-      const firstLocked = deferred();
-      const releaseFirst = deferred();
+      const firstLocked = latch();
+      const releaseFirst = latch();
       const first = runner.run(
         async (tx) => {
           const rows = await lockInOrder(tx, Account, [2, 1]);
@@ -270,8 +205,8 @@ describe.each(engines)('lockInOrder on $name', (engine: Engine) => {
     });
 
     it('lets another shared locker through while the first still holds its locks', async () => {
-      const firstLocked = deferred();
-      const releaseFirst = deferred();
+      const firstLocked = latch();
+      const releaseFirst = latch();
       const first = runner.run(async (tx) => {
         await lockInOrder(tx, Account, [1, 2], { mode: 'share' });
         firstLocked.resolve();
@@ -296,7 +231,7 @@ describe.each(engines)('lockInOrder on $name', (engine: Engine) => {
       await expect(attempt).rejects.toThrow(
         /lockInOrder\(Account\) was given a manager outside a transaction.*Pass the manager from @Tx\(\), TransactionHost\.manager\(\) or TransactionRunner\.run\(\)/s,
       );
-      expect(sqlLog.queries.filter((q) => /lock_order_accounts/.test(q.sql))).toEqual([]);
+      expect(sqlLog.sent().filter((q) => /lock_order_accounts/.test(q.sql))).toEqual([]);
     });
 
     it("rejects the manager of a query runner that has no transaction open", async () => {
@@ -321,13 +256,13 @@ describe.each(engines)('lockInOrder on $name', (engine: Engine) => {
         kept = tx;
         if (queried) await tx.query('SELECT 1');
       });
-      sqlLog.queries = [];
+      sqlLog.clear();
 
       const attempt = lockInOrder(kept!, Account, [1]);
 
       await expect(attempt).rejects.toThrow(TransactionFinishedError);
       await expect(attempt).rejects.toThrow(/already committed/);
-      expect(sqlLog.queries).toEqual([]);
+      expect(sqlLog.sent()).toEqual([]);
     });
   });
 
@@ -364,7 +299,7 @@ describe.each(engines)('lockInOrder on $name', (engine: Engine) => {
 
       expect(caught).toBeInstanceOf(TransactionalError);
       expect(String((caught as Error).message)).toMatch(/lockInOrder\(AccountPair\): the entity has 2 primary columns/);
-      expect(sqlLog.queries.filter((q) => /lock_order_pairs/.test(q.sql))).toEqual([]);
+      expect(sqlLog.sent().filter((q) => /lock_order_pairs/.test(q.sql))).toEqual([]);
     });
   });
 

@@ -6,8 +6,10 @@ import { InjectTxRepository, TransactionalModule, TransactionHost, TransactionRu
 import { ConnectionAudit } from '../../lib/testing';
 import { createApp, type TestApp } from '../support/app';
 import { mariadbEngine, mysqlAvailable, postgresEngine, typeormOptions } from '../support/databases';
+import { expectNothingLeaked } from '../support/leaks';
 import { observer, type MariadbObserver, type PostgresObserver } from '../support/observer';
-import { type ErrorBody, ErrorBodyFilter, expectNothingLeaked, labelsIn, SqlLog } from './runner-fixtures';
+import { RecordingSqlLogger } from '../support/recording-loggers';
+import { type ErrorBody, ErrorBodyFilter, labelsIn } from './runner-fixtures';
 
 // `default` on PostgreSQL, `reports` on MariaDB; on a machine without MariaDB, a second PostgreSQL data source.
 const reportsEngine = mysqlAvailable() ? mariadbEngine : postgresEngine;
@@ -84,8 +86,8 @@ class NamedController {
 describe(`named data sources: default on postgres, 'reports' on ${reportsEngine.name}`, () => {
   const applicationName = 'named-ds-e2e';
   const reportsApplicationName = 'named-ds-e2e-reports';
-  const defaultSql = new SqlLog();
-  const reportsSql = new SqlLog();
+  const defaultSql = new RecordingSqlLogger();
+  const reportsSql = new RecordingSqlLogger();
   let testApp: TestApp;
   let defaultSource: DataSource;
   let reportsSource: DataSource;
@@ -130,8 +132,8 @@ describe(`named data sources: default on postgres, 'reports' on ${reportsEngine.
   });
 
   afterEach(async () => {
-    await expectNothingLeaked(defaultSource, pg, applicationName);
-    await expectNothingLeaked(reportsSource, reportsDb, reportsApplicationName);
+    await expectNothingLeaked({ dataSource: defaultSource, db: pg, applicationName });
+    await expectNothingLeaked({ dataSource: reportsSource, db: reportsDb, applicationName: reportsApplicationName });
     await pg.query(`DELETE FROM ${ORDERS}`);
     await reportsDb.query(`DELETE FROM ${REPORT_ROWS}`);
   });
@@ -155,8 +157,8 @@ describe(`named data sources: default on postgres, 'reports' on ${reportsEngine.
       "via TransactionHost.manager('reports')",
       'via tx repository',
     ]);
-    expect(defaultSql.control()).toEqual(['BEGIN', 'COMMIT']);
-    expect(reportsSql.control()).toEqual([begin(reportsEngine.name), 'COMMIT']);
+    expect(defaultSql.transactionControl({ settings: true })).toEqual(['BEGIN', 'COMMIT']);
+    expect(reportsSql.transactionControl({ settings: true })).toEqual([begin(reportsEngine.name), 'COMMIT']);
   });
 
   it('rolls both back when the handler throws', async () => {
@@ -165,8 +167,8 @@ describe(`named data sources: default on postgres, 'reports' on ${reportsEngine.
     expect(res.status).toBe(409);
     expect(await labelsIn(pg, ORDERS)).toEqual([]);
     expect(await labelsIn(reportsDb, REPORT_ROWS)).toEqual([]);
-    expect(defaultSql.control()).toEqual(['BEGIN', 'ROLLBACK']);
-    expect(reportsSql.control()).toEqual([begin(reportsEngine.name), 'ROLLBACK']);
+    expect(defaultSql.transactionControl({ settings: true })).toEqual(['BEGIN', 'ROLLBACK']);
+    expect(reportsSql.transactionControl({ settings: true })).toEqual([begin(reportsEngine.name), 'ROLLBACK']);
   });
 
   it.each([
@@ -181,7 +183,7 @@ describe(`named data sources: default on postgres, 'reports' on ${reportsEngine.
 
       expect(res.status).toBe(201);
       expect(audit.units()).toEqual([]);
-      expect(untouchedSql.queries).toEqual([]);
+      expect(untouchedSql.statements()).toEqual([]);
     } finally {
       audit.detach();
     }
@@ -203,7 +205,7 @@ describe(`named data sources: default on postgres, 'reports' on ${reportsEngine.
     );
     expect(host.stats().guardViolations).toBe(violationsBefore + 1);
     // Caught before it reached the pool.
-    expect(reportsSql.queries).toEqual([]);
+    expect(reportsSql.statements()).toEqual([]);
     expect(await labelsIn(pg, ORDERS)).toEqual([]);
   });
 
@@ -213,7 +215,7 @@ describe(`named data sources: default on postgres, 'reports' on ${reportsEngine.
     await runner.run((tx) => tx.insert(ReportRow, { label: 'from a job' }), { dataSource: 'reports', name: 'reports job' });
 
     expect(await labelsIn(reportsDb, REPORT_ROWS)).toEqual(['from a job']);
-    expect(defaultSql.queries).toEqual([]);
-    expect(reportsSql.control()).toEqual([begin(reportsEngine.name), 'COMMIT']);
+    expect(defaultSql.statements()).toEqual([]);
+    expect(reportsSql.transactionControl({ settings: true })).toEqual([begin(reportsEngine.name), 'COMMIT']);
   });
 });

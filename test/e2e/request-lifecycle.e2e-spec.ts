@@ -55,21 +55,17 @@ import {
 import { ConnectionAudit } from '../../lib/testing/index';
 import { adapters, createApp, type TestApp } from '../support/app';
 import { engines, typeormOptions } from '../support/databases';
+import { post } from '../support/http';
+import { latch, type Latch } from '../support/latch';
+import { expectNothingLeaked, poolStats } from '../support/leaks';
 import { observer, waitFor } from '../support/observer';
+import { beginStatement, RecordingSqlLogger, statementKind } from '../support/recording-loggers';
 import {
   type AnyObserver,
-  beginStatement,
   connectionIdOf,
-  expectNothingLeaked,
-  latch,
-  type Latch,
   inTransaction,
   INNODB_TRX_POLL,
-  poolStats,
-  post,
-  RecordingLogger,
   rowsWhere,
-  statementKind,
   within,
 } from './lifecycle-fixtures';
 
@@ -309,7 +305,7 @@ describe.each(engines)('the request lifecycle on $name', (engine) => {
 
   describe.each(adapters)('over %s', (adapter) => {
     const applicationName = `lifecycle-e2e-${adapter}`;
-    const sqlLog = new RecordingLogger();
+    const sqlLog = new RecordingSqlLogger();
     let testApp: TestApp;
     let dataSource: DataSource;
     let probe: Probe;
@@ -344,7 +340,7 @@ describe.each(engines)('the request lifecycle on $name', (engine) => {
       commitGate.armed = false;
       commitGate.release.resolve();
       try {
-        await expectNothingLeaked({ dataSource, db, applicationName });
+        await expectNothingLeaked({ dataSource, db, applicationName }, { mariadb: 'app-connections' });
       } finally {
         probe.reset();
         await db.query('DELETE FROM lifecycle_items');
@@ -409,7 +405,7 @@ describe.each(engines)('the request lifecycle on $name', (engine) => {
         expect(statements.map(statementKind)).toEqual([beginStatement(engine.name), 'INSERT', 'COMMIT']);
         expect(statements[0]).toBe(beginStatement(engine.name));
         expect(statements[2]).toBe('COMMIT');
-        expect(new Set(sqlLog.entries.map((entry) => entry.runner)).size).toBe(1);
+        expect(new Set(sqlLog.entries.map((entry) => entry.queryRunner)).size).toBe(1);
         expect(await rowsWhere(db, 'lifecycle_items', 'label', label)).toHaveLength(1);
       });
     });

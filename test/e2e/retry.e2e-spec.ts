@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { type ArgumentsHost, Catch, Controller, HttpException, type LoggerService, Post, Req } from '@nestjs/common';
+import { type ArgumentsHost, Catch, Controller, HttpException, Post, Req } from '@nestjs/common';
 import { APP_FILTER, BaseExceptionFilter } from '@nestjs/core';
 import { Test } from '@nestjs/testing';
 import { TypeOrmModule, getDataSourceToken } from '@nestjs/typeorm';
@@ -12,10 +12,7 @@ import {
   type EntityManager,
   PrimaryColumn,
   QueryFailedError,
-  type QueryRunner,
-  type Logger as TypeOrmLogger,
 } from 'typeorm';
-import { dialectOf } from '../../lib/core/dialect';
 import {
   Transactional,
   TransactionalModule,
@@ -27,7 +24,10 @@ import {
 } from '../../lib';
 import { createApp, type TestApp } from '../support/app';
 import { engines, postgresEngine, typeormOptions, type Engine } from '../support/databases';
+import { barrier, latch } from '../support/latch';
+import { expectNothingLeaked } from '../support/leaks';
 import { observer, waitFor, type MariadbObserver, type Observer, type PostgresObserver } from '../support/observer';
+import { RecordingNestLogger, RecordingSqlLogger } from '../support/recording-loggers';
 
 @Entity('retry_counters')
 class Counter {
@@ -59,26 +59,6 @@ jest.mock('node:timers/promises', () => {
   };
 });
 
-/** A promise with its resolve function outside, to step transactions from the test. */
-function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T) => void } {
-  let resolve!: (value: T) => void;
-  const promise = new Promise<T>((done) => (resolve = done));
-  return { promise, resolve };
-}
-
-/** Resolves `arrive()` for everyone once `parties` callers have arrived. */
-function barrier(parties: number): { arrive(): Promise<void> } {
-  const all = deferred();
-  let arrived = 0;
-  return {
-    arrive() {
-      arrived += 1;
-      if (arrived === parties) all.resolve();
-      return all.promise;
-    },
-  };
-}
-
 /**
  * Read-then-write increments of the counter that are sure to collide: the first `readers` calls
  * read the counter and wait until all of them have read it; calls that start before that wait too,
@@ -88,7 +68,7 @@ function barrier(parties: number): { arrive(): Promise<void> } {
 class Contention {
   invocations = 0;
   private read = 0;
-  private readonly everyoneRead = deferred();
+  private readonly everyoneRead = latch();
 
   constructor(private readonly readers: number) {}
 
@@ -130,81 +110,14 @@ class CounterController {
   }
 }
 
-interface LoggedQuery {
-  sql: string;
-  queryRunner?: QueryRunner;
-  /** Set for a statement the database rejected (logged a second time, by logQueryError). */
-  failed?: true;
-}
-
-/** A TypeORM logger that keeps every statement in the order the data source sent it. */
-class RecordingSqlLogger implements TypeOrmLogger {
-  queries: LoggedQuery[] = [];
-
-  logQuery(sql: string, _parameters?: unknown[], queryRunner?: QueryRunner): void {
-    this.queries.push({ sql, queryRunner });
-  }
-  logQueryError(_error: unknown, sql: string, _parameters?: unknown[], queryRunner?: QueryRunner): void {
-    this.queries.push({ sql, queryRunner, failed: true });
-  }
-  logQuerySlow(): void {}
-  logSchemaBuild(): void {}
-  logMigration(): void {}
-  log(): void {}
-
-  /** Statements the database rejected. */
-  failures(): string[] {
-    return this.queries.filter((q) => q.failed).map((q) => q.sql);
-  }
-
-  /** BEGIN / COMMIT / ROLLBACK of the data source, in order (MariaDB's SET TRANSACTION left out). */
-  transactionControl(): string[] {
-    return this.queries.flatMap(({ sql, failed }) =>
-      failed ? [] : /^(BEGIN|START TRANSACTION)/.test(sql) ? ['BEGIN'] : /^(COMMIT|ROLLBACK)$/.test(sql) ? [sql] : [],
-    );
-  }
-}
-
-interface LogEntry {
-  level: string;
-  message: string;
-  /** The message as given (Nest's exception handler logs the error object itself). */
-  raw: unknown;
-  context?: string;
-}
-
-/** A Nest logger that keeps what it is given. */
-class RecordingNestLogger implements LoggerService {
-  entries: LogEntry[] = [];
-
-  log(message: unknown, ...rest: unknown[]): void {
-    this.add('log', message, rest);
-  }
-  error(message: unknown, ...rest: unknown[]): void {
-    this.add('error', message, rest);
-  }
-  warn(message: unknown, ...rest: unknown[]): void {
-    this.add('warn', message, rest);
-  }
-  debug(message: unknown, ...rest: unknown[]): void {
-    this.add('debug', message, rest);
-  }
-  verbose(message: unknown, ...rest: unknown[]): void {
-    this.add('verbose', message, rest);
-  }
-  fatal(message: unknown, ...rest: unknown[]): void {
-    this.add('fatal', message, rest);
-  }
-
-  /** The library's warnings, in order. */
-  warnings(): string[] {
-    return this.entries.filter((e) => e.level === 'warn' && e.context === 'TransactionalModule').map((e) => e.message);
-  }
-
-  private add(level: string, message: unknown, rest: unknown[]): void {
-    const last = rest[rest.length - 1];
-    this.entries.push({ level, message: String(message), raw: message, context: typeof last === 'string' ? last : undefined });
-  }
+/**
+ * BEGIN / COMMIT / ROLLBACK of the data source, in order: `BEGIN` for however the transaction was
+ * opened, savepoints and MariaDB's SET TRANSACTION left out.
+ */
+function beginsAndEnds(log: RecordingSqlLogger): string[] {
+  return log.transactionControl().flatMap((sql) =>
+    /^(BEGIN|START TRANSACTION)/.test(sql) ? ['BEGIN'] : /^(COMMIT|ROLLBACK)$/.test(sql) ? [sql] : [],
+  );
 }
 
 /** The driver's code for a failure worth a retry, or undefined for any other error. */
@@ -284,18 +197,6 @@ describe.each(engines)('retry on $name', (engine: Engine) => {
     }
   }
 
-  /** Open InnoDB transactions on this app's own pooled connections (MariaDB has no application_name). */
-  async function mariadbOpenTransactions(): Promise<number> {
-    const pool = (dataSource.driver as unknown as { pool: { _allConnections: { toArray(): Array<{ threadId: number }> } } }).pool;
-    const threads = pool._allConnections.toArray().map((c) => c.threadId);
-    if (threads.length === 0) return 0;
-    const [row] = await db.query<{ count: number | string }>(
-      `SELECT COUNT(*) AS count FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id IN (${threads.map(() => '?').join(', ')})`,
-      threads,
-    );
-    return Number(row.count);
-  }
-
   beforeAll(async () => {
     db = await observer(engine);
     if (engine.name === 'mariadb') interferer = await createConnection({ uri: engine.url, connectTimeout: 2000 });
@@ -319,24 +220,13 @@ describe.each(engines)('retry on $name', (engine: Engine) => {
   beforeEach(async () => {
     await db.query('DELETE FROM retry_counters');
     await db.query(`INSERT INTO retry_counters (id, value) VALUES (${COUNTER}, 0), (${SCRATCH}, 0)`);
-    sqlLog.queries = [];
-    nestLog.entries = [];
+    sqlLog.clear();
+    nestLog.clear();
   });
 
   afterEach(async () => {
     mockBackoffGate = undefined;
-    const dialect = dialectOf(dataSource)!;
-    await waitFor(() => {
-      const stats = dialect.poolStats(dataSource);
-      expect(stats.waiting).toBe(0);
-      expect(stats.idle).toBe(stats.total);
-    });
-    if (engine.name === 'postgres') {
-      await waitFor(async () => expect(await (db as PostgresObserver).idleInTransactionCount(applicationName)).toBe(0));
-    } else {
-      // information_schema.INNODB_TRX is a cache refreshed at most every 100 ms: poll slower than that.
-      await waitFor(async () => expect(await mariadbOpenTransactions()).toBe(0), { intervalMs: 150 });
-    }
+    await expectNothingLeaked({ dataSource, db, applicationName });
     await db.query('DELETE FROM retry_counters');
   });
 
@@ -447,8 +337,8 @@ describe.each(engines)('retry on $name', (engine: Engine) => {
     describe('when COMMIT itself fails with a serialization failure (write skew under SERIALIZABLE)', () => {
       it('runs the work again, and the afterCommit hooks of the attempt whose COMMIT failed never run', async () => {
         const bothRead = barrier(2);
-        const secondWrote = deferred();
-        const firstCommitted = deferred();
+        const secondWrote = latch();
+        const firstCommitted = latch();
         const hooksRun: string[] = [];
         const attempts = new Map<string, number>();
 
@@ -513,7 +403,7 @@ describe.each(engines)('retry on $name', (engine: Engine) => {
       expect(managers).toHaveLength(2);
       expect(managers[1]).not.toBe(managers[0]);
       expect(managers[1].queryRunner).not.toBe(managers[0].queryRunner);
-      expect(sqlLog.transactionControl()).toEqual(['BEGIN', 'ROLLBACK', 'BEGIN', 'COMMIT']);
+      expect(beginsAndEnds(sqlLog)).toEqual(['BEGIN', 'ROLLBACK', 'BEGIN', 'COMMIT']);
       expect(hooksRun).toEqual([2]);
       expect(rolledBackHooks).toBe(1);
       // The interferer's +100, then our +1 on top of what it committed.
@@ -685,13 +575,13 @@ describe.each(engines)('retry on $name', (engine: Engine) => {
 
     describe('when the client disconnects while a retry waits for its backoff', () => {
       it('does not run the handler again, and surfaces the error of the last attempt', async () => {
-        const backoffStarted = deferred();
-        const endBackoff = deferred();
+        const backoffStarted = latch();
+        const endBackoff = latch();
         mockBackoffGate = () => {
           backoffStarted.resolve();
           return endBackoff.promise;
         };
-        const serverSawClose = deferred();
+        const serverSawClose = latch();
         let handlerRuns = 0;
         probeRoute = async (request) => {
           handlerRuns += 1;

@@ -14,19 +14,11 @@ import {
 } from '../../lib';
 import { createApp, type TestApp } from '../support/app';
 import { engines, type EngineName, typeormOptions } from '../support/databases';
+import { latch, type Latch } from '../support/latch';
+import { expectNothingLeaked } from '../support/leaks';
 import { observer, waitFor, type MariadbObserver, type PostgresObserver } from '../support/observer';
-import {
-  connectionIdOf,
-  connectionIdSql,
-  deferred,
-  type Deferred,
-  type ErrorBody,
-  ErrorBodyFilter,
-  expectNothingLeaked,
-  labelsIn,
-  sleepSql,
-  SqlLog,
-} from './runner-fixtures';
+import { RecordingSqlLogger } from '../support/recording-loggers';
+import { connectionIdOf, connectionIdSql, type ErrorBody, ErrorBodyFilter, labelsIn, sleepSql } from './runner-fixtures';
 
 const TABLE = 'route_options_items';
 const PROBE_ID = 1;
@@ -47,10 +39,10 @@ class OptionsItem {
  * the session's level, not the one `SET TRANSACTION` gave the current transaction.)
  */
 interface SnapshotProbe {
-  firstRead: Deferred;
-  gate: Deferred;
+  firstRead: Latch;
+  gate: Latch;
 }
-let snapshot: SnapshotProbe = { firstRead: deferred(), gate: deferred() };
+let snapshot: SnapshotProbe = { firstRead: latch(), gate: latch() };
 
 interface ProbeResult {
   sawConcurrentCommit: boolean;
@@ -183,7 +175,7 @@ describe.each(engines)('route options on $name', (engine) => {
   const other: IsolationLevel = engine.name === 'postgres' ? 'READ COMMITTED' : 'REPEATABLE READ';
   const sees = (level: IsolationLevel) => level === 'READ COMMITTED';
   const pgName = (level: IsolationLevel) => level.toLowerCase();
-  const sql = new SqlLog();
+  const sql = new RecordingSqlLogger();
   let testApp: TestApp;
   let dataSource: DataSource;
   let db: PostgresObserver | MariadbObserver;
@@ -210,12 +202,12 @@ describe.each(engines)('route options on $name', (engine) => {
 
   beforeEach(() => {
     sql.clear();
-    snapshot = { firstRead: deferred(), gate: deferred() };
+    snapshot = { firstRead: latch(), gate: latch() };
   });
 
   afterEach(async () => {
     snapshot.gate.resolve();
-    await expectNothingLeaked(dataSource, db, applicationName);
+    await expectNothingLeaked({ dataSource, db, applicationName });
     await db.query(`DELETE FROM ${TABLE}`);
   });
 
@@ -226,7 +218,7 @@ describe.each(engines)('route options on $name', (engine) => {
 
   const get = (path: string) => fetch(`${testApp.url}${path}`);
   const post = (path: string) => fetch(`${testApp.url}${path}`, { method: 'POST' });
-  const beginOf = () => sql.control().find((statement) => /^(BEGIN|START TRANSACTION)/.test(statement));
+  const beginOf = () => sql.transactionControl({ settings: true }).find((statement) => /^(BEGIN|START TRANSACTION)/.test(statement));
 
   /** Runs a probing route while another connection commits a change between its two reads. */
   async function isolationSeenBy(path: string): Promise<ProbeResult> {
@@ -254,12 +246,12 @@ describe.each(engines)('route options on $name', (engine) => {
   describe('isolationLevel', () => {
     it("applies the module's default when the route sets none", async () => {
       expect(await isolationSeenBy('/options/isolation/module-default')).toEqual(behavesAs(moduleDefault));
-      expect(sql.control().join('; ')).toContain(`ISOLATION LEVEL ${moduleDefault}`);
+      expect(sql.transactionControl({ settings: true }).join('; ')).toContain(`ISOLATION LEVEL ${moduleDefault}`);
     });
 
     it("applies the handler's level over the module's", async () => {
       expect(await isolationSeenBy('/options/isolation/handler')).toEqual(behavesAs(other));
-      expect(sql.control().join('; ')).toContain(`ISOLATION LEVEL ${other}`);
+      expect(sql.transactionControl({ settings: true }).join('; ')).toContain(`ISOLATION LEVEL ${other}`);
     });
 
     it("applies the class's level to a handler that sets none", async () => {
@@ -323,7 +315,7 @@ describe.each(engines)('route options on $name', (engine) => {
       expect(body).toMatchObject({ name: 'TransactionTimeoutError', cause: { name: 'QueryFailedError', ...timeoutCause } });
       expect(body.message).toContain('GET /options/timeout');
       // The connection is back and usable.
-      await expectNothingLeaked(dataSource, db, applicationName);
+      await expectNothingLeaked({ dataSource, db, applicationName });
       expect((await get('/options/read-only/read')).status).toBe(200);
     });
 
@@ -336,8 +328,8 @@ describe.each(engines)('route options on $name', (engine) => {
 
     it('ends a transaction that sits idle longer than timeoutMs, with TransactionTimeoutError', async () => {
       const idSql = connectionIdSql(engine.name);
-      const holding = deferred<number>();
-      const serverEndedIt = deferred();
+      const holding = latch<number>();
+      const serverEndedIt = latch();
       const run = runner.run(
         async (tx) => {
           holding.resolve(connectionIdOf(await tx.query(idSql)));
@@ -360,7 +352,7 @@ describe.each(engines)('route options on $name', (engine) => {
       await expect(run).rejects.toBeInstanceOf(TransactionTimeoutError);
       await expect(run).rejects.toThrow(/^The database closed the connection of idle job \(.+\): its transaction sat idle longer than timeoutMs \(300 ms\)/);
       // The pool replaced the connection the server closed.
-      await expectNothingLeaked(dataSource, db, applicationName);
+      await expectNothingLeaked({ dataSource, db, applicationName });
       await expect(runner.run(async (tx) => connectionIdOf(await tx.query(idSql)))).resolves.not.toBe(id);
     });
 
@@ -406,7 +398,7 @@ describe.each(engines)('route options on $name', (engine) => {
       expect(res.status).toBe(201);
       expect(await res.json()).toEqual({ current: null, count: 1 });
       expect(host.stats().guardViolations).toBe(violationsBefore);
-      expect(sql.control()).toEqual([]);
+      expect(sql.transactionControl({ settings: true })).toEqual([]);
       expect(await labelsIn(db, TABLE)).toEqual(['handler without a transaction']);
     });
 
@@ -418,7 +410,7 @@ describe.each(engines)('route options on $name', (engine) => {
       expect(res.status).toBe(201);
       expect(await res.json()).toEqual({ current: null, count: 1 });
       expect(host.stats().guardViolations).toBe(violationsBefore);
-      expect(sql.control()).toEqual([]);
+      expect(sql.transactionControl({ settings: true })).toEqual([]);
       expect(await labelsIn(db, TABLE)).toEqual(['class without a transaction']);
     });
   });

@@ -23,8 +23,11 @@ import {
 import { TransactionalModule, Tx } from '../../lib/index';
 import { createApp, type TestApp } from '../support/app';
 import { engines, typeormOptions } from '../support/databases';
+import { post } from '../support/http';
+import { latch, type Latch } from '../support/latch';
+import { expectNothingLeaked } from '../support/leaks';
 import { observer } from '../support/observer';
-import { type AnyObserver, expectNothingLeaked, latch, type Latch, post, rowsWhere } from './lifecycle-fixtures';
+import { type AnyObserver, rowsWhere } from './lifecycle-fixtures';
 
 @Entity('ordering_items')
 class OrderingItem {
@@ -95,7 +98,7 @@ describe.each(engines)('statements in flight when a unit of work ends, on $name'
   afterEach(async () => {
     gate = undefined;
     serverSawClose = undefined;
-    await expectNothingLeaked({ dataSource, db, applicationName });
+    await expectNothingLeaked({ dataSource, db, applicationName }, { mariadb: 'app-connections' });
   });
 
   afterAll(async () => {
@@ -117,7 +120,7 @@ describe.each(engines)('statements in flight when a unit of work ends, on $name'
     held.release.resolve();
 
     expect((await request as { name?: string }).name).toBe('AbortError');
-    await expectNothingLeaked({ dataSource, db, applicationName });
+    await expectNothingLeaked({ dataSource, db, applicationName }, { mariadb: 'app-connections' });
     expect(await rowsWhere(db, 'ordering_items', 'marker', marker)).toEqual([]);
   });
 
@@ -131,7 +134,7 @@ describe.each(engines)('statements in flight when a unit of work ends, on $name'
     held.release.resolve();
 
     expect((await response).status).toBe(409);
-    await expectNothingLeaked({ dataSource, db, applicationName });
+    await expectNothingLeaked({ dataSource, db, applicationName }, { mariadb: 'app-connections' });
     expect(await rowsWhere(db, 'ordering_items', 'marker', marker)).toEqual([]);
   });
 });

@@ -13,15 +13,10 @@ import {
 import { ConnectionAudit, rollbackPerTest, singleConnectionPool, type TestTransaction } from '../../lib/testing';
 import { createApp, type TestApp } from '../support/app';
 import { type Engine, engines, typeormOptions } from '../support/databases';
+import { postJson } from '../support/http';
+import { expectNothingLeaked, poolStats } from '../support/leaks';
 import { observer, type Observer } from '../support/observer';
-import {
-  ErrorRecorder,
-  expectNothingLeaked,
-  poolStats,
-  post,
-  recordingFilterProviders,
-  siteAt,
-} from './zoo-fixtures';
+import { ErrorRecorder, recordingFilterProviders, siteAt } from './zoo-fixtures';
 
 const TABLE = 'testkit_items';
 
@@ -142,7 +137,7 @@ describe.each(engines)('the testing kit on $name', (engine: Engine) => {
       });
 
       it('fails the request with the acquisition-timeout error instead of hanging, and recovers', async () => {
-        const response = await post(`${testApp.url}/kit/report`, { label: 'starved' });
+        const response = await postJson(`${testApp.url}/kit/report`, { label: 'starved' });
 
         expect(response.status).toBe(500);
         expect(recorder.errors).toHaveLength(1);
@@ -157,12 +152,12 @@ describe.each(engines)('the testing kit on $name', (engine: Engine) => {
         // The pool really had one connection, and the request's work was rolled back.
         expect(poolStats(dataSource).total).toBe(1);
         expect(await labels()).toEqual([]);
-        await expectNothingLeaked(engine, db, dataSource, applicationName);
+        await expectNothingLeaked({ dataSource, db, applicationName });
 
         // The pool is usable again.
-        expect(await post(`${testApp.url}/kit/items`, { label: 'after' })).toMatchObject({ status: 201 });
+        expect(await postJson(`${testApp.url}/kit/items`, { label: 'after' })).toMatchObject({ status: 201 });
         expect(await labels()).toEqual(['after']);
-        await expectNothingLeaked(engine, db, dataSource, applicationName);
+        await expectNothingLeaked({ dataSource, db, applicationName });
       });
     });
   });
@@ -182,7 +177,7 @@ describe.each(engines)('the testing kit on $name', (engine: Engine) => {
     beforeEach(() => audit.reset());
 
     afterEach(async () => {
-      await expectNothingLeaked(engine, db, dataSource, applicationName);
+      await expectNothingLeaked({ dataSource, db, applicationName });
       await db.query(`DELETE FROM ${TABLE}`);
     });
 
@@ -193,7 +188,7 @@ describe.each(engines)('the testing kit on $name', (engine: Engine) => {
 
     it('records one acquisition per unit of work for correct routes, and assertOneConnectionPerUnit() passes', async () => {
       const responses = await Promise.all(
-        Array.from({ length: 10 }, (_, i) => post(`${testApp.url}/kit/items`, { label: `item-${i}` })),
+        Array.from({ length: 10 }, (_, i) => postJson(`${testApp.url}/kit/items`, { label: `item-${i}` })),
       );
 
       expect(responses.map((r) => r.status)).toEqual(responses.map(() => 201));
@@ -209,8 +204,8 @@ describe.each(engines)('the testing kit on $name', (engine: Engine) => {
     });
 
     it('lists a route that takes a second connection in violations(), and assertOneConnectionPerUnit() throws naming it', async () => {
-      await post(`${testApp.url}/kit/items`, { label: 'fine' });
-      const response = await post<{ total: number }>(`${testApp.url}/kit/report`, { label: 'nested' });
+      await postJson(`${testApp.url}/kit/items`, { label: 'fine' });
+      const response = await postJson<{ total: number }>(`${testApp.url}/kit/report`, { label: 'nested' });
 
       expect(response.status).toBe(201);
       const violations = audit.violations();
@@ -225,7 +220,7 @@ describe.each(engines)('the testing kit on $name', (engine: Engine) => {
     });
 
     it('names where each connection was taken', async () => {
-      await post(`${testApp.url}/kit/report`, { label: 'nested' });
+      await postJson(`${testApp.url}/kit/report`, { label: 'nested' });
 
       const [unit] = audit.violations();
       expect(unit.sites[1]).toMatch(siteAt('KitService.createAndCount', 'kit:nested-query', __filename));
@@ -233,7 +228,7 @@ describe.each(engines)('the testing kit on $name', (engine: Engine) => {
 
     it('keeps work outside any unit of work apart, never as a violation', async () => {
       await dataSource.query('SELECT 1 AS one');
-      await post(`${testApp.url}/kit/items`, { label: 'inside' });
+      await postJson(`${testApp.url}/kit/items`, { label: 'inside' });
 
       expect(audit.units()).toEqual([
         expect.objectContaining({ name: '(outside any unit of work)', acquisitions: 1, maxHeld: 1 }),
@@ -243,13 +238,13 @@ describe.each(engines)('the testing kit on $name', (engine: Engine) => {
     });
 
     it('forgets on reset() and stops recording on detach()', async () => {
-      await post(`${testApp.url}/kit/report`, { label: 'before reset' });
+      await postJson(`${testApp.url}/kit/report`, { label: 'before reset' });
       audit.reset();
       expect(audit.units()).toEqual([]);
 
       const detached = ConnectionAudit.attach(dataSource);
       detached.detach();
-      await post(`${testApp.url}/kit/report`, { label: 'after detach' });
+      await postJson(`${testApp.url}/kit/report`, { label: 'after detach' });
 
       expect(detached.units()).toEqual([]);
       expect(audit.violations()).toHaveLength(1);
@@ -280,13 +275,13 @@ describe.each(engines)('the testing kit on $name', (engine: Engine) => {
       beforeEach(() => kit.begin());
       afterEach(() => kit.rollback());
       afterEach(async () => {
-        await expectNothingLeaked(engine, db, dataSource, applicationName);
+        await expectNothingLeaked({ dataSource, db, applicationName });
         recorder.clear();
       });
 
       it('A: sees the rows its requests created, which nobody outside sees', async () => {
         for (const label of ['a-1', 'a-2', 'a-3']) {
-          expect(await post(`${testApp.url}/kit/items`, { label })).toMatchObject({ status: 201 });
+          expect(await postJson(`${testApp.url}/kit/items`, { label })).toMatchObject({ status: 201 });
         }
 
         expect(await seenByApp()).toEqual(['a-1', 'a-2', 'a-3']);
@@ -296,21 +291,21 @@ describe.each(engines)('the testing kit on $name', (engine: Engine) => {
       it("B: runs after A and does not see A's rows", async () => {
         expect(await seenByApp()).toEqual([]);
 
-        expect(await post(`${testApp.url}/kit/items`, { label: 'b-1' })).toMatchObject({ status: 201 });
+        expect(await postJson(`${testApp.url}/kit/items`, { label: 'b-1' })).toMatchObject({ status: 201 });
 
         expect(await seenByApp()).toEqual(['b-1']);
       });
 
       it('rolls back only the savepoint of a request that throws', async () => {
-        expect(await post(`${testApp.url}/kit/items`, { label: 'kept' })).toMatchObject({ status: 201 });
-        expect(await post(`${testApp.url}/kit/refuse`, { label: 'refused' })).toMatchObject({ status: 409 });
-        expect(await post(`${testApp.url}/kit/items`, { label: 'kept-too' })).toMatchObject({ status: 201 });
+        expect(await postJson(`${testApp.url}/kit/items`, { label: 'kept' })).toMatchObject({ status: 201 });
+        expect(await postJson(`${testApp.url}/kit/refuse`, { label: 'refused' })).toMatchObject({ status: 409 });
+        expect(await postJson(`${testApp.url}/kit/items`, { label: 'kept-too' })).toMatchObject({ status: 201 });
 
         expect(await seenByApp()).toEqual(['kept', 'kept-too']);
       });
 
       it('keeps the guard working: a second connection still fails with NestedConnectionError', async () => {
-        const response = await post(`${testApp.url}/kit/report`, { label: 'nested' });
+        const response = await postJson(`${testApp.url}/kit/report`, { label: 'nested' });
 
         expect(response.status).toBe(500);
         expect(recorder.errors).toHaveLength(1);
@@ -323,7 +318,7 @@ describe.each(engines)('the testing kit on $name', (engine: Engine) => {
     it('leaves nothing behind once the tests rolled back: the observer sees none of their rows', async () => {
       expect(await labels()).toEqual([]);
       expect(await seenByApp()).toEqual([]);
-      await expectNothingLeaked(engine, db, dataSource, applicationName);
+      await expectNothingLeaked({ dataSource, db, applicationName });
     });
   });
 });

@@ -16,16 +16,11 @@ import {
 import { ConnectionAudit } from '../../lib/testing';
 import { adapters, createApp, type TestApp } from '../support/app';
 import { engines, typeormOptions } from '../support/databases';
+import { latch, type Latch } from '../support/latch';
+import { expectNothingLeaked } from '../support/leaks';
 import { observer, type MariadbObserver, type PostgresObserver } from '../support/observer';
-import {
-  connectionIdOf,
-  connectionIdSql,
-  deferred,
-  type Deferred,
-  expectNothingLeaked,
-  labelsIn,
-  SqlLog,
-} from './runner-fixtures';
+import { RecordingSqlLogger } from '../support/recording-loggers';
+import { connectionIdOf, connectionIdSql, labelsIn } from './runner-fixtures';
 
 const TABLE = 'runner_items';
 
@@ -51,7 +46,7 @@ const boom = () => new Error('the work failed');
 
 describe.each(engines)('TransactionRunner.run() outside HTTP on $name', (engine) => {
   const applicationName = `runner-e2e-ctx-${engine.name}`;
-  const sql = new SqlLog();
+  const sql = new RecordingSqlLogger();
   let moduleRef: TestingModule;
   let runner: TransactionRunner;
   let host: TransactionHost;
@@ -81,7 +76,7 @@ describe.each(engines)('TransactionRunner.run() outside HTTP on $name', (engine)
   beforeEach(() => sql.clear());
 
   afterEach(async () => {
-    await expectNothingLeaked(dataSource, db, applicationName);
+    await expectNothingLeaked({ dataSource, db, applicationName });
     await db.query(`DELETE FROM ${TABLE}`);
   });
 
@@ -101,7 +96,7 @@ describe.each(engines)('TransactionRunner.run() outside HTTP on $name', (engine)
 
       expect(value).toBe('done');
       expect(await labelsIn(db, TABLE)).toEqual(['committed']);
-      expect(sql.control()).toEqual([engine.name === 'postgres' ? 'BEGIN' : 'START TRANSACTION', 'COMMIT']);
+      expect(sql.transactionControl({ settings: true })).toEqual([engine.name === 'postgres' ? 'BEGIN' : 'START TRANSACTION', 'COMMIT']);
     });
 
     it('rolls back and rethrows the very error fn threw', async () => {
@@ -114,7 +109,7 @@ describe.each(engines)('TransactionRunner.run() outside HTTP on $name', (engine)
 
       await expect(run).rejects.toBe(error);
       expect(await labelsIn(db, TABLE)).toEqual([]);
-      expect(sql.control()).toEqual([engine.name === 'postgres' ? 'BEGIN' : 'START TRANSACTION', 'ROLLBACK']);
+      expect(sql.transactionControl({ settings: true })).toEqual([engine.name === 'postgres' ? 'BEGIN' : 'START TRANSACTION', 'ROLLBACK']);
     });
 
     it('takes no connection and sends nothing when fn runs no query', async () => {
@@ -127,7 +122,7 @@ describe.each(engines)('TransactionRunner.run() outside HTTP on $name', (engine)
 
         expect(seen).toEqual({ name: 'idle job', state: 'open' });
         expect(audit.units()).toEqual([]);
-        expect(sql.queries).toEqual([]);
+        expect(sql.statements()).toEqual([]);
       } finally {
         audit.detach();
       }
@@ -153,7 +148,7 @@ describe.each(engines)('TransactionRunner.run() outside HTTP on $name', (engine)
       await expect(run).rejects.toBe(error);
       expect(innerId).toBe(outerId);
       expect(await labelsIn(db, TABLE)).toEqual([]);
-      expect(sql.control()).toEqual([engine.name === 'postgres' ? 'BEGIN' : 'START TRANSACTION', 'ROLLBACK']);
+      expect(sql.transactionControl({ settings: true })).toEqual([engine.name === 'postgres' ? 'BEGIN' : 'START TRANSACTION', 'ROLLBACK']);
     });
 
     it("with propagation 'nested' runs in a savepoint: the failed inner work is undone, the outer work commits", async () => {
@@ -178,7 +173,7 @@ describe.each(engines)('TransactionRunner.run() outside HTTP on $name', (engine)
 
       expect(innerId).toBe(outerId);
       expect(await labelsIn(db, TABLE)).toEqual(['outer', 'outer, after the savepoint']);
-      expect(sql.control()).toEqual([
+      expect(sql.transactionControl({ settings: true })).toEqual([
         engine.name === 'postgres' ? 'BEGIN' : 'START TRANSACTION',
         'SAVEPOINT typeorm_1',
         'ROLLBACK TO SAVEPOINT typeorm_1',
@@ -193,7 +188,7 @@ describe.each(engines)('TransactionRunner.run() outside HTTP on $name', (engine)
       });
 
       expect(await labelsIn(db, TABLE)).toEqual(['inner', 'outer']);
-      expect(sql.control()).toEqual([
+      expect(sql.transactionControl({ settings: true })).toEqual([
         engine.name === 'postgres' ? 'BEGIN' : 'START TRANSACTION',
         'SAVEPOINT typeorm_1',
         'RELEASE SAVEPOINT typeorm_1',
@@ -204,7 +199,7 @@ describe.each(engines)('TransactionRunner.run() outside HTTP on $name', (engine)
 
   describe('when work outlives the unit of work that started it', () => {
     it('starts a fresh unit of work that commits on its own', async () => {
-      const release = deferred();
+      const release = latch();
       let later: Promise<UnitOfWorkInfo | undefined> | undefined;
 
       await runner.run(
@@ -231,7 +226,7 @@ describe.each(engines)('TransactionRunner.run() outside HTTP on $name', (engine)
       await expect(later).resolves.toEqual({ name: 'follow-up job', state: 'open' });
       expect(await labelsIn(db, TABLE)).toEqual(['first unit', 'fresh unit']);
       const begin = engine.name === 'postgres' ? 'BEGIN' : 'START TRANSACTION';
-      expect(sql.control()).toEqual([begin, 'COMMIT', begin, 'COMMIT']);
+      expect(sql.transactionControl({ settings: true })).toEqual([begin, 'COMMIT', begin, 'COMMIT']);
     });
   });
 
@@ -244,7 +239,7 @@ describe.each(engines)('TransactionRunner.run() outside HTTP on $name', (engine)
       await expect(saved).rejects.toBeInstanceOf(NoTransactionError);
       await expect(saved).rejects.toThrow(/^Repository<RunnerItem>\.save\(\) was used outside a unit of work/);
       expect(await labelsIn(db, TABLE)).toEqual([]);
-      expect(sql.queries).toEqual([]);
+      expect(sql.statements()).toEqual([]);
     });
 
     it('reports it as a rejected promise, as Repository.save() always does, so .catch() handlers see it', () => {
@@ -268,10 +263,10 @@ describe.each(engines)('TransactionRunner.run() outside HTTP on $name', (engine)
 
 /** Work a handler leaves behind, which the test starts after the response. */
 interface LateWork {
-  release: Deferred;
+  release: Latch;
   outcome?: Promise<unknown>;
 }
-let late: LateWork = { release: deferred() };
+let late: LateWork = { release: latch() };
 
 type ManagerUse = (tx: EntityManager) => Promise<unknown>;
 const managerUses: Record<string, ManagerUse> = {
@@ -364,7 +359,7 @@ class RunnerController {
 describe.each(engines)('units of work of HTTP requests on $name', (engine) => {
   describe.each(adapters)('over %s', (adapter) => {
     const applicationName = `runner-e2e-http-${engine.name}`;
-    const sql = new SqlLog();
+    const sql = new RecordingSqlLogger();
     let testApp: TestApp;
     let dataSource: DataSource;
     let db: PostgresObserver | MariadbObserver;
@@ -387,14 +382,14 @@ describe.each(engines)('units of work of HTTP requests on $name', (engine) => {
 
     beforeEach(() => {
       sql.clear();
-      late = { release: deferred() };
+      late = { release: latch() };
     });
 
     afterEach(async () => {
       // Whatever a failed test left behind must not hang.
       late.release.resolve();
       await late.outcome;
-      await expectNothingLeaked(dataSource, db, applicationName);
+      await expectNothingLeaked({ dataSource, db, applicationName });
       await db.query(`DELETE FROM ${TABLE}`);
     });
 
@@ -414,7 +409,7 @@ describe.each(engines)('units of work of HTTP requests on $name', (engine) => {
         expect(body.caught).toBe('undo the savepoint');
         expect(body.inner).toBe(body.outer);
         expect(await labelsIn(db, TABLE)).toEqual(['outer']);
-        expect(sql.control()).toEqual([
+        expect(sql.transactionControl({ settings: true })).toEqual([
           engine.name === 'postgres' ? 'BEGIN' : 'START TRANSACTION',
           'SAVEPOINT typeorm_1',
           'ROLLBACK TO SAVEPOINT typeorm_1',
@@ -440,7 +435,7 @@ describe.each(engines)('units of work of HTTP requests on $name', (engine) => {
             /^The transaction of POST \/runner\/late\/manager\/:use was already committed /,
           );
           // Never ran in autocommit, nor anywhere else.
-          expect(sql.queries).toEqual([]);
+          expect(sql.statements()).toEqual([]);
           expect(await labelsIn(db, TABLE)).toEqual(['in the request']);
         },
       );
@@ -457,7 +452,7 @@ describe.each(engines)('units of work of HTTP requests on $name', (engine) => {
         expect((outcome as Error).message).toMatch(
           /^The transaction of POST \/runner\/late\/repository was already committed when Repository<RunnerItem>\.save\(\) ran/,
         );
-        expect(sql.queries).toEqual([]);
+        expect(sql.statements()).toEqual([]);
         expect(await labelsIn(db, TABLE)).toEqual(['in the request']);
       });
 
@@ -473,7 +468,7 @@ describe.each(engines)('units of work of HTTP requests on $name', (engine) => {
         expect((outcome as Error).message).toMatch(
           /^The transaction of POST \/runner\/late\/repository-after-rollback was already rolled back when Repository<RunnerItem>\.save\(\) ran/,
         );
-        expect(sql.queries).toEqual([]);
+        expect(sql.statements()).toEqual([]);
         expect(await labelsIn(db, TABLE)).toEqual([]);
       });
 

@@ -2,7 +2,8 @@
  * The bug zoo: every second-connection bug of the seeds (/work/shared/seeds/) written as the real Nest
  * service a team would write, called from a controller route, next to the same service written
  * correctly. Shared by guard-bug-zoo.e2e-spec.ts (mode 'throw') and guard-modes.e2e-spec.ts ('warn',
- * 'off'), plus the recorders and leak checks those suites and testing-kit.e2e-spec.ts use.
+ * 'off'), plus the exception recorder and pool-acquisition counter those suites and testing-kit.e2e-spec.ts
+ * use. Latches, recording loggers, the POST helper and the leak check are in test/support/.
  *
  * The services are defined by `defineZoo(table)` so that each suite gets its own table. The lines
  * marked `// zoo:…` are the ones the guard's messages must point at: tests look them up with `lineOf()`.
@@ -17,7 +18,6 @@ import {
   type ExceptionFilter,
   HttpException,
   Injectable,
-  type LoggerService,
   Post,
   type Provider,
   type Type,
@@ -27,9 +27,6 @@ import { InjectDataSource, InjectEntityManager, InjectRepository, TypeOrmModule 
 import type { Readable } from 'node:stream';
 import { Column, DataSource, Entity, EntityManager, Like, PrimaryGeneratedColumn, Repository } from 'typeorm';
 import { InjectTxRepository, TransactionalModule, TransactionHost, Tx } from '../../lib';
-import { dialectOf, type PoolStats } from '../../lib/core/dialect';
-import type { Engine } from '../support/databases';
-import { type MariadbObserver, type Observer, type PostgresObserver, waitFor } from '../support/observer';
 
 // ---------------------------------------------------------------------------------------------
 // The zoo
@@ -587,70 +584,8 @@ export const recordingFilterProviders = [
   { provide: APP_FILTER, useClass: RecordingExceptionFilter },
 ];
 
-/** One Nest log entry. */
-export interface LogEntry {
-  level: 'log' | 'error' | 'warn' | 'debug' | 'verbose' | 'fatal';
-  message: string;
-  context?: string;
-}
-
-/** A Nest `LoggerService` that keeps every entry, for `createApp({ logger })`. */
-export class RecordingLogger implements LoggerService {
-  readonly entries: LogEntry[] = [];
-
-  log(message: unknown, ...rest: unknown[]): void {
-    this.record('log', message, rest);
-  }
-  error(message: unknown, ...rest: unknown[]): void {
-    this.record('error', message, rest);
-  }
-  warn(message: unknown, ...rest: unknown[]): void {
-    this.record('warn', message, rest);
-  }
-  debug(message: unknown, ...rest: unknown[]): void {
-    this.record('debug', message, rest);
-  }
-  verbose(message: unknown, ...rest: unknown[]): void {
-    this.record('verbose', message, rest);
-  }
-  fatal(message: unknown, ...rest: unknown[]): void {
-    this.record('fatal', message, rest);
-  }
-
-  /** Entries logged with context `TransactionalModule` (optionally of one level). */
-  library(level?: LogEntry['level']): LogEntry[] {
-    return this.entries.filter((e) => e.context === 'TransactionalModule' && (level === undefined || e.level === level));
-  }
-
-  clear(): void {
-    this.entries.length = 0;
-  }
-
-  private record(level: LogEntry['level'], message: unknown, rest: unknown[]): void {
-    // Nest passes the context last.
-    const context = rest.length > 0 && typeof rest[rest.length - 1] === 'string' ? (rest[rest.length - 1] as string) : undefined;
-    this.entries.push({ level, message: String(message), context });
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
-// HTTP and leak checks
-
-/** A JSON POST; resolves with the status and parsed body. */
-export async function post<T = unknown>(url: string, body: unknown = {}): Promise<{ status: number; body: T }> {
-  const response = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-  const text = await response.text();
-  return { status: response.status, body: (text === '' ? undefined : JSON.parse(text)) as T };
-}
-
-/** The data source's pool counters. */
-export function poolStats(dataSource: DataSource): PoolStats {
-  return dialectOf(dataSource)!.poolStats(dataSource);
-}
+// The pool below the guard
 
 /**
  * Counts the requests made to the driver's pool itself (pg-pool `connect`, mysql2 `getConnection`),
@@ -673,51 +608,4 @@ export function countPoolAcquisitions(dataSource: DataSource): { count(): number
       else delete pool[method];
     },
   };
-}
-
-/**
- * Waits until the app leaked nothing: every pooled connection idle, nobody waiting for one, and no
- * transaction left open in the database (PostgreSQL: `idle in transaction` backends of `applicationName`;
- * MariaDB: open InnoDB transactions of the app's pooled connections).
- */
-export async function expectNothingLeaked(
-  engine: Engine,
-  db: Observer,
-  dataSource: DataSource,
-  applicationName: string,
-): Promise<void> {
-  await waitFor(() => {
-    const stats = poolStats(dataSource);
-    expect(stats).toEqual({ total: stats.total, idle: stats.total, waiting: 0 });
-  });
-  if (engine.name === 'postgres') {
-    await waitFor(async () => expect(await (db as PostgresObserver).idleInTransactionCount(applicationName)).toBe(0));
-  } else {
-    // MariaDB has no application_name: `inTransactionCount()` counts every connection of the test user,
-    // other suites' included. Look at this app's pooled connections only, by thread id. INNODB_TRX is
-    // served from a cache refreshed when the previous read is over 100 ms old: poll slower than that.
-    await waitFor(async () => expect(await mariadbOpenTransactions(db as MariadbObserver, dataSource)).toBe(0), {
-      intervalMs: 150,
-    });
-  }
-}
-
-/** Open InnoDB transactions on the pooled connections of a MariaDB data source. */
-export async function mariadbOpenTransactions(db: MariadbObserver, dataSource: DataSource): Promise<number> {
-  const all = (dataSource.driver as unknown as { pool: { _allConnections: { length: number; get(i: number): { threadId: number } } } })
-    .pool._allConnections;
-  const threadIds = Array.from({ length: all.length }, (_, i) => all.get(i).threadId);
-  if (threadIds.length === 0) return 0;
-  const [row] = await db.query<{ n: number | string }>(
-    `SELECT COUNT(*) AS n FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id IN (?)`,
-    [threadIds],
-  );
-  return Number(row.n);
-}
-
-/** A promise with its resolve function outside: a latch the test opens. */
-export function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T) => void } {
-  let resolve!: (value: T) => void;
-  const promise = new Promise<T>((done) => (resolve = done));
-  return { promise, resolve };
 }

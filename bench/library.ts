@@ -1,0 +1,25 @@
+import type { DynamicModule } from '@nestjs/common';
+
+/**
+ * The library under test, loaded at run time as a user loads it: by package name, which resolves
+ * (package self-reference through `exports`) to the built `dist/`. Types are declared here rather
+ * than imported, so `bench/` type-checks whether or not `dist/` exists, and compiling the bench
+ * never compiles `lib/`. Only the three members the bench uses.
+ */
+export interface Library {
+  TransactionalModule: {
+    forRoot(options: { guard: 'throw' | 'warn' | 'off' }): DynamicModule;
+    forFeature(entities: Function[]): DynamicModule;
+  };
+  Tx(dataSource?: string): ParameterDecorator;
+}
+
+export function loadLibrary(): Library {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return require('nestjs-request-transaction') as Library;
+}
+
+/** Where the package name resolves: printed by the runner, so a run shows what it measured. */
+export function libraryPath(): string {
+  return require.resolve('nestjs-request-transaction');
+}
