@@ -4,7 +4,7 @@ import { dirname, sep } from 'node:path';
 const LIBRARY_ROOT = dirname(__dirname) + sep;
 const NODE_MODULES = `${sep}node_modules${sep}`;
 // Deep enough to reach the application through TypeORM's persistence layers.
-const STACK_DEPTH = 40;
+const STACK_DEPTH = 20;
 
 /** A captured stack; its frames are read (and formatted) only when a message needs them. */
 export interface StackHolder {
