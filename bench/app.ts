@@ -32,7 +32,13 @@ export const VARIANTS = ['handwritten', 'module-off', 'module-throw'] as const;
  * context-propagating design pays; on Node 20 that turns on promise hooks for the whole process).
  */
 export const DIAGNOSTIC_VARIANTS = ['hand-interceptor', 'hand-interceptor-als'] as const;
-export const ALL_VARIANTS = [...VARIANTS, ...DIAGNOSTIC_VARIANTS] as const;
+/**
+ * The guard's own cost, measured without comparing two processes (whose JIT and core placement differ
+ * by a few per cent): `module-throw-route-off` is a second route of the `module-throw` server itself,
+ * `@Transactional({ guard: 'off' })`, loaded in turn with the default route. On by default.
+ */
+export const SAME_PROCESS_VARIANTS = ['module-throw-route-off'] as const;
+export const ALL_VARIANTS = [...VARIANTS, ...DIAGNOSTIC_VARIANTS, ...SAME_PROCESS_VARIANTS] as const;
 export type Variant = (typeof ALL_VARIANTS)[number];
 export const ADAPTERS = ['express', 'fastify'] as const;
 export type AdapterName = (typeof ADAPTERS)[number];
@@ -125,13 +131,20 @@ class AlsInterceptor implements NestInterceptor {
 
 /** With the module: the handler gets the request transaction's manager from `@Tx()`. */
 function moduleController(): Type {
-  const { Tx } = loadLibrary();
+  const { Tx, Transactional } = loadLibrary();
 
   @Controller()
   class ModuleController {
     @Post('transfer')
     @HttpCode(200)
     transfer(@Body() dto: TransferDto, @Tx() tx: EntityManager): Promise<{ id: number }> {
+      return transfer(tx, dto);
+    }
+
+    @Post('transfer-guard-off')
+    @HttpCode(200)
+    @Transactional({ guard: 'off' })
+    transferGuardOff(@Body() dto: TransferDto, @Tx() tx: EntityManager): Promise<{ id: number }> {
       return transfer(tx, dto);
     }
   }

@@ -4,7 +4,7 @@ import type { DynamicModule } from '@nestjs/common';
  * The library under test, loaded at run time as a user loads it: by package name, which resolves
  * (package self-reference through `exports`) to the built `dist/`. Types are declared here rather
  * than imported, so `bench/` type-checks whether or not `dist/` exists, and compiling the bench
- * never compiles `lib/`. Only the three members the bench uses.
+ * never compiles `lib/`. Only the members the bench uses.
  */
 export interface Library {
   TransactionalModule: {
@@ -12,6 +12,7 @@ export interface Library {
     forFeature(entities: Function[]): DynamicModule;
   };
   Tx(dataSource?: string): ParameterDecorator;
+  Transactional(options: { guard: 'throw' | 'warn' | 'off' }): MethodDecorator;
 }
 
 export function loadLibrary(): Library {

@@ -24,7 +24,7 @@ import { cpus, loadavg } from 'node:os';
 import { join, relative } from 'node:path';
 import { createInterface } from 'node:readline';
 import { DataSource, type DataSourceOptions } from 'typeorm';
-import { ADAPTERS, type AdapterName, ALL_VARIANTS, dataSourceOptions, VARIANTS, type Variant } from './app';
+import { ADAPTERS, type AdapterName, ALL_VARIANTS, dataSourceOptions, SAME_PROCESS_VARIANTS, VARIANTS, type Variant } from './app';
 import { Account } from './entities';
 import { libraryPath } from './library';
 import { createHash } from 'node:crypto';
@@ -64,7 +64,7 @@ const config = {
   pool: Math.round(positive('pool', 'BENCH_POOL', 10)),
   accounts: Math.round(positive('accounts', 'BENCH_ACCOUNTS', 10_000)),
   adapters: list<AdapterName>('adapters', 'BENCH_ADAPTERS', ADAPTERS),
-  variants: list<Variant>('variants', 'BENCH_VARIANTS', ALL_VARIANTS, VARIANTS),
+  variants: list<Variant>('variants', 'BENCH_VARIANTS', ALL_VARIANTS, [...VARIANTS, ...SAME_PROCESS_VARIANTS]),
   syncCommit: setting('sync-commit', 'BENCH_SYNC_COMMIT', 'off'),
   profile: setting('profile', 'BENCH_PROFILE', ''),
   databaseUrl: process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test',
@@ -108,9 +108,9 @@ function randomBody(): string {
   return JSON.stringify({ from, to, amount: 1 + Math.floor(Math.random() * 100) });
 }
 
-function load(url: string, seconds: number): Promise<AutocannonResult> {
+function load(server: Server, seconds: number): Promise<AutocannonResult> {
   return autocannon({
-    url: `${url}/transfer`,
+    url: `${server.url}${server.path}`,
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     connections: config.connections,
@@ -126,6 +126,8 @@ function load(url: string, seconds: number): Promise<AutocannonResult> {
 interface Server {
   variant: Variant;
   url: string;
+  /** The route this variant is served on. */
+  path: string;
   child: ChildProcess;
   /** What the server reported when told to stop: connections its pool still had out. */
   stats?: {
@@ -163,7 +165,7 @@ function startServer(variant: Variant, adapter: AdapterName): Promise<Server> {
       const match = /^READY (\d+)$/.exec(line);
       if (match) {
         clearTimeout(timer);
-        server = { variant, url: `http://127.0.0.1:${match[1]}`, child };
+        server = { variant, url: `http://127.0.0.1:${match[1]}`, path: '/transfer', child };
         resolve(server);
       } else if (line.startsWith('STATS ') && server) {
         server.stats = JSON.parse(line.slice('STATS '.length)) as Server['stats'];
@@ -375,12 +377,22 @@ function report(adapter: AdapterName, samples: Sample[]): string[] {
         `${sum('errors')} / ${sum('timeouts')} / ${sum('non2xx')} |`,
     );
   }
+  const sameProcess = ratios(samples, 'module-throw', 'module-throw-route-off');
+  const sameProcessCpu = ratios(samples, 'module-throw', 'module-throw-route-off', true);
+  if (sameProcess) {
+    lines.push(
+      '',
+      `guard 'throw' vs 'off' in one process (route ratio, median of rounds): ${fmt3(sameProcess.median)} ` +
+        `(${fmt3(sameProcess.min)}–${fmt3(sameProcess.max)}), cost ${((1 - sameProcess.median) * 100).toFixed(1)} % — ${verdict(sameProcess.median)}` +
+        (sameProcessCpu ? `; by CPU/req: ${fmt3(sameProcessCpu.median)} (${fmt3(sameProcessCpu.min)}–${fmt3(sameProcessCpu.max)})` : ''),
+    );
+  }
   const guard = ratios(samples, 'module-throw', 'module-off');
   const guardCpu = ratios(samples, 'module-throw', 'module-off', true);
   if (guard) {
     lines.push(
       '',
-      `guard 'throw' vs 'off' (module-throw / module-off req/s, median of round ratios): ${fmt3(guard.median)} ` +
+      `guard 'throw' vs 'off' across two processes (module-throw / module-off req/s, median of round ratios): ${fmt3(guard.median)} ` +
         `(${fmt3(guard.min)}–${fmt3(guard.max)}), cost ${((1 - guard.median) * 100).toFixed(1)} % — ${verdict(guard.median)}` +
         (guardCpu ? `; by CPU/req (off ÷ throw): ${fmt3(guardCpu.median)} (${fmt3(guardCpu.min)}–${fmt3(guardCpu.max)})` : ''),
     );
@@ -429,19 +441,27 @@ async function main(): Promise<void> {
   for (const adapter of config.adapters) {
     const servers: Server[] = [];
     try {
-      for (const variant of config.variants) servers.push(await startServer(variant, adapter));
+      for (const variant of config.variants) {
+        if (variant !== 'module-throw-route-off') {
+          servers.push(await startServer(variant, adapter));
+          continue;
+        }
+        const host = servers.find((s) => s.variant === 'module-throw');
+        if (!host) throw new Error('module-throw-route-off is a route of the module-throw server: list module-throw before it');
+        servers.push({ ...host, variant, path: '/transfer-guard-off' });
+      }
       for (const server of servers) {
-        responses2xx += (await load(server.url, FIRST_WARMUP_S))['2xx'];
+        responses2xx += (await load(server, FIRST_WARMUP_S))['2xx'];
         await quiesce(server);
       }
       runs += servers.length;
       for (let round = 0; round < config.rounds; round++) {
         const order = servers.map((_, i) => servers[(i + round) % servers.length]);
         for (const [position, server] of order.entries()) {
-          responses2xx += (await load(server.url, config.warmup))['2xx'];
+          responses2xx += (await load(server, config.warmup))['2xx'];
           await quiesce(server);
           const cpuBefore = cpuSeconds(server.child.pid);
-          const r = await load(server.url, config.duration);
+          const r = await load(server, config.duration);
           const cpuAfter = cpuSeconds(server.child.pid);
           responses2xx += r['2xx'];
           runs += 2;
@@ -474,9 +494,11 @@ async function main(): Promise<void> {
         }
       }
     } finally {
-      await Promise.all(servers.map(stopServer));
+      // Same-process variants share their host's process: stop (and check) each process once.
+      await Promise.all(servers.filter((server) => server.path === '/transfer').map(stopServer));
     }
-    for (const server of servers) {
+    const processes = servers.filter((server) => server.path === '/transfer');
+    for (const server of processes) {
       const logged = Object.entries(server.stats?.logged ?? {});
       if (logged.length === 0) continue;
       leakReport.push(
@@ -484,7 +506,7 @@ async function main(): Promise<void> {
           logged.map(([kind, n]) => `${n}× ${kind}`).join('; '),
       );
     }
-    const leaked = servers.map(leaks).filter((l) => l !== undefined);
+    const leaked = processes.map(leaks).filter((l) => l !== undefined);
     leakReport.push(
       leaked.length === 0
         ? `${adapter}: every pool idle at shutdown (0 connections still out, 0 query runners connected)`
