@@ -54,13 +54,10 @@ export class TransactionInterceptor implements NestInterceptor {
 
       let emitted = false;
       let last: unknown;
-      // One attempt: run the handler in the attempt's unit of work (again, on a retry).
+      // One attempt: run the handler in the attempt's unit of work (again, on a retry; the runner
+      // retries only while canRetry() holds, so an attempt never starts after a disconnect).
       const attempt = (current: TransactionContext) => {
         ctx = current;
-        if (aborted !== undefined) {
-          void current.settle(false, aborted);
-          return Promise.reject(current.finishedError('the handler'));
-        }
         emitted = false;
         return new Promise<void>((resolve, reject) => {
           // handle() binds the async context it is called in: it runs inside the unit of work.
