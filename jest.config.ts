@@ -17,6 +17,7 @@ const config: Config = {
   moduleNameMapper: {
     '^nestjs-request-transaction$': '<rootDir>/lib/index.ts',
     '^nestjs-request-transaction/testing$': '<rootDir>/lib/testing/index.ts',
+    '^nestjs-request-transaction/prometheus$': '<rootDir>/lib/prometheus/index.ts',
   },
   modulePathIgnorePatterns: ['<rootDir>/dist/'],
   globalSetup: '<rootDir>/test/support/global-setup.ts',

@@ -18,5 +18,12 @@ export class TransactionFinishedError extends TransactionalError {}
 /** A statement ran longer than the route's `timeoutMs`, or the transaction idled longer than it. */
 export class TransactionTimeoutError extends TransactionalError {}
 
+/**
+ * The pool gave no connection: none came free within the acquisition timeout (TypeORM's
+ * `connectTimeoutMS` on PostgreSQL, `connectTimeout` on MySQL/MariaDB), or the database refused or
+ * dropped the new connection. Nothing was sent; the request can be retried later.
+ */
+export class ConnectionAcquisitionError extends TransactionalError {}
+
 /** Bad module or route options, found at bootstrap. */
 export class TransactionalOptionsError extends TransactionalError {}

@@ -12,8 +12,10 @@ export { NoTransaction, Transactional } from './decorators/transactional.decorat
 export { InjectTxRepository, getTxRepositoryToken } from './repository/tx-repository';
 export { TransactionHost, TransactionRunner } from './core/transaction-runner';
 export type { Propagation, RunOptions, UnitOfWorkInfo } from './core/transaction-runner';
-export type { TransactionalStats } from './core/data-source-registry';
+export type { DataSourceStats, DurationSummary, TransactionalStats } from './core/stats';
+export type { PoolStats } from './core/dialect';
 export {
+  ConnectionAcquisitionError,
   NestedConnectionError,
   NoTransactionError,
   TransactionalError,

@@ -4,6 +4,7 @@ import { getDataSourceToken } from '@nestjs/typeorm';
 import type { DataSource } from 'typeorm';
 import { DataSourceRegistry, DEFAULT_DATA_SOURCE } from './core/data-source-registry';
 import { dialectOf } from './core/dialect';
+import { DataSourceCounters } from './core/stats';
 import { TransactionHost, TransactionRunner } from './core/transaction-runner';
 import { TransactionalOptionsError } from './errors';
 import { installConnectionGuard } from './guard/connection-guard';
@@ -137,7 +138,7 @@ function register(
         `'postgres', 'mysql' and 'mariadb'.`,
     );
   }
-  const entry = { name, dataSource, dialect, options: resolved };
+  const entry = { name, dataSource, dialect, options: resolved, counters: new DataSourceCounters() };
   registry.register(entry);
   installConnectionGuard(entry, registry);
   return name;

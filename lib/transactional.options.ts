@@ -36,6 +36,12 @@ export interface TransactionOptions {
   /** Guard mode for this unit of work. Default: the module's `guard`. */
   guard?: GuardMode;
   /**
+   * Logs a warning, once per unit of work, when it has held a connection longer than this many
+   * milliseconds: where it took the connection, and how the time split between statements running
+   * in the database and the connection idling in transaction. Default: off.
+   */
+  slowTransactionMs?: number;
+  /**
    * Runs the whole unit of work again after a deadlock or serialization failure (PostgreSQL 40P01,
    * 40001; MySQL/MariaDB 1213), only where the library owns the transaction and no response was sent.
    * `true` for the defaults. Default: no retry.
@@ -49,6 +55,11 @@ export interface TransactionalModuleOptions extends Omit<TransactionOptions, 're
    * Guard mode. Default: `'warn'` when `NODE_ENV=production`, `'throw'` otherwise.
    */
   guard?: GuardMode;
+  /**
+   * Logs this data source's `TransactionHost.stats()` through Nest's `Logger` every so many
+   * milliseconds (counters as changes since the previous line). Default: off.
+   */
+  logStatsIntervalMs?: number;
 }
 
 /** Extras read before the options factory of `forRootAsync` runs. */
@@ -63,10 +74,12 @@ export interface ResolvedModuleOptions {
   isolationLevel?: IsolationLevel;
   readOnly: boolean;
   timeoutMs?: number;
+  slowTransactionMs?: number;
+  logStatsIntervalMs?: number;
 }
 
-const TRANSACTION_OPTION_KEYS = ['isolationLevel', 'readOnly', 'timeoutMs', 'guard', 'retry'] as const;
-const MODULE_OPTION_KEYS = TRANSACTION_OPTION_KEYS.filter((key) => key !== 'retry');
+const TRANSACTION_OPTION_KEYS = ['isolationLevel', 'readOnly', 'timeoutMs', 'guard', 'slowTransactionMs', 'retry'] as const;
+const MODULE_OPTION_KEYS = [...TRANSACTION_OPTION_KEYS.filter((key) => key !== 'retry'), 'logStatsIntervalMs'];
 const RETRY_OPTION_KEYS = ['attempts', 'baseDelayMs', 'maxDelayMs'];
 
 /** Default guard mode for this process. */
@@ -105,10 +118,13 @@ export function validateTransactionOptions(
   if (o.readOnly !== undefined && typeof o.readOnly !== 'boolean') {
     throw new TransactionalOptionsError(`${where}: readOnly must be true or false, got ${describe(o.readOnly)}.`);
   }
-  if (o.timeoutMs !== undefined && !(Number.isInteger(o.timeoutMs) && (o.timeoutMs as number) > 0)) {
-    throw new TransactionalOptionsError(
-      `${where}: timeoutMs must be a whole number of milliseconds above 0, got ${describe(o.timeoutMs)}.`,
-    );
+  for (const key of ['timeoutMs', 'slowTransactionMs', 'logStatsIntervalMs']) {
+    const value = o[key];
+    if (value !== undefined && !(Number.isInteger(value) && (value as number) > 0)) {
+      throw new TransactionalOptionsError(
+        `${where}: ${key} must be a whole number of milliseconds above 0, got ${describe(value)}.`,
+      );
+    }
   }
   if (o.guard !== undefined && !(GUARD_MODES as readonly unknown[]).includes(o.guard)) {
     throw new TransactionalOptionsError(
@@ -158,6 +174,8 @@ export function resolveModuleOptions(options: TransactionalModuleOptions & Trans
     isolationLevel: options.isolationLevel,
     readOnly: options.readOnly ?? false,
     timeoutMs: options.timeoutMs,
+    slowTransactionMs: options.slowTransactionMs,
+    logStatsIntervalMs: options.logStatsIntervalMs,
   };
 }
 

@@ -1,8 +1,9 @@
-import { Injectable } from '@nestjs/common';
+import { Injectable, Logger, type OnApplicationBootstrap, type OnModuleDestroy } from '@nestjs/common';
 import type { DataSource } from 'typeorm';
 import { TransactionalOptionsError } from '../errors';
 import type { ResolvedModuleOptions } from '../transactional.options';
 import type { Dialect } from './dialect';
+import { ApplicationCounters, type DataSourceCounters, type TransactionalStats } from './stats';
 
 /** The name `@nestjs/typeorm` gives a data source registered without one. */
 export const DEFAULT_DATA_SOURCE = 'default';
@@ -18,19 +19,18 @@ export interface DataSourceEntry {
    * transaction, so a unit of work opens a SAVEPOINT instead of a transaction.
    */
   insideTestTransaction?: boolean;
+  /** Its side of `TransactionHost.stats()`. */
+  readonly counters: DataSourceCounters;
 }
 
-/** Counters for the whole application. */
-export interface TransactionalStats {
-  /** Second-connection acquisitions seen by the guard, whatever its mode. */
-  guardViolations: number;
-}
+const logger = new Logger('TransactionalModule');
 
 /** The data sources registered by `TransactionalModule.forRoot()` calls of one application. */
 @Injectable()
-export class DataSourceRegistry {
+export class DataSourceRegistry implements OnApplicationBootstrap, OnModuleDestroy {
   private readonly entries = new Map<string, DataSourceEntry>();
-  readonly stats: TransactionalStats = { guardViolations: 0 };
+  private readonly statsTimers: NodeJS.Timeout[] = [];
+  readonly counters = new ApplicationCounters();
   /** Call sites already reported in `'warn'` mode: each is logged once. */
   readonly reportedSites = new Set<string>();
 
@@ -41,6 +41,50 @@ export class DataSourceRegistry {
       );
     }
     this.entries.set(entry.name, entry);
+  }
+
+  /** `TransactionHost.stats()`: the counters, and each pool as its driver reports it now. */
+  stats(): TransactionalStats {
+    const stats: TransactionalStats = {
+      openUnitsOfWork: this.counters.openUnitsOfWork,
+      connectionsHeld: 0,
+      commits: 0,
+      rollbacks: 0,
+      acquisitionFailures: 0,
+      retries: this.counters.retries,
+      guardViolations: this.counters.guardViolations,
+      slowTransactions: this.counters.slowTransactions,
+      dataSources: {},
+    };
+    for (const entry of this.entries.values()) {
+      const source = entry.counters.snapshot(entry.dialect.poolStats(entry.dataSource));
+      stats.dataSources[entry.name] = source;
+      stats.connectionsHeld += source.connectionsHeld;
+      stats.commits += source.commits;
+      stats.rollbacks += source.rollbacks;
+      stats.acquisitionFailures += source.acquisitionFailures;
+    }
+    return stats;
+  }
+
+  /** Starts the `logStatsIntervalMs` lines. */
+  onApplicationBootstrap(): void {
+    for (const entry of this.entries.values()) {
+      const interval = entry.options.logStatsIntervalMs;
+      if (interval === undefined) continue;
+      let previous = this.stats();
+      const timer = setInterval(() => {
+        const now = this.stats();
+        logger.log(statsLine(entry.name, now, previous, interval));
+        previous = now;
+      }, interval);
+      timer.unref();
+      this.statsTimers.push(timer);
+    }
+  }
+
+  onModuleDestroy(): void {
+    for (const timer of this.statsTimers.splice(0)) clearInterval(timer);
   }
 
   has(entry: DataSourceEntry): boolean {
@@ -57,4 +101,20 @@ export class DataSourceRegistry {
         `Add TransactionalModule.forRoot({ dataSource: '${name}' }) or fix the name.`,
     );
   }
+}
+
+/** One `logStatsIntervalMs` line: the state now, and the counters' changes since the previous line. */
+export function statsLine(name: string, now: TransactionalStats, before: TransactionalStats, intervalMs: number): string {
+  const ds = now.dataSources[name];
+  const was = before.dataSources[name];
+  const wait = ds.acquisitionWaitMs;
+  const held = ds.transactionMs;
+  return (
+    `stats of data source '${name}': ${now.openUnitsOfWork} units of work open, ${ds.connectionsHeld} connections held ` +
+    `(pool: ${ds.pool.total} open, ${ds.pool.idle} idle, ${ds.pool.waiting} waiting); acquisition wait p50 ${wait.p50} ms, ` +
+    `p99 ${wait.p99} ms; connection held p50 ${held.p50} ms, p99 ${held.p99} ms; in the last ${intervalMs} ms: ` +
+    `${ds.commits - was.commits} commits, ${ds.rollbacks - was.rollbacks} rollbacks, ` +
+    `${ds.acquisitionFailures - was.acquisitionFailures} acquisition failures, ${now.retries - before.retries} retries, ` +
+    `${now.guardViolations - before.guardViolations} guard violations, ${now.slowTransactions - before.slowTransactions} slow transactions`
+  );
 }

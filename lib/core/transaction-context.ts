@@ -4,6 +4,7 @@ import { Logger } from '@nestjs/common';
 import type { EntityManager, QueryRunner } from 'typeorm';
 import { QueryFailedError } from 'typeorm';
 import {
+  ConnectionAcquisitionError,
   NoTransactionError,
   TransactionalError,
   TransactionFinishedError,
@@ -96,7 +97,9 @@ export class TransactionContext {
     readonly registry: DataSourceRegistry,
     readonly options: TransactionOptions,
     private readonly describe: () => string,
-  ) {}
+  ) {
+    registry.counters.openUnitsOfWork += 1;
+  }
 
   /** `POST /transfers`, or the runner's name. Computed only when a message needs it. */
   get label(): string {
@@ -200,6 +203,7 @@ export class TransactionContext {
       for (const source of this.sources.values()) await source.end(false).catch(() => undefined);
     }
     this.state = outcome;
+    this.registry.counters.openUnitsOfWork -= 1;
     const scope = this.hookScopes?.[0];
     const hooks = outcome === 'committed' ? scope?.commit : scope?.rollback;
     // Hooks run outside this unit of work: one that calls TransactionRunner.run() starts a fresh one.
@@ -347,9 +351,19 @@ class SourceTransaction {
   /** Set when the server closed the connection under the open transaction. */
   private lost?: unknown;
   private unwatch?: () => void;
-  /** Statements accepted while open and not yet answered; see `track()`. */
+  /** Statements accepted while open and not yet answered; see `run()`. */
   private inFlight = 0;
   private drained?: () => void;
+  /** `performance.now()` when the connection came from the pool; undefined when none was taken. */
+  private acquiredAt?: number;
+  private began = false;
+  private committed = false;
+  /** Set with `slowTransactionMs`: the warning's timer, and how long statements were in flight. */
+  private readonly slowMs?: number;
+  private slowTimer?: NodeJS.Timeout;
+  private statements = 0;
+  private busyMs = 0;
+  private busySince = 0;
 
   constructor(
     readonly ctx: TransactionContext,
@@ -361,6 +375,7 @@ class SourceTransaction {
       readOnly: o.readOnly ?? entry.options.readOnly,
       timeoutMs: o.timeoutMs ?? entry.options.timeoutMs,
     };
+    this.slowMs = o.slowTransactionMs ?? entry.options.slowTransactionMs;
     this.depth = entry.insideTestTransaction ? 2 : 1;
   }
 
@@ -395,12 +410,15 @@ class SourceTransaction {
   async run(runner: Patched, method: 'query' | 'stream', args: unknown[]): Promise<unknown> {
     const problem = this.unusable();
     if (problem !== undefined) throw problem;
-    this.inFlight += 1;
+    this.statements += 1;
+    if (this.inFlight++ === 0 && this.slowMs !== undefined) this.busySince = performance.now();
     try {
       return await original(runner, method, args);
     } finally {
-      this.inFlight -= 1;
-      if (this.inFlight === 0) this.drained?.();
+      if (--this.inFlight === 0) {
+        if (this.slowMs !== undefined) this.busyMs += performance.now() - this.busySince;
+        this.drained?.();
+      }
     }
   }
 
@@ -465,26 +483,102 @@ class SourceTransaction {
   }
 
   private async open(): Promise<unknown> {
-    const qr = this.runner as Patched;
-    let acquisition: Promise<unknown>;
-    // The driver's acquisition runs synchronously inside connect(): the guard sees the flag.
-    this.acquiring = true;
-    try {
-      acquisition = original(qr, 'connect', []);
-    } finally {
-      this.acquiring = false;
-    }
-    const connection = await acquisition;
+    const connection = await this.acquire();
     // Taken after the await: V8's async frames then lead back to the application code whose query
     // took the connection, even where TypeORM awaited before asking for it (insert(), say).
-    if (this.ctx.guardMode(this.entry) !== 'off') this.holder = captureStack();
+    if (this.ctx.guardMode(this.entry) !== 'off' || this.slowMs !== undefined) this.holder = captureStack();
     this.watch(connection);
     // In a test's transaction, TypeORM's own savepoint name for depth 1 is the one the end releases.
     const begin = this.depth === 1 ? this.entry.dialect.beginStatements(connection, this.spec) : ['SAVEPOINT typeorm_1'];
     await this.broadcast('BeforeTransactionStart');
+    const sent = this.slowMs === undefined ? 0 : performance.now();
     await this.send(connection, begin);
+    if (this.slowMs !== undefined) this.busyMs += performance.now() - sent;
+    this.began = true;
     await this.broadcast('AfterTransactionStart');
     return connection;
+  }
+
+  /** Takes the connection from the pool, timed and counted; a failure becomes `ConnectionAcquisitionError`. */
+  private async acquire(): Promise<unknown> {
+    const counters = this.entry.counters;
+    const started = performance.now();
+    let acquisition: Promise<unknown>;
+    // The driver's acquisition runs synchronously inside connect(): the guard sees the flag.
+    this.acquiring = true;
+    try {
+      acquisition = original(this.runner as Patched, 'connect', []);
+    } finally {
+      this.acquiring = false;
+    }
+    let connection: unknown;
+    try {
+      connection = await acquisition;
+    } catch (error) {
+      counters.acquisitionFailures += 1;
+      throw this.acquisitionError(error, performance.now() - started);
+    }
+    this.acquiredAt = performance.now();
+    counters.acquisitionWait.record(this.acquiredAt - started);
+    counters.connectionsHeld += 1;
+    if (this.slowMs !== undefined) {
+      this.slowTimer = setTimeout(() => this.reportSlow(), this.slowMs);
+      this.slowTimer.unref();
+    }
+    return connection;
+  }
+
+  private acquisitionError(cause: unknown, waitedMs: number): ConnectionAcquisitionError {
+    const { name, dialect, dataSource } = this.entry;
+    const pool = dialect.poolStats(dataSource);
+    const reason = cause instanceof Error ? cause.message : String(cause);
+    const exhausted = cause instanceof ConnectionAcquisitionError || /timeout exceeded when trying to connect/i.test(reason);
+    return new ConnectionAcquisitionError(
+      `${this.ctx.label} got no connection of data source '${name}' after ${Math.round(waitedMs)} ms ` +
+        `(pool: ${pool.total} open, ${pool.idle} idle, ${pool.waiting} waiting): ${reason}. ` +
+        (exhausted
+          ? `Every connection stayed in use for the whole acquisition timeout: find what holds them ` +
+            `(TransactionHost.stats(), slowTransactionMs) or raise poolSize.`
+          : `The database did not give a new connection; nothing was sent, and the request can be retried once it is reachable.`),
+      { cause },
+    );
+  }
+
+  /** The `slowTransactionMs` warning: once, while the connection is still held. */
+  private reportSlow(): void {
+    this.slowTimer = undefined;
+    if (this.acquiredAt === undefined) return;
+    const now = performance.now();
+    const heldMs = now - this.acquiredAt;
+    const running = this.inFlight > 0;
+    const dbMs = this.busyMs + (running ? now - this.busySince : 0);
+    const idleMs = Math.max(0, heldMs - dbMs);
+    this.ctx.registry.counters.slowTransactions += 1;
+    const site = callSite(this.holder);
+    logger.warn(
+      `${this.ctx.label} has held a connection of data source '${this.entry.name}' for ${Math.round(heldMs)} ms, ` +
+        `longer than slowTransactionMs (${this.slowMs} ms)${site ? `; it took it at ${site}` : ''}. ` +
+        `${Math.round(dbMs)} ms went to ${this.statements} statement(s) in the database${running ? ' (one is running now)' : ''}, ` +
+        `${Math.round(idleMs)} ms to idling in transaction between them. ` +
+        (idleMs >= dbMs
+          ? `Idle in transaction means the connection waited on application code (an HTTP call, a slow computation): ` +
+            `do that work before the first query, or after the response in an afterCommit hook.`
+          : `Most of it went to the database: a slow statement, or one waiting for a lock another transaction holds.`),
+    );
+  }
+
+  /** The connection went back to the pool (or was destroyed): counts the transaction's end. */
+  private released(): void {
+    if (this.slowTimer !== undefined) clearTimeout(this.slowTimer);
+    if (this.began) {
+      if (this.committed) this.entry.counters.commits += 1;
+      else this.entry.counters.rollbacks += 1;
+    }
+    if (this.acquiredAt === undefined) return;
+    const counters = this.entry.counters;
+    counters.held.record(performance.now() - this.acquiredAt);
+    counters.connectionsHeld -= 1;
+    this.acquiredAt = undefined;
   }
 
   /** Transaction events for the data source's subscribers; nothing to do (and nothing awaited) without any. */
@@ -512,7 +606,10 @@ class SourceTransaction {
 
   /** Commits or rolls back, then releases the connection; once. Rejects only when a commit failed. */
   end(commit: boolean): Promise<void> {
-    return (this.ending ??= this.finish(commit).finally(() => this.unwatch?.()));
+    return (this.ending ??= this.finish(commit).finally(() => {
+      this.unwatch?.();
+      this.released();
+    }));
   }
 
   private async finish(commit: boolean): Promise<void> {
@@ -539,6 +636,7 @@ class SourceTransaction {
     }
     try {
       await this.finishTransaction(connection, commit);
+      this.committed = commit;
     } catch (error) {
       if (!commit) return this.discard(error);
       // A failed COMMIT (a deferred constraint, say): make sure nothing stays open, then report it.

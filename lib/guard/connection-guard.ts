@@ -3,7 +3,7 @@ import type { QueryRunner, Repository } from 'typeorm';
 import { callSite, captureStack } from '../core/call-site';
 import type { DataSourceEntry, DataSourceRegistry } from '../core/data-source-registry';
 import { currentContext, isReported, ownerOf, runReported, type TransactionContext } from '../core/transaction-context';
-import { NestedConnectionError, TransactionalError } from '../errors';
+import { ConnectionAcquisitionError, NestedConnectionError } from '../errors';
 
 const logger = new Logger('TransactionalModule');
 const GUARDED = Symbol('nestjs-request-transaction:guarded');
@@ -95,7 +95,7 @@ function violation(
 ): NestedConnectionError | undefined {
   const mode = ctx.guardMode(entry);
   if (mode === 'off') return undefined;
-  registry.stats.guardViolations += 1;
+  registry.counters.guardViolations += 1;
   const site = callSite(captureStack());
   const holder = ctx.holderSite(entry.name);
   const what = repository
@@ -139,7 +139,7 @@ function withTimeout(acquisition: Promise<MysqlPoolConnection>, ms: number, name
     const timer = setTimeout(() => {
       late = true;
       reject(
-        new TransactionalError(
+        new ConnectionAcquisitionError(
           `No connection of data source '${name}' came free within connectTimeout (${ms} ms): the pool is exhausted. ` +
             `Look for units of work that hold their connection while waiting on something else, or raise poolSize.`,
         ),

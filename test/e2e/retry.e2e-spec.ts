@@ -301,6 +301,7 @@ describe.each(engines)('retry on $name', (engine: Engine) => {
     }
 
     it('runs the deadlock victim again, and both transfers commit', async () => {
+      const retriesBefore = host.stats().retries;
       const bothHoldTheirFirstLock = barrier(2);
       const calls = new Map<string, number>();
 
@@ -328,6 +329,7 @@ describe.each(engines)('retry on $name', (engine: Engine) => {
       expect(warnings).toHaveLength(1);
       expect(warnings[0]).toMatch(/^transfer \d->\d: attempt 1 of 3 failed \(/);
       expect(warnings[0]).toContain(engine.name === 'postgres' ? '[40P01]' : '[ER_LOCK_DEADLOCK]');
+      expect(host.stats().retries - retriesBefore).toBe(1);
       expect(await counterValue(COUNTER)).toBe(-10 + 3);
       expect(await counterValue(SCRATCH)).toBe(10 - 3);
     });

@@ -16,11 +16,18 @@ describe('module options', () => {
   });
 
   it('keeps explicit values, false and zero-like ones included', () => {
-    expect(resolveModuleOptions({ guard: 'off', readOnly: false, isolationLevel: 'SERIALIZABLE', timeoutMs: 1 }, 'x')).toEqual({
+    expect(
+      resolveModuleOptions(
+        { guard: 'off', readOnly: false, isolationLevel: 'SERIALIZABLE', timeoutMs: 1, slowTransactionMs: 2, logStatsIntervalMs: 3 },
+        'x',
+      ),
+    ).toEqual({
       guard: 'off',
       readOnly: false,
       isolationLevel: 'SERIALIZABLE',
       timeoutMs: 1,
+      slowTransactionMs: 2,
+      logStatsIntervalMs: 3,
     });
   });
 
@@ -29,8 +36,13 @@ describe('module options', () => {
     [{ isolationLevel: 'SNAPSHOT' }, "forRoot(): isolationLevel 'SNAPSHOT' is not one of 'READ UNCOMMITTED', 'READ COMMITTED', 'REPEATABLE READ', 'SERIALIZABLE'."],
     [{ timeoutMs: 0 }, 'forRoot(): timeoutMs must be a whole number of milliseconds above 0, got 0.'],
     [{ timeoutMs: 1.5 }, 'forRoot(): timeoutMs must be a whole number of milliseconds above 0, got 1.5.'],
+    [{ slowTransactionMs: -5 }, 'forRoot(): slowTransactionMs must be a whole number of milliseconds above 0, got -5.'],
+    [{ logStatsIntervalMs: '1000' }, "forRoot(): logStatsIntervalMs must be a whole number of milliseconds above 0, got '1000'."],
     [{ readOnly: 'yes' }, "forRoot(): readOnly must be true or false, got 'yes'."],
-    [{ isolation: 'SERIALIZABLE' }, "forRoot(): unknown option 'isolation'. Known options: isolationLevel, readOnly, timeoutMs, guard, dataSource."],
+    [
+      { isolation: 'SERIALIZABLE' },
+      "forRoot(): unknown option 'isolation'. Known options: isolationLevel, readOnly, timeoutMs, guard, slowTransactionMs, logStatsIntervalMs, dataSource.",
+    ],
   ])('rejects %j with a message naming the option', (options, message) => {
     expect(() => resolveModuleOptions(options as never, 'forRoot()')).toThrow(new TransactionalOptionsError(message));
   });
@@ -40,5 +52,12 @@ describe('@Transactional()', () => {
   it('rejects bad options where the class is declared', () => {
     expect(() => Transactional({ isolationLevel: 'serializable' as never })).toThrow(TransactionalOptionsError);
     expect(() => Transactional({ isolationLevel: 'serializable' as never })).toThrow(/@Transactional\(\): isolationLevel 'serializable'/);
+  });
+
+  it('takes slowTransactionMs per route, but not the module-wide logStatsIntervalMs', () => {
+    expect(() => Transactional({ slowTransactionMs: 500 })).not.toThrow();
+    expect(() => Transactional({ logStatsIntervalMs: 500 } as never)).toThrow(
+      "@Transactional(): unknown option 'logStatsIntervalMs'. Known options: isolationLevel, readOnly, timeoutMs, guard, slowTransactionMs, retry.",
+    );
   });
 });

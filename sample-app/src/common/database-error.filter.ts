@@ -1,5 +1,6 @@
 import { type ArgumentsHost, Catch, HttpStatus } from '@nestjs/common';
 import { BaseExceptionFilter } from '@nestjs/core';
+import { ConnectionAcquisitionError } from 'nestjs-request-transaction';
 
 /** Why a request failed on the database side, in a response body. */
 export type DatabaseFailure = 'deadlock' | 'serialization-failure' | 'pool-timeout';
@@ -39,8 +40,9 @@ function describe(exception: unknown): DatabaseErrorBody | undefined {
     return conflict('serialization-failure', code, 'The transaction conflicted with a concurrent one and was rolled back; nothing was written. Retry the request.');
   }
   const message = exception instanceof Error ? exception.message : '';
-  // node-postgres (connectTimeoutMS) and TransactionalModule's MySQL acquisition timeout (connectTimeout).
-  if (/timeout exceeded when trying to connect|came free within connectTimeout/.test(message)) {
+  // A unit of work's own connection, or (in the naive variants) node-postgres' own timeout on a second
+  // connection taken around the library.
+  if (exception instanceof ConnectionAcquisitionError || /timeout exceeded when trying to connect/.test(message)) {
     return {
       statusCode: HttpStatus.SERVICE_UNAVAILABLE,
       error: 'Service Unavailable',
