@@ -13,9 +13,13 @@ export interface BeginSpec {
 
 /** Pool counters, as the driver's pool reports them. */
 export interface PoolStats {
+  /** Connections open (or opening). */
   total: number;
   idle: number;
+  /** Requests waiting for a connection. */
   waiting: number;
+  /** The most connections the pool opens (`poolSize`). */
+  max: number;
 }
 
 /**
@@ -79,8 +83,15 @@ const postgres: Dialect = {
     return e?.code === '57014' && /statement timeout/.test(String(e.message));
   },
   poolStats(dataSource) {
-    const pool = (dataSource.driver as unknown as { master?: { totalCount: number; idleCount: number; waitingCount: number } }).master;
-    return { total: pool?.totalCount ?? 0, idle: pool?.idleCount ?? 0, waiting: pool?.waitingCount ?? 0 };
+    const pool = (dataSource.driver as unknown as {
+      master?: { totalCount: number; idleCount: number; waitingCount: number; options: { max: number } };
+    }).master;
+    return {
+      total: pool?.totalCount ?? 0,
+      idle: pool?.idleCount ?? 0,
+      waiting: pool?.waitingCount ?? 0,
+      max: pool?.options.max ?? 0,
+    };
   },
   async destroy(queryRunner, cause) {
     // pg-pool destroys a client released with an error instead of returning it to the idle list.
@@ -144,12 +155,18 @@ const mysql: Dialect = {
   },
   poolStats(dataSource) {
     const pool = (dataSource.driver as unknown as {
-      pool?: { _allConnections: { length: number }; _freeConnections: { length: number }; _connectionQueue: { length: number } };
+      pool?: {
+        _allConnections: { length: number };
+        _freeConnections: { length: number };
+        _connectionQueue: { length: number };
+        config: { connectionLimit: number };
+      };
     }).pool;
     return {
       total: pool?._allConnections.length ?? 0,
       idle: pool?._freeConnections.length ?? 0,
       waiting: pool?._connectionQueue.length ?? 0,
+      max: pool?.config.connectionLimit ?? 0,
     };
   },
   async destroy(queryRunner) {

@@ -358,6 +358,8 @@ class SourceTransaction {
   private acquiredAt?: number;
   private began = false;
   private committed = false;
+  /** Which end statement went out, once it did: a connection lost after a COMMIT leaves its outcome unknown. */
+  private endSent?: 'COMMIT' | 'ROLLBACK';
   /** Set with `slowTransactionMs`: the warning's timer, and how long statements were in flight. */
   private readonly slowMs?: number;
   private slowTimer?: NodeJS.Timeout;
@@ -475,6 +477,13 @@ class SourceTransaction {
         { cause },
       );
     }
+    if (this.endSent === 'COMMIT') {
+      return new TransactionalError(
+        `The connection of ${this.ctx.label} was lost while its COMMIT was on the way (${reason}): the database ` +
+          `may or may not have committed the transaction. Check what was written before retrying the request.`,
+        { cause },
+      );
+    }
     return new TransactionalError(
       `The connection of ${this.ctx.label} was lost while its transaction was open (${reason}); the database ` +
         `rolled the transaction back. The request can be retried once the database is reachable.`,
@@ -532,14 +541,19 @@ class SourceTransaction {
     const { name, dialect, dataSource } = this.entry;
     const pool = dialect.poolStats(dataSource);
     const reason = cause instanceof Error ? cause.message : String(cause);
-    const exhausted = cause instanceof ConnectionAcquisitionError || /timeout exceeded when trying to connect/i.test(reason);
+    const held = this.entry.counters.connectionsHeld;
+    // The pool's own message is the same for "every connection busy" and "new connections unanswered":
+    // only a pool whose every connection is held by units of work is exhausted by them.
+    const exhausted = pool.max > 0 && held >= pool.max;
     return new ConnectionAcquisitionError(
       `${this.ctx.label} got no connection of data source '${name}' after ${Math.round(waitedMs)} ms ` +
-        `(pool: ${pool.total} open, ${pool.idle} idle, ${pool.waiting} waiting): ${reason}. ` +
+        `(pool: ${pool.total} of ${pool.max} open, ${pool.idle} idle, ${pool.waiting} waiting; ${held} held by units of work): ${reason}. ` +
         (exhausted
-          ? `Every connection stayed in use for the whole acquisition timeout: find what holds them ` +
+          ? `Every connection stayed in use by units of work for the whole acquisition timeout: find what holds them ` +
             `(TransactionHost.stats(), slowTransactionMs) or raise poolSize.`
-          : `The database did not give a new connection; nothing was sent, and the request can be retried once it is reachable.`),
+          : `The database did not accept a new connection in time (unreachable, restarting, or out of connection ` +
+            `slots), or connections are held outside units of work. Nothing was sent; the request can be retried ` +
+            `once the database answers.`),
       { cause },
     );
   }
@@ -638,6 +652,12 @@ class SourceTransaction {
       await this.finishTransaction(connection, commit);
       this.committed = commit;
     } catch (error) {
+      if (this.lost !== undefined) {
+        // The server ended the session under the COMMIT or ROLLBACK (or while subscribers ran before it).
+        await this.discard(this.lost);
+        if (commit) throw this.lostError();
+        return;
+      }
       if (!commit) return this.discard(error);
       // A failed COMMIT (a deferred constraint, say): make sure nothing stays open, then report it.
       try {
@@ -660,6 +680,9 @@ class SourceTransaction {
         ? commit ? 'COMMIT' : 'ROLLBACK'
         : commit ? 'RELEASE SAVEPOINT typeorm_1' : 'ROLLBACK TO SAVEPOINT typeorm_1';
     await this.broadcast(commit ? 'BeforeTransactionCommit' : 'BeforeTransactionRollback');
+    // Lost while the subscribers ran: the transaction is gone, there is nothing to send it to.
+    if (this.lost !== undefined) throw this.lost;
+    this.endSent = commit ? 'COMMIT' : 'ROLLBACK';
     await this.send(connection, [sql]);
     qr.isTransactionActive = false;
     qr.transactionDepth = this.depth - 1;

@@ -28,7 +28,7 @@ export function installConnectionGuard(entry: DataSourceEntry, registry: DataSou
       acquireTimeoutMs === undefined
         ? original
         : function timedAcquisition(this: unknown, ...args: unknown[]) {
-            return withTimeout(original.apply(this, args) as Promise<MysqlPoolConnection>, acquireTimeoutMs, entry.name);
+            return withTimeout(original.apply(this, args) as Promise<MysqlPoolConnection>, acquireTimeoutMs, entry);
           };
     driver[method] = function guardedAcquisition(this: unknown, ...args: unknown[]) {
       const ctx = currentContext();
@@ -133,15 +133,17 @@ function mysqlAcquireTimeout(entry: DataSourceEntry): number | undefined {
   return typeof timeout === 'number' && timeout > 0 ? timeout : undefined;
 }
 
-function withTimeout(acquisition: Promise<MysqlPoolConnection>, ms: number, name: string): Promise<MysqlPoolConnection> {
+function withTimeout(acquisition: Promise<MysqlPoolConnection>, ms: number, entry: DataSourceEntry): Promise<MysqlPoolConnection> {
   return new Promise((resolve, reject) => {
     let late = false;
     const timer = setTimeout(() => {
       late = true;
+      const pool = entry.dialect.poolStats(entry.dataSource);
       reject(
         new ConnectionAcquisitionError(
-          `No connection of data source '${name}' came free within connectTimeout (${ms} ms): the pool is exhausted. ` +
-            `Look for units of work that hold their connection while waiting on something else, or raise poolSize.`,
+          `No connection of data source '${entry.name}' within connectTimeout (${ms} ms) (pool: ${pool.total} of ${pool.max} ` +
+            `open, ${pool.idle} idle, ${pool.waiting} waiting). Either every connection stayed in use (find what holds ` +
+            `them with TransactionHost.stats() and slowTransactionMs, or raise poolSize), or the database did not accept a new one in time.`,
         ),
       );
     }, ms);

@@ -193,7 +193,7 @@ describe.each(engines)('afterCommit / afterRollback hooks on $name', (engine) =>
       await probe.hookEntered.promise;
       // Committed and released before the hook runs.
       expect(await labelsIn(db, TABLE)).toEqual(['awaited']);
-      expect(probe.poolInHook).toEqual({ total: 1, idle: 1, waiting: 0 });
+      expect(probe.poolInHook).toEqual({ total: 1, idle: 1, waiting: 0, max: 1 });
       // The commit is long done and visible: a response not held by the hook would be on its way by now.
       expect(answered).toBe(false);
 

@@ -139,7 +139,7 @@ describe.each(engines)('observability on $name', (engine) => {
       expect(own(after).acquisitionWaitMs.count - own(before).acquisitionWaitMs.count).toBe(25);
       expect(own(after).transactionMs.count - own(before).transactionMs.count).toBe(25);
       expect(own(after).commits).toBe(after.commits);
-      expect(own(after).pool).toEqual({ total: 1, idle: 1, waiting: 0 });
+      expect(own(after).pool).toEqual({ total: 1, idle: 1, waiting: 0, max: 1 });
       // 25 requests queued on one connection: most of them waited for it.
       expect(own(after).acquisitionWaitMs.max).toBeGreaterThan(0);
       const { p50, p99, max } = own(after).transactionMs;
@@ -158,7 +158,7 @@ describe.each(engines)('observability on $name', (engine) => {
       });
       expect(during.openUnitsOfWork).toBe(2);
       expect(during.connectionsHeld).toBe(1);
-      expect(own(during).pool).toEqual({ total: 1, idle: 0, waiting: 1 });
+      expect(own(during).pool).toEqual({ total: 1, idle: 0, waiting: 1, max: 1 });
 
       hold.release.resolve();
       expect((await holding).status).toBe(201);
@@ -178,9 +178,9 @@ describe.each(engines)('observability on $name', (engine) => {
       const body = starved.body as ErrorBody;
       expect(body.name).toBe('ConnectionAcquisitionError');
       expect(body.message).toMatch(
-        /^POST \/observed\/write got no connection of data source 'default' after \d+ ms \(pool: 1 open, 0 idle, \d+ waiting\): /,
+        /^POST \/observed\/write got no connection of data source 'default' after \d+ ms \(pool: 1 of 1 open, 0 idle, \d+ waiting; 1 held by units of work\): /,
       );
-      expect(body.message).toContain('Every connection stayed in use for the whole acquisition timeout');
+      expect(body.message).toContain('Every connection stayed in use by units of work for the whole acquisition timeout');
       expect((await holding).status).toBe(201);
       const after = host.stats();
       expect(after.acquisitionFailures - before.acquisitionFailures).toBe(1);

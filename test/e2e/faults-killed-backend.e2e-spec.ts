@@ -1,0 +1,282 @@
+/**
+ * A request's server connection killed from outside (PostgreSQL `pg_terminate_backend`, MariaDB
+ * `KILL`): while the handler waits between two statements, while a statement runs, after the handler
+ * returned and before COMMIT, and while the connection sits idle in the pool between requests. The
+ * request gets a 500 that says what happened, its writes are gone (the server rolled them back with
+ * the session), the dead connection never goes back to the pool, and the next requests — dozens at
+ * once on a pool of ONE connection, where a dead connection kept in the pool would fail them all —
+ * succeed. On PostgreSQL and MariaDB, over Express and Fastify.
+ */
+import { Body, Controller, Injectable, Post } from '@nestjs/common';
+import { APP_FILTER } from '@nestjs/core';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import {
+  Column,
+  DataSource,
+  Entity,
+  type EntityManager,
+  type EntitySubscriberInterface,
+  EventSubscriber,
+  PrimaryGeneratedColumn,
+} from 'typeorm';
+import { TransactionalModule, TransactionHost, Tx } from '../../lib/index';
+import { adapters, createApp, type TestApp } from '../support/app';
+import { engines, typeormOptions } from '../support/databases';
+import { postJson } from '../support/http';
+import { latch, type Latch } from '../support/latch';
+import { expectNothingLeaked, poolStats } from '../support/leaks';
+import { observer, waitFor } from '../support/observer';
+import { killConnection, killedStatementError, runningStatement } from './faults-fixtures';
+import { type AnyObserver, within } from './lifecycle-fixtures';
+import { connectionIdOf, connectionIdSql, type ErrorBody, ErrorBodyFilter, sleepSql } from './runner-fixtures';
+
+const TABLE = 'faults_killed_rows';
+/** Requests sent at once after a kill, on the pool of one. */
+const AFTERWARDS = 24;
+
+@Entity(TABLE)
+class KilledRow {
+  @PrimaryGeneratedColumn()
+  id!: number;
+
+  @Column({ type: 'varchar', length: 80 })
+  label!: string;
+
+  @Column({ type: 'varchar', length: 10 })
+  step!: string;
+}
+
+/** Holds the next COMMIT once armed: TypeORM awaits `beforeTransactionCommit` before the library sends COMMIT. */
+const commitGate = { armed: false, reached: latch(), release: latch() };
+
+@EventSubscriber()
+class CommitGate implements EntitySubscriberInterface {
+  async beforeTransactionCommit(): Promise<void> {
+    if (!commitGate.armed) return;
+    commitGate.armed = false;
+    commitGate.reached.resolve();
+    await commitGate.release.promise;
+  }
+}
+
+@Injectable()
+class Probe {
+  engine: 'postgres' | 'mariadb' = 'postgres';
+  /** Resolved by a handler with the server id of its connection, once it wrote its first row. */
+  entered: Latch<number> = latch();
+  /** Resolved by the test to let the handler go on. */
+  release: Latch = latch();
+
+  reset(): void {
+    this.release.resolve();
+    this.entered = latch();
+    this.release = latch();
+  }
+}
+
+@Controller('killed')
+class KilledController {
+  constructor(private readonly probe: Probe) {}
+
+  /** Two rows, and the id of the connection they went through. */
+  @Post()
+  async write(@Body() body: { label: string }, @Tx() tx: EntityManager): Promise<{ connectionId: number }> {
+    await tx.insert(KilledRow, { label: body.label, step: 'first' });
+    const connectionId = connectionIdOf(await tx.query(connectionIdSql(this.probe.engine)));
+    await tx.insert(KilledRow, { label: body.label, step: 'second' });
+    return { connectionId };
+  }
+
+  /** One row, then waits on the test between two statements, then the second row. */
+  @Post('between-statements')
+  async betweenStatements(@Body() body: { label: string }, @Tx() tx: EntityManager): Promise<{ label: string }> {
+    await tx.insert(KilledRow, { label: body.label, step: 'first' });
+    this.probe.entered.resolve(connectionIdOf(await tx.query(connectionIdSql(this.probe.engine))));
+    await this.probe.release.promise;
+    await tx.insert(KilledRow, { label: body.label, step: 'second' });
+    return { label: body.label };
+  }
+
+  /** One row, then a statement that runs 30 s unless something stops it, then the second row. */
+  @Post('long-statement')
+  async longStatement(@Body() body: { label: string }, @Tx() tx: EntityManager): Promise<{ label: string }> {
+    await tx.insert(KilledRow, { label: body.label, step: 'first' });
+    this.probe.entered.resolve(connectionIdOf(await tx.query(connectionIdSql(this.probe.engine))));
+    await tx.query(sleepSql(this.probe.engine, 30));
+    await tx.insert(KilledRow, { label: body.label, step: 'second' });
+    return { label: body.label };
+  }
+}
+
+describe.each(engines)('when the server kills a connection, on $name', (engine) => {
+  let db: AnyObserver;
+
+  beforeAll(async () => {
+    db = await observer(engine);
+  });
+
+  afterAll(async () => {
+    await db?.close();
+  });
+
+  describe.each(adapters)('over %s', (adapter) => {
+    const applicationName = `faults-killed-${adapter}`;
+    const placeholder = engine.name === 'postgres' ? '$1' : '?';
+    let testApp: TestApp;
+    let dataSource: DataSource;
+    let host: TransactionHost;
+    let probe: Probe;
+
+    /** The steps persisted for `label`, as another connection sees them. */
+    async function stepsOf(label: string): Promise<string[]> {
+      const rows = await db.query<{ step: string }>(`SELECT step FROM ${TABLE} WHERE label = ${placeholder} ORDER BY step`, [
+        label,
+      ]);
+      return rows.map((row) => row.step);
+    }
+
+    /**
+     * Sends {@link AFTERWARDS} requests at once on the pool of one: each must commit its two rows, and
+     * none may run on the killed connection.
+     */
+    async function nextRequestsSucceed(killedId: number, label: string): Promise<void> {
+      const answers = await Promise.all(
+        Array.from({ length: AFTERWARDS }, (_, i) =>
+          postJson<{ connectionId: number }>(`${testApp.url}/killed`, { label: `${label}-next-${i}` }),
+        ),
+      );
+      expect(answers.map((answer) => answer.status)).toEqual(answers.map(() => 201));
+      expect(answers.filter((answer) => answer.body.connectionId === killedId)).toEqual([]);
+      const [{ count }] = await db.query<{ count: string | number }>(
+        `SELECT COUNT(*) AS count FROM ${TABLE} WHERE label LIKE ${placeholder}`,
+        [`${label}-next-%`],
+      );
+      expect(Number(count)).toBe(2 * AFTERWARDS);
+    }
+
+    beforeAll(async () => {
+      testApp = await createApp({
+        adapter,
+        imports: [
+          TypeOrmModule.forRoot({
+            ...typeormOptions(engine, {
+              poolSize: 1,
+              applicationName,
+              entities: [KilledRow],
+              // Keep the pooled connection between requests (pg-pool closes idle ones after 10 s).
+              extra: engine.name === 'postgres' ? { idleTimeoutMillis: 0 } : undefined,
+            }),
+            subscribers: [CommitGate],
+          }),
+          TransactionalModule.forRoot(),
+        ],
+        controllers: [KilledController],
+        providers: [Probe, { provide: APP_FILTER, useClass: ErrorBodyFilter }],
+      });
+      dataSource = testApp.app.get(DataSource);
+      host = testApp.app.get(TransactionHost);
+      probe = testApp.app.get(Probe);
+      probe.engine = engine.name;
+      await db.query(`DELETE FROM ${TABLE}`);
+    });
+
+    afterEach(async () => {
+      probe.release.resolve();
+      commitGate.armed = false;
+      commitGate.release.resolve();
+      try {
+        await expectNothingLeaked({ dataSource, db, applicationName }, { mariadb: 'app-connections' });
+        expect(host.stats()).toMatchObject({ openUnitsOfWork: 0, connectionsHeld: 0 });
+      } finally {
+        probe.reset();
+        await db.query(`DELETE FROM ${TABLE}`);
+      }
+    });
+
+    afterAll(async () => {
+      await testApp?.close();
+    });
+
+    describe('while the handler waits between two statements', () => {
+      it('answers 500 saying the connection was lost, keeps neither row, and serves the next requests', async () => {
+        const label = `between-${adapter}`;
+        const response = postJson<ErrorBody>(`${testApp.url}/killed/between-statements`, { label });
+        const killedId = await within(probe.entered.promise, 'the handler writing its first row');
+
+        await killConnection(db, killedId);
+        probe.release.resolve();
+        const answer = await within(response, 'the answer of the request whose connection was killed');
+
+        expect(answer.status).toBe(500);
+        expect(answer.body).toMatchObject({ name: 'TransactionalError' });
+        expect(answer.body.message).toMatch(
+          /^The connection of POST \/killed\/between-statements was lost while its transaction was open/,
+        );
+        expect(await stepsOf(label)).toEqual([]);
+        // The dead connection left the pool: nothing is held, nobody waits, what is left is idle.
+        expect(poolStats(dataSource)).toMatchObject({ waiting: 0 });
+        await nextRequestsSucceed(killedId, label);
+      });
+    });
+
+    describe('while a statement of the handler runs', () => {
+      it('fails that statement at once, answers 500 with the server’s reason, keeps nothing, and serves the next requests', async () => {
+        const label = `running-${adapter}`;
+        const started = Date.now();
+        const response = postJson<ErrorBody>(`${testApp.url}/killed/long-statement`, { label });
+        const killedId = await within(probe.entered.promise, 'the handler writing its first row');
+        await waitFor(async () => expect(await runningStatement(db, killedId)).toMatch(/sleep/i));
+
+        await killConnection(db, killedId);
+        const answer = await within(response, 'the answer of the request whose connection was killed');
+
+        // Well before the 30 s statement would have ended.
+        expect(Date.now() - started).toBeLessThan(10_000);
+        expect(answer.status).toBe(500);
+        expect(answer.body.message).toMatch(killedStatementError(engine.name));
+        expect(await stepsOf(label)).toEqual([]);
+        await nextRequestsSucceed(killedId, label);
+      });
+    });
+
+    describe('after the handler returned, before COMMIT', () => {
+      it('answers 500, never 2xx, and keeps neither row: the COMMIT had no transaction left to commit', async () => {
+        const label = `before-commit-${adapter}`;
+        commitGate.armed = true;
+        commitGate.reached = latch();
+        commitGate.release = latch();
+        const response = postJson<ErrorBody>(`${testApp.url}/killed/between-statements`, { label });
+        const killedId = await within(probe.entered.promise, 'the handler writing its first row');
+        probe.release.resolve();
+        await within(commitGate.reached.promise, 'the COMMIT of the request');
+
+        await killConnection(db, killedId);
+        commitGate.release.resolve();
+        const answer = await within(response, 'the answer of the request whose connection was killed');
+
+        expect(answer.status).toBe(500);
+        expect(await stepsOf(label)).toEqual([]);
+        await nextRequestsSucceed(killedId, label);
+        // The library saw the connection end before it sent COMMIT: it knows the transaction is gone and
+        // must say so, not pass on the driver's "not queryable" / "closed state" refusal of the COMMIT.
+        expect(answer.body).toMatchObject({ name: 'TransactionalError' });
+        expect(answer.body.message).toMatch(
+          /^The connection of POST \/killed\/between-statements was lost while its transaction was open/,
+        );
+      });
+    });
+
+    describe('while the connection sits idle in the pool', () => {
+      it('serves the next requests on a fresh connection', async () => {
+        const label = `idle-${adapter}`;
+        const first = await postJson<{ connectionId: number }>(`${testApp.url}/killed`, { label });
+        expect(first.status).toBe(201);
+
+        await killConnection(db, first.body.connectionId);
+
+        await nextRequestsSucceed(first.body.connectionId, label);
+        expect(await stepsOf(label)).toEqual(['first', 'second']);
+      });
+    });
+  });
+});
