@@ -1,6 +1,6 @@
 import type { TypeOrmModuleOptions } from '@nestjs/typeorm';
 import type { DataSourceOptions } from 'typeorm';
-import { mysqlUrl, postgresUrl, redactUrl } from './database-urls';
+import { envValue, mysqlUrl, postgresUrl, redactUrl } from './database-urls';
 
 export { mysqlUrl, postgresUrl } from './database-urls';
 
@@ -24,13 +24,32 @@ export function mysqlAvailable(): boolean {
 }
 
 /**
+ * Whether this run leaves MariaDB out on purpose: `TEST_ENGINES=postgres`, set by the PgBouncer run
+ * (`jest.pgbouncer.config.ts`), which repeats the PostgreSQL side of the suites through PgBouncer.
+ */
+export function postgresOnlyRun(): boolean {
+  return envValue('TEST_ENGINES') === 'postgres';
+}
+
+/** A `describe` that registers nothing: MariaDB blocks of a PostgreSQL-only run are not part of it. */
+const notInThisRun = Object.assign(() => undefined, {
+  each: () => () => undefined,
+  only: () => undefined,
+  skip: () => undefined,
+}) as unknown as jest.Describe;
+
+/**
  * `describe` for MariaDB-only suites: skipped, with the reason printed by the global setup, when
- * MariaDB is not available.
+ * MariaDB is not available; absent from a PostgreSQL-only run ({@link postgresOnlyRun}).
  *
  * @example
  * describeMysql('on MariaDB', () => { it('…', async () => { … }); });
  */
-export const describeMysql: jest.Describe = mysqlAvailable() ? describe : describe.skip;
+export const describeMysql: jest.Describe = postgresOnlyRun()
+  ? notInThisRun
+  : mysqlAvailable()
+    ? describe
+    : describe.skip;
 
 /** PostgreSQL of this run (the machine's, `DATABASE_URL`'s or an embedded one). */
 export const postgresEngine: Engine<'postgres'> = { name: 'postgres', type: 'postgres', url: postgresUrl() };
@@ -46,9 +65,10 @@ export const mariadbEngine: Engine<'mariadb'> = { name: 'mariadb', type: 'mariad
  *   beforeAll(() => createApp({ adapter: 'express', imports: [TypeOrmModule.forRoot(typeormOptions(engine, …))] }));
  * });
  */
-export const engines: readonly Engine[] = mysqlAvailable() ? [postgresEngine, mariadbEngine] : [postgresEngine];
+export const engines: readonly Engine[] =
+  mysqlAvailable() && !postgresOnlyRun() ? [postgresEngine, mariadbEngine] : [postgresEngine];
 
-if (!mysqlAvailable()) {
+if (!mysqlAvailable() && !postgresOnlyRun()) {
   // Once per test file that imports this module: a skipped database should be hard to miss.
   console.warn(
     `MariaDB is not available at ${redactUrl(mysqlUrl())}: suites over \`engines\` run on PostgreSQL only ` +

@@ -25,6 +25,8 @@ export default async function globalSetup(): Promise<void> {
   // Jest prints its first line without a trailing newline.
   process.stdout.write('\n');
   const embedded = await setUpPostgres();
+  // The PgBouncer run (TEST_ENGINES=postgres) repeats the PostgreSQL side only.
+  if (envValue('TEST_ENGINES') === 'postgres') return;
   try {
     await setUpMysql();
   } catch (error) {

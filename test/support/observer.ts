@@ -1,6 +1,7 @@
 import { createConnection, type Connection, type RowDataPacket } from 'mysql2/promise';
 import { Client } from 'pg';
-import { engineOf, type EngineName, type EngineRef } from './databases';
+import { envValue } from './database-urls';
+import { engineOf, postgresUrl, type EngineName, type EngineRef } from './databases';
 
 export { waitFor, type WaitForOptions } from './wait-for';
 
@@ -81,36 +82,103 @@ export async function observer<E extends EngineName>(engine: EngineRef<E>): Prom
   return opened as ObserverOf<E>;
 }
 
+/**
+ * Where an observer of the app's PostgreSQL connects, and how it finds the app's connections. In the
+ * PgBouncer run (see `test/support/pgbouncer-global-setup.ts`) the app connects to PgBouncer
+ * (`DATABASE_URL`), while an observer connects to the server itself (`DATABASE_DIRECT_URL`): through
+ * PgBouncer its own statements would run on the very server connections it inspects. The app's
+ * connections are then PgBouncer's clients of that `application_name` (`PGBOUNCER_ADMIN_URL`).
+ */
+function postgresRoute(url: string): { url: string; pgbouncerAdminUrl?: string } {
+  const direct = envValue('DATABASE_DIRECT_URL');
+  if (direct === undefined || url !== postgresUrl()) return { url };
+  return { url: direct, pgbouncerAdminUrl: envValue('PGBOUNCER_ADMIN_URL') };
+}
+
 /** The `application_name` of observer connections, so that they never count as the app's. */
 export const OBSERVER_APPLICATION_NAME = 'test-observer';
 
-async function postgresObserver(url: string): Promise<PostgresObserver> {
+async function postgresObserver(appUrl: string): Promise<PostgresObserver> {
+  const { url, pgbouncerAdminUrl } = postgresRoute(appUrl);
   const client = new Client({
     connectionString: url,
     application_name: OBSERVER_APPLICATION_NAME,
     connectionTimeoutMillis: 2000,
   });
   await client.connect();
+  const admin = pgbouncerAdminUrl === undefined ? undefined : new Client({ connectionString: pgbouncerAdminUrl });
+  try {
+    await admin?.connect();
+  } catch (error) {
+    await client.end();
+    throw error;
+  }
   const query = async <T>(sql: string, params?: unknown[]): Promise<T[]> =>
     (await client.query(sql, params)).rows as T[];
   const backends = async (applicationName: string): Promise<Backend[]> =>
-    query<Backend>(
-      `SELECT pid, state, query, xact_start AS "xactStart"
-         FROM pg_stat_activity
-        WHERE application_name = $1 AND pid <> pg_backend_pid()
-        ORDER BY pid`,
-      [applicationName],
-    );
+    admin === undefined
+      ? query<Backend>(
+          `SELECT pid, state, query, xact_start AS "xactStart"
+             FROM pg_stat_activity
+            WHERE application_name = $1 AND pid <> pg_backend_pid()
+            ORDER BY pid`,
+          [applicationName],
+        )
+      : pgbouncerClients(admin, query, applicationName);
   return {
     engine: 'postgres',
     query,
-    close: () => client.end(),
+    close: async () => {
+      await admin?.end();
+      await client.end();
+    },
     backends,
     async idleInTransactionCount(applicationName) {
       const all = await backends(applicationName);
       return all.filter((backend) => backend.state?.startsWith('idle in transaction')).length;
     },
   };
+}
+
+/**
+ * The app's connections through PgBouncer: its client connections of `applicationName`. One that is
+ * inside a transaction is linked to a server connection, whose `pg_stat_activity` row says what it
+ * does; one that is not is idle, with no server connection (`pid` 0): in transaction pooling, its
+ * next transaction may run on any of them.
+ */
+async function pgbouncerClients(
+  admin: Client,
+  query: <T>(sql: string, params?: unknown[]) => Promise<T[]>,
+  applicationName: string,
+): Promise<Backend[]> {
+  // The admin console speaks the simple query protocol only: no parameters.
+  const clients = (await admin.query('SHOW CLIENTS')).rows as Array<{
+    database: string;
+    state: string;
+    link: string | null;
+    application_name: string;
+  }>;
+  const servers = (await admin.query('SHOW SERVERS')).rows as Array<{ ptr: string; remote_pid: number | string }>;
+  const serverPid = new Map(servers.map((server) => [server.ptr, Number(server.remote_pid)]));
+  const mine = clients
+    .filter((c) => c.application_name === applicationName && c.database !== 'pgbouncer')
+    .map((c) => ({ waiting: c.state === 'waiting', pid: (c.link && serverPid.get(c.link)) || 0 }));
+  const linked = mine.map((c) => c.pid).filter((pid) => pid !== 0);
+  const rows =
+    linked.length === 0
+      ? []
+      : await query<Backend>(
+          `SELECT pid, state, query, xact_start AS "xactStart" FROM pg_stat_activity WHERE pid = ANY($1::int[])`,
+          [linked],
+        );
+  const byPid = new Map(rows.map((row) => [row.pid, row]));
+  return mine
+    .map((c): Backend => {
+      const row = byPid.get(c.pid);
+      if (row !== undefined) return row;
+      return { pid: 0, state: c.waiting ? 'waiting for a server connection' : 'idle', query: '', xactStart: null };
+    })
+    .sort((a, b) => a.pid - b.pid);
 }
 
 async function mariadbObserver(url: string): Promise<MariadbObserver> {
