@@ -1,4 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
+import type { AddressInfo } from 'node:net';
 import {
   Body,
   ConsoleLogger,
@@ -6,6 +7,7 @@ import {
   Controller,
   type DynamicModule,
   type ExecutionContext,
+  Get,
   HttpCode,
   type INestApplication,
   Injectable,
@@ -13,35 +15,19 @@ import {
   type NestInterceptor,
   Post,
   type Provider,
+  Query,
   type Type,
 } from '@nestjs/common';
 import { Observable } from 'rxjs';
 import { APP_INTERCEPTOR, NestFactory } from '@nestjs/core';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { TypeOrmModule, type TypeOrmModuleOptions } from '@nestjs/typeorm';
-import { DataSource, type EntityManager } from 'typeorm';
+import { DataSource, type EntityManager, type Logger as TypeOrmLogger, type QueryRunner } from 'typeorm';
 import { Account, entities, Transfer } from './entities';
 import { loadLibrary } from './library';
-
-/** The bench's subjects: hand-written QueryRunner transaction vs the module with guard 'off' / 'throw'. */
-export const VARIANTS = ['handwritten', 'module-off', 'module-throw'] as const;
-/**
- * Opt-in diagnostics (BENCH_VARIANTS=...) that split the module's overhead into its ingredients:
- * `hand-interceptor` is `handwritten` plus a global no-op interceptor (Nest's interceptor pipeline);
- * `hand-interceptor-als` also runs the handler inside `AsyncLocalStorage.run()` (what any
- * context-propagating design pays; on Node 20 that turns on promise hooks for the whole process).
- */
-export const DIAGNOSTIC_VARIANTS = ['hand-interceptor', 'hand-interceptor-als'] as const;
-/**
- * The guard's own cost, measured without comparing two processes (whose JIT and core placement differ
- * by a few per cent): `module-throw-route-off` is a second route of the `module-throw` server itself,
- * `@Transactional({ guard: 'off' })`, loaded in turn with the default route. On by default.
- */
-export const SAME_PROCESS_VARIANTS = ['module-throw-route-off'] as const;
-export const ALL_VARIANTS = [...VARIANTS, ...DIAGNOSTIC_VARIANTS, ...SAME_PROCESS_VARIANTS] as const;
-export type Variant = (typeof ALL_VARIANTS)[number];
-export const ADAPTERS = ['express', 'fastify'] as const;
-export type AdapterName = (typeof ADAPTERS)[number];
+import type { RunningServer, TracedStatement } from './protocol';
+import { balances, reposOf, transfer, type TransferDto } from './units';
+import type { AdapterName, Variant } from './variants';
 
 export interface BenchAppOptions {
   variant: Variant;
@@ -50,12 +36,8 @@ export interface BenchAppOptions {
   poolSize: number;
   /** PostgreSQL `synchronous_commit` of the pooled connections. Default: 'off'. */
   synchronousCommit?: string;
-}
-
-export interface TransferDto {
-  from: number;
-  to: number;
-  amount: number;
+  /** Records every statement TypeORM runs, with its query runner (the runner's preflight check); never while measuring. */
+  traceSql?: boolean;
 }
 
 /** Data source options shared by every variant (and the runner's seeding). */
@@ -71,43 +53,73 @@ export function dataSourceOptions(databaseUrl: string, poolSize: number, synchro
     logging: false,
     // Pooled connections stay open while another variant is measured: no reconnects inside a run.
     // synchronous_commit=off by default: with a disk flush per COMMIT the run measures the disk, and
-    // the library's CPU cost (what the bench is for) disappears in its wait. BENCH_SYNC_COMMIT=on.
+    // the libraries' CPU cost (what the bench is for) disappears in its wait. BENCH_SYNC_COMMIT=on.
     extra: postgres ? { idleTimeoutMillis: 0, options: `-c synchronous_commit=${synchronousCommit}` } : {},
   };
 }
 
-/** The unit of work, the same in every variant: 3 statements through `manager`. */
-export async function transfer(manager: EntityManager, dto: TransferDto): Promise<{ id: number }> {
-  const from = Number(dto.from);
-  const to = Number(dto.to);
-  const amount = Number(dto.amount);
-  await manager.getRepository(Account).decrement({ id: from }, 'balance', amount);
-  await manager.getRepository(Account).increment({ id: to }, 'balance', amount);
-  const result = await manager.getRepository(Transfer).insert({ fromId: from, toId: to, amount });
-  return { id: result.identifiers[0].id as number };
+/**
+ * The statements TypeORM ran since the last call, each with a number per query runner: the runner's
+ * preflight checks with it that every variant runs a request's statements in one transaction on one
+ * connection. The module sends BEGIN/COMMIT on the driver connection and logs them here too.
+ */
+const traced: TracedStatement[] = [];
+const runnerIds = new WeakMap<QueryRunner, number>();
+let runnerCount = 0;
+export function takeTrace(): TracedStatement[] {
+  return traced.splice(0, traced.length);
 }
+const traceLogger: TypeOrmLogger = {
+  logQuery(query: string, _parameters?: unknown[], queryRunner?: QueryRunner) {
+    let runner = 0;
+    if (queryRunner) {
+      runner = runnerIds.get(queryRunner) ?? ++runnerCount;
+      runnerIds.set(queryRunner, runner);
+    }
+    traced.push({ runner, sql: query.replace(/\s+/g, ' ').slice(0, 60) });
+  },
+  logQueryError() {},
+  logQuerySlow() {},
+  logSchemaBuild() {},
+  logMigration() {},
+  log() {},
+};
 
 /** By hand: one QueryRunner per request, as the TypeORM docs show it. No TransactionalModule at all. */
+async function inQueryRunner<T>(dataSource: DataSource, fn: (manager: EntityManager) => Promise<T>): Promise<T> {
+  const qr = dataSource.createQueryRunner();
+  await qr.connect();
+  await qr.startTransaction();
+  try {
+    const result = await fn(qr.manager);
+    await qr.commitTransaction();
+    return result;
+  } catch (error) {
+    await qr.rollbackTransaction();
+    throw error;
+  } finally {
+    await qr.release();
+  }
+}
+
 @Controller()
 class HandwrittenController {
   constructor(private readonly dataSource: DataSource) {}
 
   @Post('transfer')
   @HttpCode(200)
-  async transfer(@Body() dto: TransferDto): Promise<{ id: number }> {
-    const qr = this.dataSource.createQueryRunner();
-    await qr.connect();
-    await qr.startTransaction();
-    try {
-      const result = await transfer(qr.manager, dto);
-      await qr.commitTransaction();
-      return result;
-    } catch (error) {
-      await qr.rollbackTransaction();
-      throw error;
-    } finally {
-      await qr.release();
-    }
+  transfer(@Body() dto: TransferDto): Promise<{ id: number }> {
+    return inQueryRunner(this.dataSource, (manager) => transfer(reposOf(manager), dto));
+  }
+
+  @Get('balances')
+  balances(@Query('from') from: string, @Query('to') to: string): Promise<unknown> {
+    return inQueryRunner(this.dataSource, (manager) => balances(reposOf(manager), from, to));
+  }
+
+  @Get('ping')
+  ping(): { ok: boolean } {
+    return { ok: true };
   }
 }
 
@@ -129,7 +141,10 @@ class AlsInterceptor implements NestInterceptor {
   }
 }
 
-/** With the module: the handler gets the request transaction's manager from `@Tx()`. */
+/**
+ * With the module: the handler gets the request transaction's manager from `@Tx()`; the `-guard-off`
+ * routes are the same with `@Transactional({ guard: 'off' })` (variant `module-throw-route-off`).
+ */
 function moduleController(): Type {
   const { Tx, Transactional } = loadLibrary();
 
@@ -138,14 +153,30 @@ function moduleController(): Type {
     @Post('transfer')
     @HttpCode(200)
     transfer(@Body() dto: TransferDto, @Tx() tx: EntityManager): Promise<{ id: number }> {
-      return transfer(tx, dto);
+      return transfer(reposOf(tx), dto);
+    }
+
+    @Get('balances')
+    balances(@Query('from') from: string, @Query('to') to: string, @Tx() tx: EntityManager): Promise<unknown> {
+      return balances(reposOf(tx), from, to);
+    }
+
+    @Get('ping')
+    ping(): { ok: boolean } {
+      return { ok: true };
     }
 
     @Post('transfer-guard-off')
     @HttpCode(200)
     @Transactional({ guard: 'off' })
     transferGuardOff(@Body() dto: TransferDto, @Tx() tx: EntityManager): Promise<{ id: number }> {
-      return transfer(tx, dto);
+      return transfer(reposOf(tx), dto);
+    }
+
+    @Get('balances-guard-off')
+    @Transactional({ guard: 'off' })
+    balancesGuardOff(@Query('from') from: string, @Query('to') to: string, @Tx() tx: EntityManager): Promise<unknown> {
+      return balances(reposOf(tx), from, to);
     }
   }
   return ModuleController;
@@ -154,25 +185,49 @@ function moduleController(): Type {
 @Module({})
 class BenchModule {}
 
-function rootModule(options: BenchAppOptions): DynamicModule {
-  const imports: DynamicModule[] = [
-    TypeOrmModule.forRoot(
-      dataSourceOptions(options.databaseUrl, options.poolSize, options.synchronousCommit) as TypeOrmModuleOptions,
-    ),
-  ];
-  if (options.variant === 'handwritten' || options.variant === 'hand-interceptor' || options.variant === 'hand-interceptor-als') {
-    const providers: Provider[] =
-      options.variant === 'handwritten'
-        ? []
-        : [{ provide: APP_INTERCEPTOR, useClass: options.variant === 'hand-interceptor' ? NoopInterceptor : AlsInterceptor }];
-    return { module: BenchModule, imports, controllers: [HandwrittenController], providers };
+async function rootModule(options: BenchAppOptions): Promise<DynamicModule> {
+  const typeOrmOptions = {
+    ...dataSourceOptions(options.databaseUrl, options.poolSize, options.synchronousCommit),
+    ...(options.traceSql ? { logging: true, logger: traceLogger } : {}),
+  } as TypeOrmModuleOptions;
+  switch (options.variant) {
+    case 'handwritten':
+    case 'hand-interceptor':
+    case 'hand-interceptor-als': {
+      const providers: Provider[] =
+        options.variant === 'handwritten'
+          ? []
+          : [{ provide: APP_INTERCEPTOR, useClass: options.variant === 'hand-interceptor' ? NoopInterceptor : AlsInterceptor }];
+      return { module: BenchModule, imports: [TypeOrmModule.forRoot(typeOrmOptions)], controllers: [HandwrittenController], providers };
+    }
+    case 'module-off':
+    case 'module-throw': {
+      const { TransactionalModule } = loadLibrary();
+      return {
+        module: BenchModule,
+        imports: [
+          TypeOrmModule.forRoot(typeOrmOptions),
+          TransactionalModule.forRoot({ guard: options.variant === 'module-throw' ? 'throw' : 'off' }),
+          TransactionalModule.forFeature([Account, Transfer]),
+        ],
+        controllers: [moduleController()],
+      };
+    }
+    case 'typeorm-transactional':
+    case 'typeorm-transactional-cls-hooked': {
+      // Loaded here, not at the top: it patches TypeORM when initialised, and only this variant's process may load it.
+      const peer = await import('./peer-typeorm-transactional');
+      return peer.typeormTransactionalModule(typeOrmOptions, options.variant === 'typeorm-transactional-cls-hooked' ? 'cls-hooked' : 'als');
+    }
+    case 'nestjs-cls-transactional':
+    case 'nestjs-cls-no-middleware': {
+      const peer = await import('./peer-nestjs-cls');
+      return peer.nestjsClsModule(typeOrmOptions, { middleware: options.variant === 'nestjs-cls-transactional' });
+    }
+    case 'module-throw-route-off':
+    case 'raw-pg':
+      throw new Error(`${options.variant} is not a Nest app of its own (see variants.ts)`);
   }
-  const { TransactionalModule } = loadLibrary();
-  imports.push(
-    TransactionalModule.forRoot({ guard: options.variant === 'module-throw' ? 'throw' : 'off' }),
-    TransactionalModule.forFeature([Account, Transfer]),
-  );
-  return { module: BenchModule, imports, controllers: [moduleController()] };
 }
 
 /**
@@ -213,10 +268,41 @@ export class CountingLogger extends ConsoleLogger {
 /** Builds and initialises the app of one variant on one adapter (not listening yet). */
 export async function createBenchApp(options: BenchAppOptions, logger = new CountingLogger()): Promise<INestApplication> {
   const appOptions = { logger };
+  const root = await rootModule(options);
   const app =
     options.adapter === 'fastify'
-      ? await NestFactory.create(rootModule(options), new FastifyAdapter(), appOptions)
-      : await NestFactory.create(rootModule(options), appOptions);
+      ? await NestFactory.create(root, new FastifyAdapter(), appOptions)
+      : await NestFactory.create(root, appOptions);
   await app.init();
   return app;
+}
+
+/** Starts one Nest variant on 127.0.0.1, with the pool counters the runner's leak check reads. */
+export async function startNestServer(options: BenchAppOptions, port: number): Promise<RunningServer> {
+  const logger = new CountingLogger();
+  const app = await createBenchApp(options, logger);
+  await app.listen(port, '127.0.0.1');
+  const { port: actual } = app.getHttpServer().address() as AddressInfo;
+  // Query runners still connected and pool counters (node-postgres pool).
+  const driver = app.get(DataSource).driver as unknown as {
+    connectedQueryRunners?: unknown[];
+    master?: { totalCount: number; idleCount: number; waitingCount: number };
+  };
+  const stats = () => ({
+    connectedQueryRunners: driver.connectedQueryRunners?.length,
+    poolTotal: driver.master?.totalCount,
+    poolIdle: driver.master?.idleCount,
+    poolWaiting: driver.master?.waitingCount,
+    loggedErrors: logger.total,
+    logged: Object.fromEntries(logger.counts),
+  });
+  return {
+    port: actual,
+    stats,
+    busy: () => {
+      const s = stats();
+      return (s.connectedQueryRunners ?? 0) > 0 || (s.poolWaiting ?? 0) > 0 || (s.poolTotal ?? 0) !== (s.poolIdle ?? 0);
+    },
+    close: () => app.close(),
+  };
 }
