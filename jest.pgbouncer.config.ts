@@ -19,11 +19,6 @@ const config: Config = {
     // It starts PgBouncers of its own, in front of the server itself.
     '<rootDir>/test/e2e/faults-pgbouncer\\.e2e-spec\\.ts$',
   ],
-  // A claim transaction pooling does not have, and no library could keep: that a connection given back
-  // to the pool is the same server backend (same pid) as the one the transaction ran on. Through
-  // PgBouncer the client connection goes back; its next transaction may run on any server connection.
-  // The rest of that test (rollback, release, no transaction left) is asserted by the other tests here.
-  testNamePattern: '^(?!.*rolls back and releases the connection right away, while the handler still waits$)',
   globalSetup: '<rootDir>/test/support/pgbouncer-global-setup.ts',
   globalTeardown: '<rootDir>/test/support/pgbouncer-global-teardown.ts',
 };

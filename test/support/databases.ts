@@ -31,6 +31,14 @@ export function postgresOnlyRun(): boolean {
   return envValue('TEST_ENGINES') === 'postgres';
 }
 
+/**
+ * Whether this is the PgBouncer run, where the app's data sources connect through PgBouncer in
+ * transaction pooling: a client connection's next transaction may run on any server backend.
+ */
+export function throughPgBouncer(): boolean {
+  return envValue('DATABASE_DIRECT_URL') !== undefined;
+}
+
 /** A `describe` that registers nothing: MariaDB blocks of a PostgreSQL-only run are not part of it. */
 const notInThisRun = Object.assign(() => undefined, {
   each: () => () => undefined,
