@@ -165,8 +165,9 @@ function routeArguments(controller: Function, name: string, original: Handler): 
   return { httpIndex, txArgs };
 }
 
-function httpArgs(_data: unknown, context: ExecutionContext): unknown[] {
-  return context.getArgs();
+/** The hidden argument: on an application without the module (same class), nothing. */
+function httpArgs(_data: unknown, context: ExecutionContext): unknown[] | undefined {
+  return (context.getHandler() as { [WRAPPED_HANDLER]?: true })[WRAPPED_HANDLER] === true ? context.getArgs() : undefined;
 }
 
 /** Whether Nest may run interceptors around the handler (unknown global ones count as some). */
