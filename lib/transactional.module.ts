@@ -1,5 +1,5 @@
-import { type DynamicModule, Global, Module, type Provider } from '@nestjs/common';
-import { APP_INTERCEPTOR } from '@nestjs/core';
+import { type DynamicModule, Global, Module, type NestModule, type Provider } from '@nestjs/common';
+import { ModulesContainer } from '@nestjs/core';
 import { getDataSourceToken } from '@nestjs/typeorm';
 import type { DataSource } from 'typeorm';
 import { DataSourceRegistry, DEFAULT_DATA_SOURCE } from './core/data-source-registry';
@@ -8,7 +8,7 @@ import { DataSourceCounters } from './core/stats';
 import { TransactionHost, TransactionRunner } from './core/transaction-runner';
 import { TransactionalOptionsError } from './errors';
 import { installConnectionGuard } from './guard/connection-guard';
-import { TransactionInterceptor } from './interceptor/transaction.interceptor';
+import { wrapRoutes } from './http/route-wrapper';
 import { createTxRepository, type EntityClassOrSchema, getTxRepositoryToken } from './repository/tx-repository';
 import {
   ASYNC_OPTIONS_TYPE,
@@ -18,18 +18,26 @@ import {
 } from './transactional.module-definition';
 import { resolveModuleOptions, type TransactionalModuleOptions } from './transactional.options';
 
-/** What every `forRoot()` shares within one application: one registry, one runner, one interceptor. */
+/**
+ * What every `forRoot()` shares within one application: one registry, one runner, and the route
+ * handlers' wrapping, done once the controllers exist and before Nest registers the routes (Nest
+ * calls `configure()` of every module right before it does).
+ */
 @Global()
 @Module({
-  providers: [
-    DataSourceRegistry,
-    TransactionRunner,
-    TransactionHost,
-    { provide: APP_INTERCEPTOR, useClass: TransactionInterceptor },
-  ],
+  providers: [DataSourceRegistry, TransactionRunner, TransactionHost],
   exports: [DataSourceRegistry, TransactionRunner, TransactionHost],
 })
-export class TransactionalCoreModule {}
+export class TransactionalCoreModule implements NestModule {
+  constructor(
+    private readonly modules: ModulesContainer,
+    private readonly runner: TransactionRunner,
+  ) {}
+
+  configure(): void {
+    wrapRoutes(this.modules, this.runner);
+  }
+}
 
 /**
  * One HTTP request, one transaction, one pooled connection. `forRoot()` (or `forRootAsync()`) once

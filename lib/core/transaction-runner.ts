@@ -61,7 +61,7 @@ export class TransactionRunner {
   }
 
   /**
-   * @internal The interceptor's and `run()`'s shared lifecycle.
+   * @internal The HTTP routes' and `run()`'s shared lifecycle.
    * Runs `fn` as a new unit of work, settles it, and runs it again in a fresh one after a deadlock or
    * serialization failure when `options.retry` allows: bounded attempts, exponential backoff with full
    * jitter, each retry logged, the last error surfaced. Hooks of failed attempts never run.

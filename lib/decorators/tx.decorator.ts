@@ -1,5 +1,5 @@
 import { createParamDecorator } from '@nestjs/common';
-import { requireManager } from '../core/transaction-context';
+import { txParam } from '../http/tx-param';
 
 /**
  * The request transaction's `EntityManager` (of the named data source, default `'default'`).
@@ -10,6 +10,4 @@ import { requireManager } from '../core/transaction-context';
  *   return this.transfers.create(tx, dto);
  * }
  */
-export const Tx = createParamDecorator((dataSource: string | undefined) =>
-  requireManager(dataSource, dataSource === undefined ? '@Tx()' : `@Tx('${dataSource}')`),
-);
+export const Tx = createParamDecorator(txParam);
