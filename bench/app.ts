@@ -11,7 +11,10 @@ import {
   HttpCode,
   type INestApplication,
   Injectable,
+  type MiddlewareConsumer,
   Module,
+  type NestMiddleware,
+  type NestModule,
   type NestInterceptor,
   Post,
   type Provider,
@@ -141,6 +144,21 @@ class AlsInterceptor implements NestInterceptor {
   }
 }
 
+/** The rest of the request (guards, pipes, handler) inside `AsyncLocalStorage.run()`: no interceptor. */
+@Injectable()
+class AlsMiddleware implements NestMiddleware {
+  use(_request: unknown, _response: unknown, next: () => void): void {
+    requestContext.run({ startedAt: Date.now() }, next);
+  }
+}
+
+@Module({})
+class AlsBenchModule implements NestModule {
+  configure(consumer: MiddlewareConsumer): void {
+    consumer.apply(AlsMiddleware).forRoutes('*');
+  }
+}
+
 /**
  * With the module: the handler gets the request transaction's manager from `@Tx()`; the `-guard-off`
  * routes are the same with `@Transactional({ guard: 'off' })` (variant `module-throw-route-off`).
@@ -191,6 +209,8 @@ async function rootModule(options: BenchAppOptions): Promise<DynamicModule> {
     ...(options.traceSql ? { logging: true, logger: traceLogger } : {}),
   } as TypeOrmModuleOptions;
   switch (options.variant) {
+    case 'hand-als':
+      return { module: AlsBenchModule, imports: [TypeOrmModule.forRoot(typeOrmOptions)], controllers: [HandwrittenController] };
     case 'handwritten':
     case 'hand-interceptor':
     case 'hand-interceptor-als': {

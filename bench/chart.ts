@@ -18,6 +18,7 @@ const COLORS: Record<Variant, string> = {
   'raw-pg': '#d9d9d9',
   'hand-interceptor': '#bcbddc',
   'hand-interceptor-als': '#756bb1',
+  'hand-als': '#9e9ac8',
   'typeorm-transactional-cls-hooked': '#fdae6b',
   'nestjs-cls-no-middleware': '#a1d99b',
 };

@@ -19,6 +19,8 @@ export const DEFAULT_VARIANTS = [
  * Opt-in diagnostics (`--variants=...`), each isolating one ingredient of a variant's cost:
  * - `hand-interceptor`: `handwritten` plus a global no-op interceptor (Nest's interceptor pipeline);
  * - `hand-interceptor-als`: that interceptor also runs the handler inside `AsyncLocalStorage.run()`;
+ * - `hand-als`: `handwritten` with the request run inside `AsyncLocalStorage.run()` by a middleware, no
+ *   interceptor: what propagating a context costs by itself (on Node 20, promise hooks for every promise);
  * - `typeorm-transactional-cls-hooked`: typeorm-transactional on its legacy default storage driver
  *   (`cls-hooked`, what `initializeTransactionalContext()` with no options still selects in 0.5);
  * - `nestjs-cls-no-middleware`: @nestjs-cls/transactional without the CLS middleware, so `@Transactional()`
@@ -27,6 +29,7 @@ export const DEFAULT_VARIANTS = [
 export const DIAGNOSTIC_VARIANTS = [
   'hand-interceptor',
   'hand-interceptor-als',
+  'hand-als',
   'typeorm-transactional-cls-hooked',
   'nestjs-cls-no-middleware',
 ] as const;
@@ -63,6 +66,7 @@ export const LABELS: Record<Variant, string> = {
   'raw-pg': 'raw pg (no Nest, no TypeORM)',
   'hand-interceptor': 'hand-written + no-op interceptor',
   'hand-interceptor-als': 'hand-written + interceptor + ALS',
+  'hand-als': 'hand-written + ALS (middleware)',
   'typeorm-transactional-cls-hooked': 'typeorm-transactional (cls-hooked)',
   'nestjs-cls-no-middleware': '@nestjs-cls/transactional, no CLS middleware',
 };
