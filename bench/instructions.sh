@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Instructions per request, counted by valgrind (callgrind): the same count whatever else the machine
+# is doing, where req/s on a shared machine moves by more than the differences it measures.
+#
+#   npm run build && npx tsc -p bench/tsconfig.json && bash bench/instructions.sh
+#   BENCH_ADAPTERS=fastify BENCH_VARIANTS=handwritten,module-throw bash bench/instructions.sh
+#
+# Each variant's server (bench/dist/server.js) runs under callgrind with counting off; it serves
+# BENCH_IC_WARMUP transfers (default 2000: the JIT must be done compiling, or its work is counted),
+# then counting is switched on for BENCH_IC_REQUESTS more (default 500), 10 at a time. Only the server's
+# user-space instructions are counted (not the kernel's, not PostgreSQL's). About 3 minutes per variant.
+# Needs valgrind (Debian package valgrind) and seeded bench tables (run `npm run bench -- --quick` once).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+variants=${BENCH_VARIANTS:-handwritten,hand-als,module-off,module-throw}
+adapters=${BENCH_ADAPTERS:-express,fastify}
+warmup=${BENCH_IC_WARMUP:-2000}
+requests=${BENCH_IC_REQUESTS:-500}
+autocannon=node_modules/.bin/autocannon
+command -v callgrind_control >/dev/null || { echo "valgrind is not installed: apt-get install -y valgrind" >&2; exit 1; }
+[ -f bench/dist/server.js ] || { echo "bench/dist/server.js is missing: npx tsc -p bench/tsconfig.json" >&2; exit 1; }
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# Prints the instructions per request of one variant on one adapter.
+count() {
+  local variant=$1 adapter=$2 port=$((20000 + RANDOM % 20000))
+  valgrind --tool=callgrind --instr-atstart=no --smc-check=all-non-file \
+    --callgrind-out-file="$work/cg.%p" node bench/dist/server.js "$variant" "$adapter" "$port" >"$work/server.log" 2>&1 &
+  local pid=$! i
+  for ((i = 0; i < 600; i++)); do
+    grep -q READY "$work/server.log" && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 1
+  done
+  if ! grep -q READY "$work/server.log"; then
+    echo "$variant/$adapter did not start:" >&2
+    cat "$work/server.log" >&2
+    kill "$pid" 2>/dev/null || true
+    return 1
+  fi
+  local load=(-c 10 -m POST -H content-type=application/json -b '{"from":1,"to":2,"amount":1}' "http://127.0.0.1:$port/transfer")
+  "$autocannon" -a "$warmup" "${load[@]}" >/dev/null 2>&1
+  callgrind_control -i on "$pid" >/dev/null
+  "$autocannon" -a "$requests" "${load[@]}" >/dev/null 2>&1
+  callgrind_control -d "$pid" >/dev/null
+  callgrind_control -i off "$pid" >/dev/null
+  kill -TERM "$pid"
+  wait "$pid" 2>/dev/null || true
+  local total
+  total=$(grep -h '^summary:\|^totals:' "$work"/cg.* | awk '{ s += $2 } END { print s }')
+  rm -f "$work"/cg.*
+  echo $((total / requests))
+}
+
+echo "| adapter | variant | instructions per POST /transfer | hand-written ÷ variant |"
+echo "|---|---|---|---|"
+IFS=, read -ra adapter_list <<<"$adapters"
+IFS=, read -ra variant_list <<<"$variants"
+for adapter in "${adapter_list[@]}"; do
+  baseline=""
+  for variant in "${variant_list[@]}"; do
+    ir=$(count "$variant" "$adapter")
+    [ "$variant" = handwritten ] && baseline=$ir
+    ratio=$([ -n "$baseline" ] && awk -v b="$baseline" -v v="$ir" 'BEGIN { printf "%.3f", b / v }' || echo n/a)
+    printf '| %s | %s | %s | %s |\n' "$adapter" "$variant" "$(printf "%'d" "$ir")" "$ratio"
+  done
+done
