@@ -4,6 +4,7 @@
 #
 #   npm run build && npx tsc -p bench/tsconfig.json && bash bench/instructions.sh
 #   BENCH_ADAPTERS=fastify BENCH_VARIANTS=handwritten,module-throw bash bench/instructions.sh
+#   BENCH_IC_ROUTE=ping bash bench/instructions.sh        # GET /ping, the route without a database
 #
 # Each variant's server (bench/dist/server.js) runs under callgrind with counting off; it serves
 # BENCH_IC_WARMUP transfers (default 2000: the JIT must be done compiling, or its work is counted),
@@ -17,6 +18,12 @@ variants=${BENCH_VARIANTS:-handwritten,hand-als,module-off,module-throw}
 adapters=${BENCH_ADAPTERS:-express,fastify}
 warmup=${BENCH_IC_WARMUP:-2000}
 requests=${BENCH_IC_REQUESTS:-500}
+route=${BENCH_IC_ROUTE:-transfer}
+case "$route" in
+  transfer) request=(-m POST -H content-type=application/json -b '{"from":1,"to":2,"amount":1}') ;;
+  ping) request=(-m GET) ;;
+  *) echo "BENCH_IC_ROUTE must be transfer or ping, got $route" >&2; exit 1 ;;
+esac
 autocannon=node_modules/.bin/autocannon
 command -v callgrind_control >/dev/null || { echo "valgrind is not installed: apt-get install -y valgrind" >&2; exit 1; }
 [ -f bench/dist/server.js ] || { echo "bench/dist/server.js is missing: npx tsc -p bench/tsconfig.json" >&2; exit 1; }
@@ -40,7 +47,7 @@ count() {
     kill "$pid" 2>/dev/null || true
     return 1
   fi
-  local load=(-c 10 -m POST -H content-type=application/json -b '{"from":1,"to":2,"amount":1}' "http://127.0.0.1:$port/transfer")
+  local load=(-c 10 "${request[@]}" "http://127.0.0.1:$port/$route")
   "$autocannon" -a "$warmup" "${load[@]}" >/dev/null 2>&1
   callgrind_control -i on "$pid" >/dev/null
   "$autocannon" -a "$requests" "${load[@]}" >/dev/null 2>&1
@@ -54,7 +61,7 @@ count() {
   echo $((total / requests))
 }
 
-echo "| adapter | variant | instructions per POST /transfer | hand-written ÷ variant |"
+echo "| adapter | variant | instructions per request of /$route | hand-written ÷ variant |"
 echo "|---|---|---|---|"
 IFS=, read -ra adapter_list <<<"$adapters"
 IFS=, read -ra variant_list <<<"$variants"

@@ -36,6 +36,8 @@ class ReportedCall {
 const current = new AsyncLocalStorage<TransactionContext | ReportedCall>();
 
 const logger = new Logger('TransactionalModule');
+const COMMITTED: Promise<Outcome> = Promise.resolve('committed');
+const ROLLED_BACK: Promise<Outcome> = Promise.resolve('rolledBack');
 /** On each library-made QueryRunner and its manager: the transaction they belong to. */
 const SOURCE = Symbol('nestjs-request-transaction:source');
 
@@ -181,9 +183,16 @@ export class TransactionContext {
   settle(commit: boolean, reason?: string): Promise<Outcome> {
     if (this.settlement === undefined) {
       this.reason = reason;
-      this.settlement = this.finish(commit);
+      this.settlement = this.sources.size === 0 && this.hookScopes === undefined ? this.finishUntouched(commit) : this.finish(commit);
     }
     return this.settlement;
+  }
+
+  /** Nothing asked for a connection and no hook was registered: there is nothing to send, release or run. */
+  private finishUntouched(commit: boolean): Promise<Outcome> {
+    this.state = commit ? 'committed' : 'rolledBack';
+    this.registry.counters.openUnitsOfWork -= 1;
+    return commit ? COMMITTED : ROLLED_BACK;
   }
 
   private async finish(commit: boolean): Promise<Outcome> {

@@ -1,7 +1,6 @@
-import type { ExecutionContext } from '@nestjs/common';
 import { HttpException } from '@nestjs/common';
 import {
-  CUSTOM_ROUTE_ARGS_METADATA,
+  RESPONSE_PASSTHROUGH_METADATA,
   INTERCEPTORS_METADATA,
   PATH_METADATA,
   ROUTE_ARGS_METADATA,
@@ -19,24 +18,30 @@ import { txParam, txUse, WRAPPED_HANDLER } from './tx-param';
 
 /** Express and Fastify requests: the route pattern, for messages. */
 type HttpRequest = IncomingMessage & { route?: { path?: string }; routeOptions?: { url?: string }; originalUrl?: string };
-type HttpReply = ServerResponse | { raw: ServerResponse };
+/** Express's response (`req` set by Express) or Fastify's reply. */
+type HttpReply = (ServerResponse & { req?: HttpRequest }) | { raw: ServerResponse; request: HttpRequest };
 type Handler = (...args: unknown[]) => unknown;
 
 /**
- * The parameter type of the hidden argument every wrapped route gets past its own: Nest's
- * `[request, response, next]`, which the wrapper needs (client disconnects, retries) and removes
- * before it calls the handler.
+ * Nest's built-in route parameter types (`RouteParamtypes`): the response, and `next`. The wrapper
+ * needs the response (client disconnects, retries). Unless the handler takes it itself (`@Res()`), the
+ * route gets one more argument past its own: Nest's response parameter, which costs Nest neither pipes
+ * nor an execution context per request; the wrapper removes it before it calls the handler.
  */
-const HTTP_ARGS_PARAMTYPE = 'nestjs-request-transaction/http';
-const HTTP_ARGS_KEY_PREFIX = `${HTTP_ARGS_PARAMTYPE}${CUSTOM_ROUTE_ARGS_METADATA}:`;
+const RESPONSE_PARAM = 1;
+const NEXT_PARAM = 2;
+/** On a controller method: the index of the response argument the library declared for it. */
+const HIDDEN_RESPONSE = 'nestjs-request-transaction:hidden-response';
 
 /** What a wrapped route knows, computed once at bootstrap. */
 interface Route {
   readonly original: Handler;
   readonly runner: TransactionRunner;
   readonly options: TransactionOptions;
-  /** Index of the hidden argument: the handler's own arguments come before it. */
-  readonly httpIndex: number;
+  /** Index of the response among Nest's arguments. */
+  readonly responseIndex: number;
+  /** Whether that argument is the library's own (past the handler's, removed before the call). */
+  readonly hidden: boolean;
   /** `@Tx()` arguments, replaced by the unit of work's managers on every attempt. */
   readonly txArgs: ReadonlyArray<{ index: number; dataSource: string | undefined; use: string }>;
 }
@@ -131,43 +136,41 @@ function methodNames(prototype: object): Set<string> {
 }
 
 /**
- * The route's `@Tx()` arguments, and its hidden argument: declared (once per class and method:
- * class metadata is shared by every application) at an index past the handler's own.
+ * The route's `@Tx()` arguments, and where its response is: the handler's own `@Res()` argument, or one
+ * declared (once per class and method: class metadata is shared by every application) past its own.
  */
-function routeArguments(controller: Function, name: string, original: Handler): Pick<Route, 'httpIndex' | 'txArgs'> {
+function routeArguments(controller: Function, name: string, original: Handler): Pick<Route, 'responseIndex' | 'hidden' | 'txArgs'> {
   const metadata = (Reflect.getMetadata(ROUTE_ARGS_METADATA, controller, name) ?? {}) as Record<
     string,
     { index: number; factory?: unknown; data?: unknown }
   >;
-  let httpIndex: number | undefined;
+  const declared = Reflect.getMetadata(HIDDEN_RESPONSE, controller, name) as number | undefined;
   let own = Math.max(original.length, ((Reflect.getMetadata('design:paramtypes', controller.prototype, name) ?? []) as unknown[]).length);
+  let usersResponse: number | undefined;
+  let takesNext = false;
   const txArgs: Route['txArgs'][number][] = [];
   for (const [key, param] of Object.entries(metadata)) {
-    if (key.startsWith(HTTP_ARGS_KEY_PREFIX)) {
-      httpIndex = param.index;
-      continue;
-    }
+    if (param.index === declared) continue;
     own = Math.max(own, param.index + 1);
+    if (key.startsWith(`${RESPONSE_PARAM}:`)) usersResponse = param.index;
+    if (key.startsWith(`${NEXT_PARAM}:`)) takesNext = true;
     if (param.factory === txParam) {
       const dataSource = param.data as string | undefined;
       txArgs.push({ index: param.index, dataSource, use: txUse(dataSource) });
     }
   }
-  if (httpIndex === undefined) {
-    httpIndex = own;
-    Reflect.defineMetadata(
-      ROUTE_ARGS_METADATA,
-      { ...metadata, [`${HTTP_ARGS_KEY_PREFIX}${httpIndex}`]: { index: httpIndex, factory: httpArgs, data: undefined, pipes: [] } },
-      controller,
-      name,
-    );
-  }
-  return { httpIndex, txArgs };
-}
-
-/** The hidden argument: on an application without the module (same class), nothing. */
-function httpArgs(_data: unknown, context: ExecutionContext): unknown[] | undefined {
-  return (context.getHandler() as { [WRAPPED_HANDLER]?: true })[WRAPPED_HANDLER] === true ? context.getArgs() : undefined;
+  if (declared !== undefined) return { responseIndex: declared, hidden: true, txArgs };
+  if (usersResponse !== undefined) return { responseIndex: usersResponse, hidden: false, txArgs };
+  Reflect.defineMetadata(
+    ROUTE_ARGS_METADATA,
+    { ...metadata, [`${RESPONSE_PARAM}:${own}`]: { index: own, data: undefined, pipes: [] } },
+    controller,
+    name,
+  );
+  // Nest answers for a handler that takes the response only with passthrough (`@Res({ passthrough: true })`).
+  if (!takesNext) Reflect.defineMetadata(RESPONSE_PASSTHROUGH_METADATA, true, controller, name);
+  Reflect.defineMetadata(HIDDEN_RESPONSE, own, controller, name);
+  return { responseIndex: own, hidden: true, txArgs };
 }
 
 /** Whether Nest may run interceptors around the handler (unknown global ones count as some). */
@@ -205,11 +208,12 @@ function withRoutes(metatype: new (...args: unknown[]) => object, routes: Map<st
 
 /** The function Nest calls for the route: same metadata, same name, same `this`, same arguments. */
 function createHandler(route: Route, intercepted: boolean): Handler {
-  const { httpIndex } = route;
+  const { responseIndex, hidden } = route;
   const handler = function (this: unknown, ...args: unknown[]): unknown {
-    const [request, reply] = args[httpIndex] as [HttpRequest, HttpReply];
-    args.length = httpIndex;
+    const reply = args[responseIndex] as HttpReply;
+    if (hidden) args.length = responseIndex;
     const response = 'raw' in reply ? reply.raw : reply;
+    const request = ('raw' in reply ? reply.request : reply.req) as HttpRequest;
     if (!intercepted) return new RouteCall(route, this, args, request, response).run();
     return new Observable((subscriber) => {
       const call = new RouteCall(route, this, args, request, response);
