@@ -38,6 +38,8 @@ export interface Dialect {
   isRetryable(error: unknown): boolean;
   /** A statement or idle-in-transaction timeout fired. */
   isTimeout(error: unknown): boolean;
+  /** The driver already knows the connection is dead (it broke after the pool handed it out). */
+  isBroken(connection: unknown): boolean;
   poolStats(dataSource: DataSource): PoolStats;
   /** Releases a query runner whose connection may be mid-transaction: the pool must not reuse it. */
   destroy(queryRunner: QueryRunner, cause: unknown): Promise<void>;
@@ -81,6 +83,10 @@ const postgres: Dialect = {
     const e = driverError(error);
     if (e?.code === '25P03') return true;
     return e?.code === '57014' && /statement timeout/.test(String(e.message));
+  },
+  isBroken(connection) {
+    const client = connection as { _queryable?: boolean; _ending?: boolean };
+    return client._queryable === false || client._ending === true;
   },
   poolStats(dataSource) {
     const pool = (dataSource.driver as unknown as {
@@ -152,6 +158,10 @@ const mysql: Dialect = {
     const errno = driverError(error)?.errno;
     // 1969: MariaDB max_statement_time; 3024: MySQL max_execution_time.
     return errno === 1969 || errno === 3024;
+  },
+  isBroken(connection) {
+    // mysql2 refuses commands once it closes the connection ("Can't add new command when connection is in closed state").
+    return (connection as { _closing?: boolean })._closing === true;
   },
   poolStats(dataSource) {
     const pool = (dataSource.driver as unknown as {

@@ -473,6 +473,15 @@ class SourceTransaction {
     };
   }
 
+  private brokenError(cause: unknown): TransactionalError {
+    const reason = cause instanceof Error ? cause.message : String(cause);
+    return new TransactionalError(
+      `The connection of ${this.ctx.label} had broken before its transaction began (${reason}): nothing was sent ` +
+        `on it, and it was discarded. The request can be retried once the database is reachable.`,
+      { cause },
+    );
+  }
+
   private lostError(): Error {
     const cause = this.lost;
     const reason = cause instanceof Error ? cause.message : String(cause);
@@ -510,7 +519,13 @@ class SourceTransaction {
     const begin = this.depth === 1 ? this.entry.dialect.beginStatements(connection, this.spec) : ['SAVEPOINT typeorm_1'];
     await this.broadcast('BeforeTransactionStart');
     const sent = this.slowMs === undefined ? 0 : performance.now();
-    await this.send(connection, begin);
+    try {
+      await this.send(connection, begin);
+    } catch (error) {
+      // Broken between the pool and here (a restart): the pool could not know, and nothing was sent.
+      if (this.entry.dialect.isBroken(connection)) throw this.brokenError(error);
+      throw error;
+    }
     if (this.slowMs !== undefined) this.busyMs += performance.now() - sent;
     this.began = true;
     await this.broadcast('AfterTransactionStart');

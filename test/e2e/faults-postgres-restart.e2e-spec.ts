@@ -150,8 +150,9 @@ class Load {
 const CLEAR_FAILURES: Record<string, RegExp> = {
   // No connection could be had: refused, reset, or not answered within the acquisition timeout.
   ConnectionAcquisitionError: /^POST \/transfers got no connection of data source 'default' after \d+ ms/,
-  // Caught mid-transaction: the next statement of the handler, or its COMMIT.
-  TransactionalError: /^The connection of POST \/transfers was lost while its transaction was open/,
+  // Caught mid-transaction: the next statement of the handler, or its COMMIT; or handed out by the pool
+  // already broken, before BEGIN.
+  TransactionalError: /^The connection of POST \/transfers (was lost while its transaction was open|had broken before its transaction began)/,
   // Caught mid-statement: the server's own reason.
   QueryFailedError: /terminating connection due to administrator command|Connection terminated/,
 };
