@@ -476,8 +476,8 @@ class SourceTransaction {
   private brokenError(cause: unknown): TransactionalError {
     const reason = cause instanceof Error ? cause.message : String(cause);
     return new TransactionalError(
-      `The connection of ${this.ctx.label} had broken before its transaction began (${reason}): nothing was sent ` +
-        `on it, and it was discarded. The request can be retried once the database is reachable.`,
+      `The connection of ${this.ctx.label} had broken before its transaction began (${reason}): none of its work ` +
+        `reached the database, and the connection was discarded. The request can be retried once the database is reachable.`,
       { cause },
     );
   }

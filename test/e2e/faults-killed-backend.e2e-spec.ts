@@ -305,7 +305,7 @@ describe.each(engines)('when the server kills a connection, on $name', (engine) 
           expect(answer.status).toBe(500);
           expect(answer.body).toMatchObject({ name: 'TransactionalError' });
           expect(answer.body.message).toMatch(
-            /^The connection of POST \/killed\/between-statements had broken before its transaction began \(.+\): nothing was sent on it, and it was discarded\./,
+            /^The connection of POST \/killed\/between-statements had broken before its transaction began \(.+\): none of its work reached the database, and the connection was discarded\./,
           );
           // The broken client left the pool (its server connection is fine: through PgBouncer it serves on).
           expect(pool._clients).not.toContain(broken);
