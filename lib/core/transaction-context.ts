@@ -229,9 +229,16 @@ export class TransactionContext {
     return false;
   }
 
-  /** Turns a database timeout into a `TransactionTimeoutError`; other errors pass unchanged. */
+  /**
+   * Turns a database timeout into a `TransactionTimeoutError`, and the failure of a statement whose
+   * connection ended under it into the lost-connection error; other errors pass unchanged.
+   */
   explain(error: unknown): unknown {
     if (error instanceof TransactionalError) return error;
+    for (const source of this.sources.values()) {
+      const lost = source.lostUnder(error);
+      if (lost !== undefined) return lost;
+    }
     for (const source of this.sources.values()) {
       if (source.entry.dialect.isTimeout(error)) {
         return new TransactionTimeoutError(
@@ -471,6 +478,19 @@ class SourceTransaction {
       emitter.off('error', onLost);
       emitter.off('end', onLost);
     };
+  }
+
+  /**
+   * The lost-connection error, when `error` failed a statement of this transaction whose connection has
+   * ended since (the server or a proxy between closed it): the error alone may not say so (PgBouncer's
+   * own message, a driver's refusal).
+   */
+  lostUnder(error: unknown): Error | undefined {
+    if (this.lost === undefined) return undefined;
+    if (this.entry.dialect.isTimeout(error) || this.entry.dialect.isTimeout(this.lost)) return undefined;
+    // The statement's failure carries the server's reason; the end of the connection that followed, seldom.
+    this.lost = error;
+    return this.lostError();
   }
 
   private brokenError(cause: unknown): TransactionalError {
