@@ -9,11 +9,12 @@
  * Opt-in variant `nestjs-cls-no-middleware`: the same without the middleware; `@Transactional()` then
  * opens the CLS context itself, and routes without it run outside any context.
  */
-import { Body, Controller, type DynamicModule, Get, HttpCode, Injectable, Module, Post, Query } from '@nestjs/common';
+import { type DynamicModule, Injectable, Module } from '@nestjs/common';
 import { getDataSourceToken, TypeOrmModule, type TypeOrmModuleOptions } from '@nestjs/typeorm';
 import { ClsPluginTransactional, Transactional, TransactionHost } from '@nestjs-cls/transactional';
 import { TransactionalAdapterTypeOrm } from '@nestjs-cls/transactional-adapter-typeorm';
 import { ClsModule } from 'nestjs-cls';
+import { peerController } from './peer-controller';
 import { balances, reposOf, transfer, type TransferDto } from './units';
 
 @Injectable()
@@ -28,28 +29,6 @@ class TransfersService {
   @Transactional()
   balances(from: string, to: string): Promise<unknown> {
     return balances(reposOf(this.txHost.tx), from, to);
-  }
-}
-
-@Controller()
-class NestjsClsController {
-  constructor(private readonly transfers: TransfersService) {}
-
-  @Post('transfer')
-  @HttpCode(200)
-  transfer(@Body() dto: TransferDto): Promise<{ id: number }> {
-    return this.transfers.transfer(dto);
-  }
-
-  @Get('balances')
-  balances(@Query('from') from: string, @Query('to') to: string): Promise<unknown> {
-    return this.transfers.balances(from, to);
-  }
-
-  /** No `@Transactional()` here: the plugin's transactions are per method, where database work is. */
-  @Get('ping')
-  ping(): { ok: boolean } {
-    return { ok: true };
   }
 }
 
@@ -72,7 +51,7 @@ export function nestjsClsModule(typeOrmOptions: TypeOrmModuleOptions, { middlewa
         ],
       }),
     ],
-    controllers: [NestjsClsController],
+    controllers: [peerController(TransfersService)],
     providers: [TransfersService],
   };
 }

@@ -12,11 +12,12 @@
  * Only the process of this variant loads this file: initialising the library patches TypeORM's
  * `Repository` and `EntityManager` prototypes.
  */
-import { Body, Controller, type DynamicModule, Get, HttpCode, Injectable, Module, Post, Query } from '@nestjs/common';
+import { type DynamicModule, Injectable, Module } from '@nestjs/common';
 import { InjectRepository, TypeOrmModule, type TypeOrmModuleOptions } from '@nestjs/typeorm';
 import { DataSource, type DataSourceOptions, Repository } from 'typeorm';
 import { addTransactionalDataSource, initializeTransactionalContext, StorageDriver, Transactional } from 'typeorm-transactional';
 import { Account, Transfer } from './entities';
+import { peerController } from './peer-controller';
 import { balances, type Repos, transfer, type TransferDto } from './units';
 
 @Injectable()
@@ -41,28 +42,6 @@ class TransfersService {
   }
 }
 
-@Controller()
-class TypeormTransactionalController {
-  constructor(private readonly transfers: TransfersService) {}
-
-  @Post('transfer')
-  @HttpCode(200)
-  transfer(@Body() dto: TransferDto): Promise<{ id: number }> {
-    return this.transfers.transfer(dto);
-  }
-
-  @Get('balances')
-  balances(@Query('from') from: string, @Query('to') to: string): Promise<unknown> {
-    return this.transfers.balances(from, to);
-  }
-
-  /** No `@Transactional()` here: the library's transactions are per method, where database work is. */
-  @Get('ping')
-  ping(): { ok: boolean } {
-    return { ok: true };
-  }
-}
-
 @Module({})
 class TypeormTransactionalBenchModule {}
 
@@ -81,7 +60,7 @@ export function typeormTransactionalModule(typeOrmOptions: TypeOrmModuleOptions,
       }),
       TypeOrmModule.forFeature([Account, Transfer]),
     ],
-    controllers: [TypeormTransactionalController],
+    controllers: [peerController(TransfersService)],
     providers: [TransfersService],
   };
 }
