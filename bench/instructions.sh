@@ -7,8 +7,9 @@
 #   BENCH_IC_ROUTE=ping bash bench/instructions.sh        # GET /ping, the route without a database
 #
 # Each variant's server (bench/dist/server.js) runs under callgrind with counting off; it serves
-# BENCH_IC_WARMUP transfers (default 2000: the JIT must be done compiling, or its work is counted),
-# then counting is switched on for BENCH_IC_REQUESTS more (default 500), 10 at a time. Only the server's
+# BENCH_IC_WARMUP transfers (default 2000: the JIT must be done compiling, or its work is counted), then as
+# many requests of the counted route when it is another; then counting is switched on for
+# BENCH_IC_REQUESTS more (default 500), 10 at a time. Only the server's
 # user-space instructions are counted (not the kernel's, not PostgreSQL's). About 3 minutes per variant.
 # Needs valgrind (Debian package valgrind) and seeded bench tables (run `npm run bench -- --quick` once).
 set -euo pipefail
@@ -19,8 +20,9 @@ adapters=${BENCH_ADAPTERS:-express,fastify}
 warmup=${BENCH_IC_WARMUP:-2000}
 requests=${BENCH_IC_REQUESTS:-500}
 route=${BENCH_IC_ROUTE:-transfer}
+transfer=(-m POST -H content-type=application/json -b '{"from":1,"to":2,"amount":1}')
 case "$route" in
-  transfer) request=(-m POST -H content-type=application/json -b '{"from":1,"to":2,"amount":1}') ;;
+  transfer) request=("${transfer[@]}") ;;
   ping) request=(-m GET) ;;
   *) echo "BENCH_IC_ROUTE must be transfer or ping, got $route" >&2; exit 1 ;;
 esac
@@ -48,7 +50,10 @@ count() {
     return 1
   fi
   local load=(-c 10 "${request[@]}" "http://127.0.0.1:$port/$route")
-  "$autocannon" -a "$warmup" "${load[@]}" >/dev/null 2>&1
+  # Every server first serves transfers, as an application serves its database routes: the libraries
+  # that propagate a context only once a transaction ran (the peers) then do so, as they would in service.
+  "$autocannon" -a "$warmup" -c 10 "${transfer[@]}" "http://127.0.0.1:$port/transfer" >/dev/null 2>&1
+  [ "$route" = transfer ] || "$autocannon" -a "$warmup" "${load[@]}" >/dev/null 2>&1
   callgrind_control -i on "$pid" >/dev/null
   "$autocannon" -a "$requests" "${load[@]}" >/dev/null 2>&1
   callgrind_control -d "$pid" >/dev/null

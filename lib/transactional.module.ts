@@ -1,5 +1,5 @@
 import { type DynamicModule, Global, Module, type NestModule, type Provider } from '@nestjs/common';
-import { ModulesContainer } from '@nestjs/core';
+import { HttpAdapterHost, ModulesContainer } from '@nestjs/core';
 import { getDataSourceToken } from '@nestjs/typeorm';
 import type { DataSource } from 'typeorm';
 import { DataSourceRegistry, DEFAULT_DATA_SOURCE } from './core/data-source-registry';
@@ -8,7 +8,7 @@ import { DataSourceCounters } from './core/stats';
 import { TransactionHost, TransactionRunner } from './core/transaction-runner';
 import { TransactionalOptionsError } from './errors';
 import { installConnectionGuard } from './guard/connection-guard';
-import { wrapRoutes } from './http/route-wrapper';
+import { watchRouteRegistrations, wrapRoutes } from './http/route-wrapper';
 import { createTxRepository, type EntityClassOrSchema, getTxRepositoryToken } from './repository/tx-repository';
 import {
   ASYNC_OPTIONS_TYPE,
@@ -32,10 +32,12 @@ export class TransactionalCoreModule implements NestModule {
   constructor(
     private readonly modules: ModulesContainer,
     private readonly runner: TransactionRunner,
+    private readonly adapterHost: HttpAdapterHost,
   ) {}
 
   configure(): void {
     wrapRoutes(this.modules, this.runner);
+    watchRouteRegistrations(this.adapterHost.httpAdapter);
   }
 }
 

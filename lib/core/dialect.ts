@@ -32,8 +32,8 @@ export interface Dialect {
   beginStatements(connection: unknown, spec: BeginSpec): string[];
   /** Statements that undo session state the BEGIN had to set outside the transaction (MySQL timeouts). */
   endStatements(connection: unknown, spec: BeginSpec): string[];
-  /** Sends one statement on the raw driver connection, bypassing TypeORM's query runner. */
-  send(connection: unknown, sql: string): Promise<void>;
+  /** Sends one statement on the raw driver connection, bypassing TypeORM's query runner; resolves with the driver's result. */
+  send(connection: unknown, sql: string): Promise<unknown>;
   /** Deadlock or serialization failure: the whole transaction may succeed if run again. */
   isRetryable(error: unknown): boolean;
   /** A statement or idle-in-transaction timeout fired. */
@@ -72,8 +72,8 @@ const postgres: Dialect = {
     // SET LOCAL ends with the transaction.
     return [];
   },
-  async send(connection, sql) {
-    await (connection as PgClient).query(sql);
+  send(connection, sql) {
+    return (connection as PgClient).query(sql);
   },
   isRetryable(error) {
     const code = driverError(error)?.code;
@@ -146,7 +146,7 @@ const mysql: Dialect = {
     ];
   },
   send(connection, sql) {
-    return new Promise((resolve, reject) =>
+    return new Promise<void>((resolve, reject) =>
       (connection as MysqlConnection).query(sql, (err) => (err ? reject(err) : resolve())),
     );
   },

@@ -30,10 +30,11 @@ class ReportedCall {
 }
 
 /**
- * The unit of work of the running async call chain. One storage for everything: on Node 20 each
- * enabled AsyncLocalStorage adds its own work to every promise the application creates.
+ * The unit of work of the running async call chain, or the HTTP exchange of a route handler outside
+ * one. One storage for everything: on Node 20 each enabled AsyncLocalStorage adds its own work to
+ * every promise the application creates.
  */
-const current = new AsyncLocalStorage<TransactionContext | ReportedCall>();
+const current = new AsyncLocalStorage<TransactionContext | ReportedCall | object>();
 
 const logger = new Logger('TransactionalModule');
 const COMMITTED: Promise<Outcome> = Promise.resolve('committed');
@@ -44,7 +45,26 @@ const SOURCE = Symbol('nestjs-request-transaction:source');
 /** The unit of work the caller runs in, if any (settled ones included). */
 export function currentContext(): TransactionContext | undefined {
   const store = current.getStore();
-  return store instanceof ReportedCall ? store.ctx : store;
+  if (store instanceof TransactionContext) return store;
+  return store instanceof ReportedCall ? store.ctx : undefined;
+}
+
+/**
+ * Runs `fn` (a route handler the HTTP adapter calls) with its HTTP exchange as the store, outside any
+ * unit of work: the response (Express) or reply (Fastify) the route wrapper finds with `currentExchange()`.
+ */
+export function runWithExchange<T>(exchange: object, fn: (...args: unknown[]) => T, self: unknown, args: unknown[]): T {
+  return current.run(exchange, callWith, fn, self, args) as T;
+}
+
+/** The HTTP exchange `runWithExchange()` set for the running route handler, if any. */
+export function currentExchange(): object | undefined {
+  const store = current.getStore();
+  return store === undefined || store instanceof TransactionContext || store instanceof ReportedCall ? undefined : store;
+}
+
+function callWith(fn: (...args: unknown[]) => unknown, self: unknown, args: unknown[]): unknown {
+  return fn.apply(self, args);
 }
 
 /** Runs `fn` as a call the guard already reported. */
@@ -83,6 +103,22 @@ function at(holder: StackHolder | undefined): string {
   return site ? ` (at ${site})` : '';
 }
 
+/** What a unit of work runs for: a request, or one `TransactionRunner.run()`. */
+export interface UnitOfWorkOwner {
+  /** `POST /transfers`, or the runner's name: computed only when a message needs it. */
+  describe(): string;
+  /** Runs the work (one attempt of it) with `ctx` as the current unit of work. */
+  attempt(ctx: TransactionContext): unknown;
+  /** False once running the work again is no longer safe (a response already went out). */
+  canRetry?(): boolean;
+  /**
+   * Called once, before the unit of work first holds something it would have to roll back (a data
+   * source's transaction, a hook). A request starts watching for its client's disconnect here; it
+   * may settle `ctx` on the spot, and the caller then fails with the finished error.
+   */
+  engaged?(ctx: TransactionContext): void;
+}
+
 /**
  * One unit of work: a request, or one `TransactionRunner.run()`. Holds at most one QueryRunner per
  * data source, created on first use and connected (with BEGIN) on first query; settles exactly once.
@@ -98,19 +134,19 @@ export class TransactionContext {
   constructor(
     readonly registry: DataSourceRegistry,
     readonly options: TransactionOptions,
-    private readonly describe: () => string,
+    readonly owner: UnitOfWorkOwner,
   ) {
     registry.counters.openUnitsOfWork += 1;
   }
 
   /** `POST /transfers`, or the runner's name. Computed only when a message needs it. */
   get label(): string {
-    return this.describe();
+    return this.owner.describe();
   }
 
-  /** Runs `fn` with this unit of work as the current one. */
-  enter<T>(fn: () => T): T {
-    return current.run(this, fn);
+  /** Runs the owner's work with this unit of work as the current one. */
+  enter(): unknown {
+    return current.run(this, attemptOf, this);
   }
 
   manager(name: string, use: string): EntityManager {
@@ -122,10 +158,18 @@ export class TransactionContext {
     let source = this.sources.get(name);
     if (source === undefined) {
       const entry = this.registry.get(name, use);
+      this.engage(use);
       source = new SourceTransaction(this, entry);
       this.sources.set(name, source);
     }
     return source;
+  }
+
+  /** Tells the owner before the first data source or hook; fails if that settled the unit of work. */
+  private engage(use: string): void {
+    if (this.sources.size > 0 || this.hookScopes !== undefined) return;
+    this.owner.engaged?.(this);
+    if (this.state !== 'open') throw this.finishedError(use);
   }
 
   guardMode(entry: DataSourceEntry): GuardMode {
@@ -156,7 +200,10 @@ export class TransactionContext {
 
   private hookScope(use: string): HookScope {
     if (this.state !== 'open') throw this.finishedError(`TransactionHost.${use}()`);
-    this.hookScopes ??= [{ commit: [], rollback: [] }];
+    if (this.hookScopes === undefined) {
+      this.engage(`TransactionHost.${use}()`);
+      this.hookScopes = [{ commit: [], rollback: [] }];
+    }
     return this.hookScopes[this.hookScopes.length - 1];
   }
 
@@ -186,6 +233,16 @@ export class TransactionContext {
       this.settlement = this.sources.size === 0 && this.hookScopes === undefined ? this.finishUntouched(commit) : this.finish(commit);
     }
     return this.settlement;
+  }
+
+  /**
+   * Commits at once when nothing asked for a connection and no hook was registered (nothing to send,
+   * release or run): true if it did. False when there is work to end, or the unit of work already settled.
+   */
+  commitUntouched(): boolean {
+    if (this.settlement !== undefined || this.sources.size > 0 || this.hookScopes !== undefined) return false;
+    this.settlement = this.finishUntouched(true);
+    return true;
   }
 
   /** Nothing asked for a connection and no hook was registered: there is nothing to send, release or run. */
@@ -263,6 +320,10 @@ export class TransactionContext {
         `TransactionRunner.run(), or await it before the handler returns.`,
     );
   }
+}
+
+function attemptOf(ctx: TransactionContext): unknown {
+  return ctx.owner.attempt(ctx);
 }
 
 async function runHooks(hooks: Hook[], outcome: Outcome, ctx: TransactionContext): Promise<void> {
@@ -440,8 +501,7 @@ class SourceTransaction {
     }
   }
 
-  private settled(): Promise<void> | undefined {
-    if (this.inFlight === 0) return undefined;
+  private settled(): Promise<void> {
     return new Promise((resolve) => {
       this.drained = resolve;
     });
@@ -537,7 +597,8 @@ class SourceTransaction {
     this.watch(connection);
     // In a test's transaction, TypeORM's own savepoint name for depth 1 is the one the end releases.
     const begin = this.depth === 1 ? this.entry.dialect.beginStatements(connection, this.spec) : ['SAVEPOINT typeorm_1'];
-    await this.broadcast('BeforeTransactionStart');
+    const before = this.broadcast('BeforeTransactionStart');
+    if (before !== undefined) await before;
     const sent = this.slowMs === undefined ? 0 : performance.now();
     try {
       await this.send(connection, begin);
@@ -548,7 +609,8 @@ class SourceTransaction {
     }
     if (this.slowMs !== undefined) this.busyMs += performance.now() - sent;
     this.began = true;
-    await this.broadcast('AfterTransactionStart');
+    const after = this.broadcast('AfterTransactionStart');
+    if (after !== undefined) await after;
     return connection;
   }
 
@@ -664,10 +726,16 @@ class SourceTransaction {
 
   /** Commits or rolls back, then releases the connection; once. Rejects only when a commit failed. */
   end(commit: boolean): Promise<void> {
-    return (this.ending ??= this.finish(commit).finally(() => {
+    return (this.ending ??= this.endOnce(commit));
+  }
+
+  private async endOnce(commit: boolean): Promise<void> {
+    try {
+      await this.finish(commit);
+    } finally {
       this.unwatch?.();
       this.released();
-    }));
+    }
   }
 
   private async finish(commit: boolean): Promise<void> {
@@ -685,7 +753,7 @@ class SourceTransaction {
       return;
     }
     // No statement accepted while open may reach the driver after COMMIT/ROLLBACK (no new ones are accepted now).
-    await this.settled();
+    if (this.inFlight > 0) await this.settled();
     if (this.lost !== undefined) {
       // The server already ended the session, and with it the transaction.
       await this.discard(this.lost);
@@ -723,14 +791,16 @@ class SourceTransaction {
       this.depth === 1
         ? commit ? 'COMMIT' : 'ROLLBACK'
         : commit ? 'RELEASE SAVEPOINT typeorm_1' : 'ROLLBACK TO SAVEPOINT typeorm_1';
-    await this.broadcast(commit ? 'BeforeTransactionCommit' : 'BeforeTransactionRollback');
+    const before = this.broadcast(commit ? 'BeforeTransactionCommit' : 'BeforeTransactionRollback');
+    if (before !== undefined) await before;
     // Lost while the subscribers ran: the transaction is gone, there is nothing to send it to.
     if (this.lost !== undefined) throw this.lost;
     this.endSent = commit ? 'COMMIT' : 'ROLLBACK';
     await this.send(connection, [sql]);
     qr.isTransactionActive = false;
     qr.transactionDepth = this.depth - 1;
-    await this.broadcast(commit ? 'AfterTransactionCommit' : 'AfterTransactionRollback');
+    const after = this.broadcast(commit ? 'AfterTransactionCommit' : 'AfterTransactionRollback');
+    if (after !== undefined) await after;
   }
 
   private async close(connection: unknown): Promise<void> {

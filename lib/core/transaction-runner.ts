@@ -5,7 +5,7 @@ import { NoTransactionError, TransactionalOptionsError } from '../errors';
 import { resolveRetry, type RetryOptions, validateTransactionOptions, type TransactionOptions } from '../transactional.options';
 import { DEFAULT_DATA_SOURCE, DataSourceRegistry } from './data-source-registry';
 import type { TransactionalStats } from './stats';
-import { currentContext, requireManager, TransactionContext, type ContextState } from './transaction-context';
+import { currentContext, requireManager, TransactionContext, type ContextState, type UnitOfWorkOwner } from './transaction-context';
 
 /**
  * How `TransactionRunner.run()` relates to a unit of work already open around it:
@@ -26,7 +26,6 @@ export interface RunOptions extends TransactionOptions {
 
 const RUN_OPTION_KEYS = ['name', 'dataSource', 'propagation'];
 const logger = new Logger('TransactionalModule');
-const NO_RETRY = resolveRetry(false);
 
 /**
  * Runs a unit of work outside HTTP (cron jobs, queue consumers, scripts) with the same semantics as a
@@ -57,43 +56,33 @@ export class TransactionRunner {
       return propagation === 'nested' ? tx.transaction(async (savepoint) => fn(savepoint)) : fn(tx);
     }
     const label = name ?? 'TransactionRunner.run()';
-    return this.execute(transaction, () => label, (ctx) => fn(ctx.manager(dataSource, label)));
+    return this.execute(transaction, {
+      describe: () => label,
+      attempt: (ctx) => fn(ctx.manager(dataSource, label)),
+    }) as Promise<T>;
   }
 
   /**
    * @internal The HTTP routes' and `run()`'s shared lifecycle.
-   * Runs `fn` as a new unit of work, settles it, and runs it again in a fresh one after a deadlock or
-   * serialization failure when `options.retry` allows: bounded attempts, exponential backoff with full
-   * jitter, each retry logged, the last error surfaced. Hooks of failed attempts never run.
+   * Runs the owner's work as a new unit of work, settles it, and runs it again in a fresh one after a
+   * deadlock or serialization failure when `options.retry` allows: bounded attempts, exponential backoff
+   * with full jitter, each retry logged, the last error surfaced. Hooks of failed attempts never run.
+   * Returns the work's value itself, not a promise, when the work returned one synchronously and never
+   * asked for a connection or a hook: there was nothing to commit.
    */
-  execute<T>(
-    options: TransactionOptions,
-    describe: () => string,
-    fn: (ctx: TransactionContext) => Promise<T> | T,
-    /** False once running again is no longer safe (a response already went out). */
-    canRetry: () => boolean = () => true,
-  ): Promise<T> {
-    const retry = options.retry === undefined ? NO_RETRY : resolveRetry(options.retry);
-    if (retry.attempts === 1) {
-      const ctx = new TransactionContext(this.registry, options, describe);
-      return this.complete(ctx, () => fn(ctx));
-    }
-    return this.retrying(retry, options, describe, fn, canRetry);
+  execute(options: TransactionOptions, owner: UnitOfWorkOwner): unknown {
+    const retry = options.retry === undefined || options.retry === false ? undefined : resolveRetry(options.retry);
+    if (retry === undefined || retry.attempts === 1) return this.complete(new TransactionContext(this.registry, options, owner));
+    return this.retrying(retry, options, owner);
   }
 
-  private async retrying<T>(
-    retry: Required<RetryOptions>,
-    options: TransactionOptions,
-    describe: () => string,
-    fn: (ctx: TransactionContext) => Promise<T> | T,
-    canRetry: () => boolean,
-  ): Promise<T> {
+  private async retrying(retry: Required<RetryOptions>, options: TransactionOptions, owner: UnitOfWorkOwner): Promise<unknown> {
     for (let attempt = 1; ; attempt++) {
-      const ctx = new TransactionContext(this.registry, options, describe);
+      const ctx = new TransactionContext(this.registry, options, owner);
       try {
-        return await this.complete(ctx, () => fn(ctx));
+        return await this.complete(ctx);
       } catch (error) {
-        if (attempt >= retry.attempts || !ctx.isRetryable(error) || !canRetry()) throw error;
+        if (attempt >= retry.attempts || !ctx.isRetryable(error) || owner.canRetry?.() === false) throw error;
         const ceiling = Math.min(retry.maxDelayMs, retry.baseDelayMs * 2 ** (attempt - 1));
         const wait = Math.floor(Math.random() * ceiling);
         this.registry.counters.retries += 1;
@@ -102,19 +91,19 @@ export class TransactionRunner {
         );
         await delay(wait);
         // The client may have gone while we waited.
-        if (!canRetry()) throw error;
+        if (owner.canRetry?.() === false) throw error;
       }
     }
   }
 
   /**
-   * Runs `fn` inside `ctx` and settles it: the result is returned only after COMMIT succeeded;
+   * Runs the work inside `ctx` and settles it: the result is returned only after COMMIT succeeded;
    * an error rolls back first and is then rethrown (a database timeout as `TransactionTimeoutError`).
    */
-  private complete<T>(ctx: TransactionContext, fn: () => Promise<T> | T): Promise<T> {
-    let result: Promise<T> | T;
+  private complete(ctx: TransactionContext): unknown {
+    let result: unknown;
     try {
-      result = ctx.enter(fn);
+      result = ctx.enter();
     } catch (error) {
       return this.fail(ctx, error);
     }
@@ -126,7 +115,8 @@ export class TransactionRunner {
     );
   }
 
-  private commit<T>(ctx: TransactionContext, value: T): Promise<T> {
+  private commit<T>(ctx: TransactionContext, value: T): T | Promise<T> {
+    if (ctx.commitUntouched()) return value;
     return ctx.settle(true).then((outcome) => {
       // Settled earlier by someone else: an aborted request.
       if (outcome !== 'committed') throw ctx.finishedError('the handler returned and its result');
@@ -140,7 +130,8 @@ export class TransactionRunner {
   }
 }
 
-function isThenable<T>(value: Promise<T> | T): value is Promise<T> {
+/** @internal */
+export function isThenable(value: unknown): value is PromiseLike<unknown> {
   return typeof (value as { then?: unknown } | null)?.then === 'function';
 }
 

@@ -1,17 +1,11 @@
 import { HttpException } from '@nestjs/common';
-import {
-  RESPONSE_PASSTHROUGH_METADATA,
-  INTERCEPTORS_METADATA,
-  PATH_METADATA,
-  ROUTE_ARGS_METADATA,
-  SSE_METADATA,
-} from '@nestjs/common/constants';
+import { INTERCEPTORS_METADATA, PATH_METADATA, ROUTE_ARGS_METADATA, SSE_METADATA } from '@nestjs/common/constants';
 import type { ModulesContainer } from '@nestjs/core';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { EMPTY, isObservable, Observable, of, type Subscription } from 'rxjs';
 import { DEFAULT_DATA_SOURCE } from '../core/data-source-registry';
-import type { TransactionContext } from '../core/transaction-context';
-import type { TransactionRunner } from '../core/transaction-runner';
+import { currentExchange, runWithExchange, type TransactionContext, type UnitOfWorkOwner } from '../core/transaction-context';
+import { isThenable, type TransactionRunner } from '../core/transaction-runner';
 import { NO_TRANSACTION, TRANSACTIONAL_OPTIONS } from '../decorators/transactional.decorator';
 import type { TransactionOptions } from '../transactional.options';
 import { txParam, txUse, WRAPPED_HANDLER } from './tx-param';
@@ -22,28 +16,58 @@ type HttpRequest = IncomingMessage & { route?: { path?: string }; routeOptions?:
 type HttpReply = (ServerResponse & { req?: HttpRequest }) | { raw: ServerResponse; request: HttpRequest };
 type Handler = (...args: unknown[]) => unknown;
 
-/**
- * Nest's built-in route parameter types (`RouteParamtypes`): the response, and `next`. The wrapper
- * needs the response (client disconnects, retries). Unless the handler takes it itself (`@Res()`), the
- * route gets one more argument past its own: Nest's response parameter, which costs Nest neither pipes
- * nor an execution context per request; the wrapper removes it before it calls the handler.
- */
-const RESPONSE_PARAM = 1;
-const NEXT_PARAM = 2;
-/** On a controller method: the index of the response argument the library declared for it. */
-const HIDDEN_RESPONSE = 'nestjs-request-transaction:hidden-response';
-
 /** What a wrapped route knows, computed once at bootstrap. */
 interface Route {
   readonly original: Handler;
   readonly runner: TransactionRunner;
   readonly options: TransactionOptions;
-  /** Index of the response among Nest's arguments. */
-  readonly responseIndex: number;
-  /** Whether that argument is the library's own (past the handler's, removed before the call). */
-  readonly hidden: boolean;
+  /** `Controller.method()`: names the unit of work when the handler is called without HTTP. */
+  readonly name: string;
   /** `@Tx()` arguments, replaced by the unit of work's managers on every attempt. */
   readonly txArgs: ReadonlyArray<{ index: number; dataSource: string | undefined; use: string }>;
+}
+
+/** The HTTP adapter's route registration methods (Nest's `RequestMethod`s, lower-cased). */
+const ROUTE_METHODS = [
+  'get', 'post', 'put', 'delete', 'patch', 'all', 'options', 'head', 'search',
+  'propfind', 'proppatch', 'mkcol', 'copy', 'move', 'lock', 'unlock',
+] as const;
+const watchedAdapters = new WeakSet<object>();
+
+/**
+ * Has every route handler registered on the application's HTTP adapter from now on run with its
+ * response (Express) or reply (Fastify) in the library's async context, where a wrapped route finds it
+ * (to see a client disconnect) whatever guards and pipes Nest ran in between. Nest registers its
+ * routes through these methods of the adapter (`adapter.get(path, handler)`, ...); the handler keeps
+ * its metadata and own properties (Fastify's route options, versions).
+ */
+export function watchRouteRegistrations(adapter: object | undefined): void {
+  if (adapter === undefined || adapter === null || watchedAdapters.has(adapter)) return;
+  watchedAdapters.add(adapter);
+  const methods = adapter as Record<string, unknown>;
+  for (const name of ROUTE_METHODS) {
+    const register = methods[name];
+    if (typeof register !== 'function') continue;
+    methods[name] = function (this: unknown, ...args: unknown[]): unknown {
+      const last = args.length - 1;
+      if (last > 0 && typeof args[last] === 'function') args[last] = withExchange(args[last] as Handler);
+      return register.apply(this, args);
+    };
+  }
+}
+
+/** The route handler, run with its response as the current exchange. */
+function withExchange(handler: Handler): Handler {
+  const routed = function (this: unknown, ...args: unknown[]): unknown {
+    const response = args[1];
+    if (typeof response !== 'object' || response === null) return handler.apply(this, args);
+    return runWithExchange(response, handler, this, args);
+  };
+  for (const key of Reflect.getMetadataKeys(handler)) {
+    Reflect.defineMetadata(key, Reflect.getMetadata(key, handler), routed);
+  }
+  Object.assign(routed, handler);
+  return routed;
 }
 
 interface ControllerWrapper {
@@ -115,7 +139,8 @@ function wrapControllerRoutes(
         ...(Reflect.getMetadata(TRANSACTIONAL_OPTIONS, controller) as TransactionOptions | undefined),
         ...(Reflect.getMetadata(TRANSACTIONAL_OPTIONS, original) as TransactionOptions | undefined),
       },
-      ...routeArguments(controller, name, original),
+      name: `${controller.name}.${name}()`,
+      txArgs: txArguments(controller, name),
     };
     routes.set(name, createHandler(route, intercepted(original)));
   }
@@ -135,42 +160,20 @@ function methodNames(prototype: object): Set<string> {
   return names;
 }
 
-/**
- * The route's `@Tx()` arguments, and where its response is: the handler's own `@Res()` argument, or one
- * declared (once per class and method: class metadata is shared by every application) past its own.
- */
-function routeArguments(controller: Function, name: string, original: Handler): Pick<Route, 'responseIndex' | 'hidden' | 'txArgs'> {
+/** The route's `@Tx()` arguments. */
+function txArguments(controller: Function, name: string): Route['txArgs'] {
   const metadata = (Reflect.getMetadata(ROUTE_ARGS_METADATA, controller, name) ?? {}) as Record<
     string,
     { index: number; factory?: unknown; data?: unknown }
   >;
-  const declared = Reflect.getMetadata(HIDDEN_RESPONSE, controller, name) as number | undefined;
-  let own = Math.max(original.length, ((Reflect.getMetadata('design:paramtypes', controller.prototype, name) ?? []) as unknown[]).length);
-  let usersResponse: number | undefined;
-  let takesNext = false;
   const txArgs: Route['txArgs'][number][] = [];
-  for (const [key, param] of Object.entries(metadata)) {
-    if (param.index === declared) continue;
-    own = Math.max(own, param.index + 1);
-    if (key.startsWith(`${RESPONSE_PARAM}:`)) usersResponse = param.index;
-    if (key.startsWith(`${NEXT_PARAM}:`)) takesNext = true;
+  for (const param of Object.values(metadata)) {
     if (param.factory === txParam) {
       const dataSource = param.data as string | undefined;
       txArgs.push({ index: param.index, dataSource, use: txUse(dataSource) });
     }
   }
-  if (declared !== undefined) return { responseIndex: declared, hidden: true, txArgs };
-  if (usersResponse !== undefined) return { responseIndex: usersResponse, hidden: false, txArgs };
-  Reflect.defineMetadata(
-    ROUTE_ARGS_METADATA,
-    { ...metadata, [`${RESPONSE_PARAM}:${own}`]: { index: own, data: undefined, pipes: [] } },
-    controller,
-    name,
-  );
-  // Nest answers for a handler that takes the response only with passthrough (`@Res({ passthrough: true })`).
-  if (!takesNext) Reflect.defineMetadata(RESPONSE_PASSTHROUGH_METADATA, true, controller, name);
-  Reflect.defineMetadata(HIDDEN_RESPONSE, own, controller, name);
-  return { responseIndex: own, hidden: true, txArgs };
+  return txArgs;
 }
 
 /** Whether Nest may run interceptors around the handler (unknown global ones count as some). */
@@ -208,16 +211,12 @@ function withRoutes(metatype: new (...args: unknown[]) => object, routes: Map<st
 
 /** The function Nest calls for the route: same metadata, same name, same `this`, same arguments. */
 function createHandler(route: Route, intercepted: boolean): Handler {
-  const { responseIndex, hidden } = route;
   const handler = function (this: unknown, ...args: unknown[]): unknown {
-    const reply = args[responseIndex] as HttpReply;
-    if (hidden) args.length = responseIndex;
-    const response = 'raw' in reply ? reply.raw : reply;
-    const request = ('raw' in reply ? reply.request : reply.req) as HttpRequest;
-    if (!intercepted) return new RouteCall(route, this, args, request, response).run();
+    const reply = currentExchange() as HttpReply | undefined;
+    if (!intercepted) return new RouteCall(route, this, args, reply).run(true);
     return new Observable((subscriber) => {
-      const call = new RouteCall(route, this, args, request, response);
-      call.run(false).then(
+      const call = new RouteCall(route, this, args, reply);
+      Promise.resolve(call.run(false)).then(
         (value) => {
           if (call.returnedObservable ? call.emitted : true) subscriber.next(value);
           subscriber.complete();
@@ -239,44 +238,89 @@ function createHandler(route: Route, intercepted: boolean): Handler {
 /**
  * One request of a wrapped route: the handler runs inside the unit of work (again, in a fresh one,
  * on a retry), its value is returned only after COMMIT succeeded, an error is rethrown after
- * ROLLBACK, and a client that disconnects first gets its transaction rolled back.
+ * ROLLBACK, and a client that disconnects first gets its transaction rolled back. The request is
+ * watched for a disconnect from the moment its unit of work holds something to roll back: a
+ * request that never queries costs a listener nothing.
  */
-class RouteCall {
+class RouteCall implements UnitOfWorkOwner {
   private ctx?: TransactionContext;
   private aborted?: string;
+  private onClose?: () => void;
   private subscription?: Subscription;
   returnedObservable = false;
   emitted = false;
   private last: unknown;
+  private asObservable = true;
 
   constructor(
     private readonly route: Route,
     private readonly self: unknown,
     private readonly args: unknown[],
-    private readonly request: HttpRequest,
-    private readonly response: ServerResponse,
+    /** Undefined when the handler was called without HTTP (a test calling the controller). */
+    private readonly reply: HttpReply | undefined,
   ) {}
 
   /**
    * Runs the route. The handler's Observable, if it returned one, is settled: its last value (as an
-   * Observable again when `asObservable`, so that Nest answers an empty one as it would have).
+   * Observable again when `asObservable`, so that Nest answers an empty one as it would have). A value
+   * the handler returned synchronously, with nothing to commit, comes back as it is.
    */
-  run(asObservable = true): Promise<unknown> {
-    const { response } = this;
-    response.once('close', this.onClose);
-    return this.route.runner.execute(this.route.options, this.describe, this.attempt, this.canRetry).then(
-      (value) => {
-        response.off('close', this.onClose);
-        if (!this.returnedObservable) return value;
-        if (!asObservable) return this.last;
-        return this.emitted ? of(this.last) : EMPTY;
-      },
-      (error: unknown) => {
-        response.off('close', this.onClose);
-        // Nobody is listening: answer as nginx logs it (499) instead of reporting a server error.
-        throw this.aborted === undefined ? error : new HttpException('Client Closed Request', 499, { cause: error });
-      },
+  run(asObservable: boolean): unknown {
+    this.asObservable = asObservable;
+    let result: unknown;
+    try {
+      result = this.route.runner.execute(this.route.options, this);
+    } catch (error) {
+      return this.failed(error);
+    }
+    if (!isThenable(result)) return this.done(result);
+    return Promise.resolve(result).then(
+      (value) => this.done(value),
+      (error: unknown) => this.failed(error),
     );
+  }
+
+  private done(value: unknown): unknown {
+    this.stopWatching();
+    if (!this.returnedObservable) return value;
+    if (!this.asObservable) return this.last;
+    return this.emitted ? of(this.last) : EMPTY;
+  }
+
+  private failed(error: unknown): never {
+    this.stopWatching();
+    // Nobody is listening: answer as nginx logs it (499) instead of reporting a server error.
+    if (this.aborted === undefined && !this.clientGone()) throw error;
+    throw new HttpException('Client Closed Request', 499, { cause: error });
+  }
+
+  private get response(): ServerResponse | undefined {
+    const reply = this.reply;
+    return reply === undefined ? undefined : 'raw' in reply ? reply.raw : reply;
+  }
+
+  /** The connection closed before the response finished: the client went away. */
+  private clientGone(): boolean {
+    const response = this.response;
+    return response !== undefined && response.destroyed && !response.writableFinished;
+  }
+
+  engaged(): void {
+    const response = this.response;
+    if (response === undefined) return;
+    if (this.onClose === undefined) {
+      const onClose = () => {
+        if (!response.writableFinished) this.abort('the client disconnected');
+      };
+      this.onClose = onClose;
+      response.once('close', onClose);
+    }
+    // Gone before its unit of work held anything: end it now, the work must not begin.
+    if (this.clientGone()) this.abort('the client disconnected');
+  }
+
+  private stopWatching(): void {
+    if (this.onClose !== undefined) this.response?.off('close', this.onClose);
   }
 
   /** The response stream was unsubscribed: roll back if the work has not ended. */
@@ -292,21 +336,20 @@ class RouteCall {
     void this.ctx?.settle(false, reason);
   }
 
-  private readonly describe = (): string => {
-    const request = this.request;
+  describe(): string {
+    const reply = this.reply;
+    if (reply === undefined) return this.route.name;
+    const request = ('raw' in reply ? reply.request : reply.req) as HttpRequest;
     const path = request.route?.path ?? request.routeOptions?.url ?? request.originalUrl ?? request.url;
     return `${request.method} ${path}`;
-  };
-
-  private readonly onClose = (): void => {
-    // 'close' before the response finished: the client went away mid-request.
-    if (!this.response.writableFinished) this.abort('the client disconnected');
-  };
+  }
 
   /** The runner retries only while this holds: an attempt never starts after a disconnect. */
-  private readonly canRetry = (): boolean => this.aborted === undefined && !this.response.headersSent;
+  canRetry(): boolean {
+    return this.aborted === undefined && !this.clientGone() && this.response?.headersSent !== true;
+  }
 
-  private readonly attempt = (ctx: TransactionContext): unknown => {
+  attempt(ctx: TransactionContext): unknown {
     this.ctx = ctx;
     const args = this.args;
     for (const tx of this.route.txArgs) args[tx.index] = ctx.manager(tx.dataSource ?? DEFAULT_DATA_SOURCE, tx.use);
@@ -324,5 +367,5 @@ class RouteCall {
         complete: resolve,
       });
     });
-  };
+  }
 }

@@ -19,13 +19,17 @@ import {
   type PipeTransform,
   Post,
   Query,
+  Req,
   RequestTimeoutException,
   Scope,
   SetMetadata,
   UseGuards,
   UseInterceptors,
   UsePipes,
+  Version,
+  VersioningType,
 } from '@nestjs/common';
+import { RouteConfig } from '@nestjs/platform-fastify';
 import { Reflector } from '@nestjs/core';
 import { getDataSourceToken, TypeOrmModule } from '@nestjs/typeorm';
 import { from, map, mergeMap, type Observable, race, tap, throwError } from 'rxjs';
@@ -109,6 +113,22 @@ class CutInterceptor implements NestInterceptor {
   }
 }
 
+/** Lets the request wait a turn of the event loop: Nest awaits it before the handler runs. */
+@Injectable()
+class SlowGuard implements CanActivate {
+  async canActivate(): Promise<boolean> {
+    await new Promise((resolve) => setImmediate(resolve));
+    return true;
+  }
+}
+
+class SlowPipe implements PipeTransform {
+  async transform(value: unknown): Promise<unknown> {
+    await new Promise((resolve) => setImmediate(resolve));
+    return value;
+  }
+}
+
 class RecordingPipe implements PipeTransform {
   transform(value: unknown): unknown {
     probe.inPipe = currentHost?.current() ?? null;
@@ -139,6 +159,23 @@ class WrappingController {
     const count = arguments.length;
     probe.inHandler = this.host.current() ?? null;
     return { count, q, manager: tx instanceof EntityManager, open: await tx.query('SELECT 1 AS one').then(() => true) };
+  }
+
+  /** No `@Tx()`, and Nest awaits a guard and a pipe before the handler runs. */
+  @Post('slow')
+  @UseGuards(SlowGuard)
+  async slow(@Query('label', SlowPipe) label: string) {
+    await this.host.manager().insert(WrappingItem, { label });
+    probe.inserted.resolve();
+    await probe.release.promise;
+    return { ok: true };
+  }
+
+  /** Called by the test itself, not over HTTP. */
+  @Post('direct')
+  async direct(label: string) {
+    await this.host.manager().insert(WrappingItem, { label });
+    return { unitOfWork: this.host.current()?.name ?? null };
   }
 
   @Post('cut')
@@ -180,6 +217,25 @@ class ScopedController {
   }
 }
 
+/** Routes that Fastify registers with a version constraint and a route config. */
+@Controller('versioned')
+class VersionedController {
+  constructor(private readonly host: TransactionHost) {}
+
+  @Get()
+  @Version('1')
+  one() {
+    return { version: 1, unitOfWork: this.host.current()?.name ?? null };
+  }
+
+  @Get()
+  @Version('2')
+  @RouteConfig({ flavour: 'two' })
+  two(@Req() request: { routeOptions?: { config?: { flavour?: string } } }) {
+    return { version: 2, unitOfWork: this.host.current()?.name ?? null, flavour: request.routeOptions?.config?.flavour ?? null };
+  }
+}
+
 /** The same controller class in an application without the module. */
 @Controller('plain')
 class SharedController {
@@ -213,8 +269,9 @@ describe.each(engines)('route wrapping on $name', (engine) => {
           TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 1, applicationName, entities: [WrappingItem] })),
           TransactionalModule.forRoot(),
         ],
-        controllers: [WrappingController, ScopedController, SharedController],
-        providers: [RoleGuard, WrapInterceptor, CutInterceptor],
+        controllers: [WrappingController, ScopedController, SharedController, VersionedController],
+        providers: [RoleGuard, WrapInterceptor, CutInterceptor, SlowGuard],
+        configure: (app) => app.enableVersioning({ type: VersioningType.HEADER, header: 'x-api-version' }),
       });
       dataSource = testApp.app.get<DataSource>(getDataSourceToken());
       host = testApp.app.get(TransactionHost);
@@ -282,6 +339,40 @@ describe.each(engines)('route wrapping on $name', (engine) => {
       await expectNothingLeaked({ dataSource, db, applicationName });
       expect(host.stats().commits).toBe(before.commits);
       expect(await labelsIn(db, TABLE)).toEqual([]);
+    });
+
+    it('sees a client disconnect on a route whose guard and pipe Nest awaited, without @Tx() or @Res()', async () => {
+      const before = host.stats();
+      const client = new AbortController();
+      const request = fetch(`${testApp.url}/wrapping/slow?label=slow`, { method: 'POST', signal: client.signal }).catch(
+        () => 'aborted',
+      );
+      await probe.inserted.promise;
+      client.abort();
+      expect(await request).toBe('aborted');
+      // Rolled back and released while the handler still waits.
+      await waitFor(() => expect(host.stats().rollbacks).toBe(before.rollbacks + 1));
+      expect(host.stats().connectionsHeld).toBe(0);
+      probe.release.resolve();
+      await expectNothingLeaked({ dataSource, db, applicationName });
+      expect(host.stats().commits).toBe(before.commits);
+      expect(await labelsIn(db, TABLE)).toEqual([]);
+    });
+
+    it('gives a handler called without HTTP a unit of work of its own, named after the method', async () => {
+      const controller = testApp.app.get(WrappingController);
+      expect(await controller.direct('direct')).toEqual({ unitOfWork: 'WrappingController.direct()' });
+      expect(await labelsIn(db, TABLE)).toEqual(['direct']);
+    });
+
+    it('keeps what the HTTP adapter reads from a route handler: versions, and Fastify’s route config', async () => {
+      const one = await call('GET', `${testApp.url}/versioned`, undefined, { 'x-api-version': '1' });
+      const two = await call('GET', `${testApp.url}/versioned`, undefined, { 'x-api-version': '2' });
+      expect(one).toEqual({ status: 200, body: { version: 1, unitOfWork: 'GET /versioned' } });
+      expect(two).toEqual({
+        status: 200,
+        body: { version: 2, unitOfWork: 'GET /versioned', flavour: adapter === 'fastify' ? 'two' : null },
+      });
     });
 
     it('wraps request-scoped controllers: a new instance per request, each in its unit of work', async () => {

@@ -17,6 +17,8 @@ export interface CreateAppOptions {
   providers?: ModuleMetadata['providers'];
   /** Nest logger of the app. Default: `false` (silent); pass one to record or see the logs. */
   logger?: LoggerService | LogLevel[] | false;
+  /** Called before `app.init()`: versioning, global prefixes. */
+  configure?: (app: INestApplication) => void;
 }
 
 /** A Nest app listening on a real port of 127.0.0.1. */
@@ -54,6 +56,7 @@ export async function createApp(options: CreateAppOptions): Promise<TestApp> {
       : moduleRef.createNestApplication(appOptions);
 
   try {
+    options.configure?.(app);
     await app.init();
     if (options.adapter === 'fastify') {
       await (app.getHttpAdapter().getInstance() as { ready(): Promise<unknown> }).ready();

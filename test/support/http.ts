@@ -7,10 +7,10 @@ export interface Reply<T = any> {
 }
 
 /** Sends a request with a JSON body (if any; a string is sent as is) and reads the JSON answer. */
-export async function call<T = any>(method: string, url: string, body?: unknown): Promise<Reply<T>> {
+export async function call<T = any>(method: string, url: string, body?: unknown, headers?: Record<string, string>): Promise<Reply<T>> {
   const response = await fetch(url, {
     method,
-    headers: body === undefined ? undefined : { 'content-type': 'application/json' },
+    headers: body === undefined ? headers : { ...headers, 'content-type': 'application/json' },
     body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
   });
   const text = await response.text();
