@@ -41,6 +41,7 @@ const COMMITTED: Promise<Outcome> = Promise.resolve('committed');
 const ROLLED_BACK: Promise<Outcome> = Promise.resolve('rolledBack');
 /** On each library-made QueryRunner and its manager: the transaction they belong to. */
 const SOURCE = Symbol('nestjs-request-transaction:source');
+const NO_SOURCES: readonly never[] = [];
 
 /** The unit of work the caller runs in, if any (settled ones included). */
 export function currentContext(): TransactionContext | undefined {
@@ -125,7 +126,8 @@ export interface UnitOfWorkOwner {
  */
 export class TransactionContext {
   state: ContextState = 'open';
-  private readonly sources = new Map<string, SourceTransaction>();
+  /** Created with the first data source: most requests that never query allocate none. */
+  private sources?: Map<string, SourceTransaction>;
   /** Created on the first hook: most units of work register none. */
   private hookScopes?: HookScope[];
   private settlement?: Promise<Outcome>;
@@ -155,21 +157,26 @@ export class TransactionContext {
   }
 
   private source(name: string, use: string): SourceTransaction {
-    let source = this.sources.get(name);
+    let source = this.sources?.get(name);
     if (source === undefined) {
       const entry = this.registry.get(name, use);
       this.engage(use);
       source = new SourceTransaction(this, entry);
-      this.sources.set(name, source);
+      (this.sources ??= new Map()).set(name, source);
     }
     return source;
   }
 
   /** Tells the owner before the first data source or hook; fails if that settled the unit of work. */
   private engage(use: string): void {
-    if (this.sources.size > 0 || this.hookScopes !== undefined) return;
+    if (this.sources !== undefined || this.hookScopes !== undefined) return;
     this.owner.engaged?.(this);
     if (this.state !== 'open') throw this.finishedError(use);
+  }
+
+  /** The data sources this unit of work has used. */
+  private opened(): Iterable<SourceTransaction> {
+    return this.sources?.values() ?? NO_SOURCES;
   }
 
   guardMode(entry: DataSourceEntry): GuardMode {
@@ -182,12 +189,12 @@ export class TransactionContext {
    */
   isForeignAcquisition(entry: DataSourceEntry): boolean {
     if (this.state !== 'open' || !this.registry.has(entry)) return false;
-    return this.sources.get(entry.name)?.acquiring !== true;
+    return this.sources?.get(entry.name)?.acquiring !== true;
   }
 
   /** Where this unit of work took its connection on a data source, if it did. */
   holderSite(name: string): string | undefined {
-    return callSite(this.sources.get(name)?.holder);
+    return callSite(this.sources?.get(name)?.holder);
   }
 
   afterCommit(hook: Hook): void {
@@ -230,7 +237,7 @@ export class TransactionContext {
   settle(commit: boolean, reason?: string): Promise<Outcome> {
     if (this.settlement === undefined) {
       this.reason = reason;
-      this.settlement = this.sources.size === 0 && this.hookScopes === undefined ? this.finishUntouched(commit) : this.finish(commit);
+      this.settlement = this.sources === undefined && this.hookScopes === undefined ? this.finishUntouched(commit) : this.finish(commit);
     }
     return this.settlement;
   }
@@ -240,7 +247,7 @@ export class TransactionContext {
    * release or run): true if it did. False when there is work to end, or the unit of work already settled.
    */
   commitUntouched(): boolean {
-    if (this.settlement !== undefined || this.sources.size > 0 || this.hookScopes !== undefined) return false;
+    if (this.settlement !== undefined || this.sources !== undefined || this.hookScopes !== undefined) return false;
     this.settlement = this.finishUntouched(true);
     return true;
   }
@@ -258,7 +265,7 @@ export class TransactionContext {
     let outcome: Outcome = 'rolledBack';
     if (commit) {
       try {
-        for (const source of this.sources.values()) await source.end(true);
+        for (const source of this.opened()) await source.end(true);
         outcome = 'committed';
       } catch (error) {
         failure = error;
@@ -266,7 +273,7 @@ export class TransactionContext {
     }
     if (outcome === 'rolledBack') {
       // A source that already ended keeps its first outcome; the rest roll back.
-      for (const source of this.sources.values()) await source.end(false).catch(() => undefined);
+      for (const source of this.opened()) await source.end(false).catch(() => undefined);
     }
     this.state = outcome;
     this.registry.counters.openUnitsOfWork -= 1;
@@ -280,7 +287,7 @@ export class TransactionContext {
 
   /** A deadlock or serialization failure on one of this unit of work's data sources. */
   isRetryable(error: unknown): boolean {
-    for (const source of this.sources.values()) {
+    for (const source of this.opened()) {
       if (source.entry.dialect.isRetryable(error)) return true;
     }
     return false;
@@ -292,11 +299,11 @@ export class TransactionContext {
    */
   explain(error: unknown): unknown {
     if (error instanceof TransactionalError) return error;
-    for (const source of this.sources.values()) {
+    for (const source of this.opened()) {
       const lost = source.lostUnder(error);
       if (lost !== undefined) return lost;
     }
-    for (const source of this.sources.values()) {
+    for (const source of this.opened()) {
       if (source.entry.dialect.isTimeout(error)) {
         return new TransactionTimeoutError(
           `A statement of ${this.label} ran longer than timeoutMs (${source.spec.timeoutMs} ms), or its transaction ` +
@@ -424,6 +431,8 @@ class SourceTransaction {
   private readonly depth: number;
   private runner?: Patched;
   private opening?: Promise<unknown>;
+  /** The driver connection, once its BEGIN went through. */
+  private connection?: unknown;
   private ending?: Promise<void>;
   /** Set when the server closed the connection under the open transaction. */
   private lost?: unknown;
@@ -611,6 +620,7 @@ class SourceTransaction {
     this.began = true;
     const after = this.broadcast('AfterTransactionStart');
     if (after !== undefined) await after;
+    this.connection = connection;
     return connection;
   }
 
@@ -711,77 +721,88 @@ class SourceTransaction {
    * Sends statements on the raw driver connection, logged through TypeORM's logger: BEGIN, COMMIT and
    * ROLLBACK bypass the query runner, so no state check, no event and no extra promise stands in the way.
    */
-  private async send(connection: unknown, statements: string[]): Promise<void> {
+  private send(connection: unknown, statements: string[]): Promise<unknown> {
+    if (statements.length === 1) return this.statement(connection, statements[0]);
+    return this.sendEach(connection, statements);
+  }
+
+  private async sendEach(connection: unknown, statements: string[]): Promise<void> {
+    for (const sql of statements) await this.statement(connection, sql);
+  }
+
+  /** One statement, logged; its failure as TypeORM's `QueryFailedError`. */
+  private statement(connection: unknown, sql: string): Promise<unknown> {
     const { dialect, dataSource } = this.entry;
-    for (const sql of statements) {
-      dataSource.logger.logQuery(sql, undefined, this.runner);
-      try {
-        await dialect.send(connection, sql);
-      } catch (error) {
-        dataSource.logger.logQueryError(error as Error, sql, undefined, this.runner);
-        throw new QueryFailedError(sql, undefined, error as Error);
-      }
-    }
+    dataSource.logger.logQuery(sql, undefined, this.runner);
+    return dialect.send(connection, sql).then(undefined, (error: unknown) => {
+      dataSource.logger.logQueryError(error as Error, sql, undefined, this.runner);
+      throw new QueryFailedError(sql, undefined, error as Error);
+    });
   }
 
   /** Commits or rolls back, then releases the connection; once. Rejects only when a commit failed. */
   end(commit: boolean): Promise<void> {
-    return (this.ending ??= this.endOnce(commit));
-  }
-
-  private async endOnce(commit: boolean): Promise<void> {
-    try {
-      await this.finish(commit);
-    } finally {
-      this.unwatch?.();
-      this.released();
-    }
+    return (this.ending ??= this.finish(commit));
   }
 
   private async finish(commit: boolean): Promise<void> {
-    const qr = this.runner;
-    if (qr === undefined) return;
-    // Never queried: nothing was sent, no connection was taken.
-    if (this.opening === undefined) return original(qr, 'release', []) as Promise<void>;
-    let connection: unknown;
     try {
-      connection = await this.opening;
-    } catch (error) {
-      // The connection or its BEGIN failed; the query that triggered it already saw the error.
-      await this.discard(error);
-      if (commit) throw error;
-      return;
-    }
-    // No statement accepted while open may reach the driver after COMMIT/ROLLBACK (no new ones are accepted now).
-    if (this.inFlight > 0) await this.settled();
-    if (this.lost !== undefined) {
-      // The server already ended the session, and with it the transaction.
-      await this.discard(this.lost);
-      if (commit) throw this.lostError();
-      return;
-    }
-    try {
-      await this.finishTransaction(connection, commit);
-      this.committed = commit;
-    } catch (error) {
+      const qr = this.runner;
+      if (qr === undefined) return;
+      // Never queried: nothing was sent, no connection was taken.
+      if (this.opening === undefined) {
+        await original(qr, 'release', []);
+        return;
+      }
+      // Set once BEGIN went through: nothing to wait for.
+      let connection = this.connection;
+      if (connection === undefined) {
+        try {
+          connection = await this.opening;
+        } catch (error) {
+          // The connection or its BEGIN failed; the query that triggered it already saw the error.
+          await this.discard(error);
+          if (commit) throw error;
+          return;
+        }
+      }
+      // No statement accepted while open may reach the driver after COMMIT/ROLLBACK (no new ones are accepted now).
+      if (this.inFlight > 0) await this.settled();
       if (this.lost !== undefined) {
-        // The server ended the session under the COMMIT or ROLLBACK (or while subscribers ran before it).
+        // The server already ended the session, and with it the transaction.
         await this.discard(this.lost);
         if (commit) throw this.lostError();
         return;
       }
-      if (!commit) return this.discard(error);
-      // A failed COMMIT (a deferred constraint, say): make sure nothing stays open, then report it.
       try {
-        await this.finishTransaction(connection, false);
-      } catch (rollbackError) {
-        await this.discard(rollbackError);
+        await this.finishTransaction(connection, commit);
+        this.committed = commit;
+      } catch (error) {
+        if (this.lost !== undefined) {
+          // The server ended the session under the COMMIT or ROLLBACK (or while subscribers ran before it).
+          await this.discard(this.lost);
+          if (commit) throw this.lostError();
+          return;
+        }
+        if (!commit) {
+          await this.discard(error);
+          return;
+        }
+        // A failed COMMIT (a deferred constraint, say): make sure nothing stays open, then report it.
+        try {
+          await this.finishTransaction(connection, false);
+        } catch (rollbackError) {
+          await this.discard(rollbackError);
+          throw error;
+        }
+        await this.close(connection);
         throw error;
       }
       await this.close(connection);
-      throw error;
+    } finally {
+      this.unwatch?.();
+      this.released();
     }
-    await this.close(connection);
   }
 
   /** COMMIT or ROLLBACK; savepoints left open end with it. In a test's transaction, its savepoint. */
@@ -803,14 +824,18 @@ class SourceTransaction {
     if (after !== undefined) await after;
   }
 
-  private async close(connection: unknown): Promise<void> {
+  /** Undoes session state the BEGIN set (MySQL timeouts), then returns the connection to the pool. */
+  private close(connection: unknown): Promise<unknown> {
     const reset = this.entry.dialect.endStatements(connection, this.spec);
-    if (reset.length > 0) {
-      try {
-        await this.send(connection, reset);
-      } catch (error) {
-        return this.discard(error);
-      }
+    if (reset.length === 0) return original(this.runner as Patched, 'release', []);
+    return this.resetAndRelease(connection, reset);
+  }
+
+  private async resetAndRelease(connection: unknown, reset: string[]): Promise<void> {
+    try {
+      await this.send(connection, reset);
+    } catch (error) {
+      return this.discard(error);
     }
     await original(this.runner as Patched, 'release', []);
   }
