@@ -126,14 +126,39 @@ class HandwrittenController {
   }
 }
 
+const requestContext = new AsyncLocalStorage<{ startedAt: number }>();
+
+/**
+ * `handwritten` with each handler's work inside `AsyncLocalStorage.run()`, and nothing else around
+ * it: what propagating a context costs by itself, the floor of any library that needs one.
+ */
+@Controller()
+class HandAlsHandlerController {
+  constructor(private readonly dataSource: DataSource) {}
+
+  @Post('transfer')
+  @HttpCode(200)
+  transfer(@Body() dto: TransferDto): Promise<{ id: number }> {
+    return requestContext.run({ startedAt: 0 }, () => inQueryRunner(this.dataSource, (manager) => transfer(reposOf(manager), dto)));
+  }
+
+  @Get('balances')
+  balances(@Query('from') from: string, @Query('to') to: string): Promise<unknown> {
+    return requestContext.run({ startedAt: 0 }, () => inQueryRunner(this.dataSource, (manager) => balances(reposOf(manager), from, to)));
+  }
+
+  @Get('ping')
+  ping(): { ok: boolean } {
+    return requestContext.run({ startedAt: 0 }, () => ({ ok: true }));
+  }
+}
+
 @Injectable()
 class NoopInterceptor implements NestInterceptor {
   intercept(_context: ExecutionContext, next: CallHandler): Observable<unknown> {
     return next.handle();
   }
 }
-
-const requestContext = new AsyncLocalStorage<{ startedAt: number }>();
 
 @Injectable()
 class AlsInterceptor implements NestInterceptor {
@@ -209,6 +234,8 @@ async function rootModule(options: BenchAppOptions): Promise<DynamicModule> {
     ...(options.traceSql ? { logging: true, logger: traceLogger } : {}),
   } as TypeOrmModuleOptions;
   switch (options.variant) {
+    case 'hand-als-handler':
+      return { module: BenchModule, imports: [TypeOrmModule.forRoot(typeOrmOptions)], controllers: [HandAlsHandlerController] };
     case 'hand-als':
       return { module: AlsBenchModule, imports: [TypeOrmModule.forRoot(typeOrmOptions)], controllers: [HandwrittenController] };
     case 'handwritten':

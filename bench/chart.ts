@@ -19,6 +19,7 @@ const COLORS: Record<Variant, string> = {
   'hand-interceptor': '#bcbddc',
   'hand-interceptor-als': '#756bb1',
   'hand-als': '#9e9ac8',
+  'hand-als-handler': '#dadaeb',
   'typeorm-transactional-cls-hooked': '#fdae6b',
   'nestjs-cls-no-middleware': '#a1d99b',
 };

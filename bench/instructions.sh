@@ -7,18 +7,19 @@
 #   BENCH_IC_ROUTE=ping bash bench/instructions.sh        # GET /ping, the route without a database
 #
 # Each variant's server (bench/dist/server.js) runs under callgrind with counting off; it serves
-# BENCH_IC_WARMUP transfers (default 2000: the JIT must be done compiling, or its work is counted), then as
+# BENCH_IC_WARMUP transfers (default 3000: the JIT must be done compiling, or its work is counted), then as
 # many requests of the counted route when it is another; then counting is switched on for
-# BENCH_IC_REQUESTS more (default 500), 10 at a time. Only the server's
-# user-space instructions are counted (not the kernel's, not PostgreSQL's). About 3 minutes per variant.
+# BENCH_IC_REQUESTS more (default 3000: with fewer, a garbage collection more or less moves the count by
+# several per cent), 10 at a time. Only the server's user-space instructions are counted (not the
+# kernel's, not PostgreSQL's). About 4 minutes per variant. The servers run on the `node` of the PATH.
 # Needs valgrind (Debian package valgrind) and seeded bench tables (run `npm run bench -- --quick` once).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-variants=${BENCH_VARIANTS:-handwritten,hand-als,module-off,module-throw}
+variants=${BENCH_VARIANTS:-handwritten,hand-als-handler,module-throw,typeorm-transactional}
 adapters=${BENCH_ADAPTERS:-express,fastify}
-warmup=${BENCH_IC_WARMUP:-2000}
-requests=${BENCH_IC_REQUESTS:-500}
+warmup=${BENCH_IC_WARMUP:-3000}
+requests=${BENCH_IC_REQUESTS:-3000}
 route=${BENCH_IC_ROUTE:-transfer}
 transfer=(-m POST -H content-type=application/json -b '{"from":1,"to":2,"amount":1}')
 case "$route" in

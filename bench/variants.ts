@@ -20,7 +20,9 @@ export const DEFAULT_VARIANTS = [
  * - `hand-interceptor`: `handwritten` plus a global no-op interceptor (Nest's interceptor pipeline);
  * - `hand-interceptor-als`: that interceptor also runs the handler inside `AsyncLocalStorage.run()`;
  * - `hand-als`: `handwritten` with the request run inside `AsyncLocalStorage.run()` by a middleware, no
- *   interceptor: what propagating a context costs by itself (on Node 20, promise hooks for every promise);
+ *   interceptor (on Node 20, promise hooks for every promise, plus the middleware layer);
+ * - `hand-als-handler`: `handwritten` with each handler's work inside `AsyncLocalStorage.run()` and
+ *   nothing else: what propagating a context costs by itself, the floor of every library that needs one;
  * - `typeorm-transactional-cls-hooked`: typeorm-transactional on its legacy default storage driver
  *   (`cls-hooked`, what `initializeTransactionalContext()` with no options still selects in 0.5);
  * - `nestjs-cls-no-middleware`: @nestjs-cls/transactional without the CLS middleware, so `@Transactional()`
@@ -30,6 +32,7 @@ export const DIAGNOSTIC_VARIANTS = [
   'hand-interceptor',
   'hand-interceptor-als',
   'hand-als',
+  'hand-als-handler',
   'typeorm-transactional-cls-hooked',
   'nestjs-cls-no-middleware',
 ] as const;
@@ -67,6 +70,7 @@ export const LABELS: Record<Variant, string> = {
   'hand-interceptor': 'hand-written + no-op interceptor',
   'hand-interceptor-als': 'hand-written + interceptor + ALS',
   'hand-als': 'hand-written + ALS (middleware)',
+  'hand-als-handler': 'hand-written + ALS (in the handler)',
   'typeorm-transactional-cls-hooked': 'typeorm-transactional (cls-hooked)',
   'nestjs-cls-no-middleware': '@nestjs-cls/transactional, no CLS middleware',
 };

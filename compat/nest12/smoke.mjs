@@ -7,7 +7,14 @@ import { NestFactory } from '@nestjs/core';
 import { InjectRepository, TypeOrmModule } from '@nestjs/typeorm';
 import pg from 'pg';
 import { EntitySchema } from 'typeorm';
-import { InjectTxRepository, NestedConnectionError, TransactionalModule, Tx } from 'nestjs-request-transaction';
+import {
+  InjectTxRepository,
+  NestedConnectionError,
+  TransactionalModule,
+  TransactionFinishedError,
+  TransactionHost,
+  Tx,
+} from 'nestjs-request-transaction';
 import { ConnectionAudit } from 'nestjs-request-transaction/testing';
 
 const url = process.env.DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/test';
@@ -16,6 +23,11 @@ const Item = new EntitySchema({
   tableName: 'compat_nest12_items',
   columns: { id: { type: Number, primary: true, generated: true }, name: { type: String } },
 });
+
+/** The held route's steps, for the client-disconnect check. */
+const held = {};
+held.inserted = new Promise((resolve) => (held.signal = resolve));
+held.released = new Promise((resolve) => (held.release = resolve));
 
 class ItemsController {
   constructor(items, plain) {
@@ -27,6 +39,17 @@ class ItemsController {
   }
   createWithRepository() {
     return this.items.save({ name: 'via @InjectTxRepository()' });
+  }
+  async hold(tx) {
+    await tx.getRepository(Item).save({ name: 'held, then abandoned by its client' });
+    held.signal();
+    await held.released;
+    try {
+      await tx.query('SELECT 1');
+      held.after = 'ran';
+    } catch (error) {
+      held.after = error instanceof TransactionFinishedError ? 'finished' : String(error);
+    }
   }
   async nested() {
     await this.items.count();
@@ -46,6 +69,8 @@ method('create', Post('tx'));
 Tx()(ItemsController.prototype, 'create', 0);
 method('createWithRepository', Post('repository'));
 method('nested', Post('nested'));
+method('hold', Post('hold'));
+Tx()(ItemsController.prototype, 'hold', 0);
 InjectTxRepository(Item)(ItemsController, undefined, 0);
 InjectRepository(Item)(ItemsController, undefined, 1);
 Controller('items')(ItemsController);
@@ -79,11 +104,25 @@ try {
   const { rows } = await observer.query('SELECT name FROM compat_nest12_items ORDER BY id');
   assert.deepEqual(rows.map((r) => r.name), ['via @Tx()', 'via @InjectTxRepository()']);
   assert.deepEqual((await post('nested')).body, { caught: true });
+  // A client that disconnects mid-request: rolled back at once, the handler's later query refused.
+  const host = app.get(TransactionHost);
+  const client = new AbortController();
+  const abandoned = fetch(`${base}/items/hold`, { method: 'POST', signal: client.signal }).catch(() => 'aborted');
+  await held.inserted;
+  client.abort();
+  assert.equal(await abandoned, 'aborted');
+  for (let i = 0; i < 500 && host.stats().rollbacks === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+  assert.equal(host.stats().rollbacks, 1);
+  held.release();
+  for (let i = 0; i < 500 && held.after === undefined; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+  assert.equal(held.after, 'finished');
+  const after = await observer.query('SELECT name FROM compat_nest12_items ORDER BY id');
+  assert.deepEqual(after.rows.map((r) => r.name), ['via @Tx()', 'via @InjectTxRepository()']);
   audit.assertOneConnectionPerUnit();
   const { version } = JSON.parse(
     (await import('node:fs')).readFileSync(new URL('./node_modules/@nestjs/core/package.json', import.meta.url)),
   );
-  console.log(`NestJS ${version}: commit, transactional repository, guard and audit work on the built package.`);
+  console.log(`NestJS ${version}: commit, transactional repository, guard, client disconnect and audit work on the built package.`);
 } finally {
   audit.detach();
   await app.close();

@@ -113,6 +113,12 @@ export interface UnitOfWorkOwner {
   /** False once running the work again is no longer safe (a response already went out). */
   canRetry?(): boolean;
   /**
+   * Where units of work of this kind (one route) took their connection, by data source: capturing a
+   * stack costs tens of microseconds, so a route captures it on its first request, and later requests
+   * name that site. Without it, every unit of work captures its own.
+   */
+  readonly sites?: Map<string, string | null>;
+  /**
    * Called once, before the unit of work first holds something it would have to roll back (a data
    * source's transaction, a hook). A request starts watching for its client's disconnect here; it
    * may settle `ctx` on the spot, and the caller then fails with the finished error.
@@ -194,7 +200,7 @@ export class TransactionContext {
 
   /** Where this unit of work took its connection on a data source, if it did. */
   holderSite(name: string): string | undefined {
-    return callSite(this.sources?.get(name)?.holder);
+    return this.sources?.get(name)?.holderSite();
   }
 
   afterCommit(hook: Hook): void {
@@ -424,8 +430,10 @@ const managerMethods = {
 class SourceTransaction {
   /** True only while this source's own QueryRunner asks the pool for its connection. */
   acquiring = false;
-  /** Where the connection was taken (captured when the guard is on). */
-  holder?: StackHolder;
+  /** Where the connection was taken (captured when the guard is on, or slowTransactionMs set). */
+  private holder?: StackHolder;
+  /** Where this route's first request took its connection, when this one captured none. */
+  private routeSite?: string | null;
   readonly spec: BeginSpec;
   /** TypeORM's depth for this unit of work's own level: 2 when it is a savepoint in a test's transaction. */
   private readonly depth: number;
@@ -602,7 +610,7 @@ class SourceTransaction {
     const connection = await this.acquire();
     // Taken after the await: V8's async frames then lead back to the application code whose query
     // took the connection, even where TypeORM awaited before asking for it (insert(), say).
-    if (this.ctx.guardMode(this.entry) !== 'off' || this.slowMs !== undefined) this.holder = captureStack();
+    if (this.ctx.guardMode(this.entry) !== 'off' || this.slowMs !== undefined) this.noteHolder();
     this.watch(connection);
     // In a test's transaction, TypeORM's own savepoint name for depth 1 is the one the end releases.
     const begin = this.depth === 1 ? this.entry.dialect.beginStatements(connection, this.spec) : ['SAVEPOINT typeorm_1'];
@@ -622,6 +630,28 @@ class SourceTransaction {
     if (after !== undefined) await after;
     this.connection = connection;
     return connection;
+  }
+
+  /** Captures where the connection is taken, or takes the site its route's first request captured. */
+  private noteHolder(): void {
+    const sites = this.ctx.owner.sites;
+    if (sites === undefined || this.slowMs !== undefined) {
+      this.holder = captureStack();
+      return;
+    }
+    const known = sites.get(this.entry.name);
+    if (known !== undefined) {
+      this.routeSite = known;
+      return;
+    }
+    this.holder = captureStack();
+    sites.set(this.entry.name, callSite(this.holder) ?? null);
+  }
+
+  /** Where the connection was taken, for messages. */
+  holderSite(): string | undefined {
+    if (this.holder !== undefined) return callSite(this.holder);
+    return this.routeSite ? `${this.routeSite}, where this route's first request took it` : undefined;
   }
 
   /** Takes the connection from the pool, timed and counted; a failure becomes `ConnectionAcquisitionError`. */

@@ -25,6 +25,8 @@ interface Route {
   readonly name: string;
   /** `@Tx()` arguments, replaced by the unit of work's managers on every attempt. */
   readonly txArgs: ReadonlyArray<{ index: number; dataSource: string | undefined; use: string }>;
+  /** Where the route's first request took its connections (see `UnitOfWorkOwner.sites`). */
+  readonly sites: Map<string, string | null>;
 }
 
 /** The HTTP adapter's route registration methods (Nest's `RequestMethod`s, lower-cased). */
@@ -141,6 +143,7 @@ function wrapControllerRoutes(
       },
       name: `${controller.name}.${name}()`,
       txArgs: txArguments(controller, name),
+      sites: new Map(),
     };
     routes.set(name, createHandler(route, intercepted(original)));
   }
@@ -334,6 +337,10 @@ class RouteCall implements UnitOfWorkOwner {
   private abort(reason: string): void {
     this.aborted = reason;
     void this.ctx?.settle(false, reason);
+  }
+
+  get sites(): Map<string, string | null> {
+    return this.route.sites;
   }
 
   describe(): string {

@@ -111,6 +111,16 @@ describe.each(engines)('the bug zoo on $name', (engine) => {
         expect(error.message).toMatch(new RegExp(`holds one \\(taken at ${siteAt(bug.site, bug.holderMarker).source}\\)`));
       });
 
+      // A stack capture costs tens of microseconds: a route captures its holder's stack on its first request only.
+      it("names it on the route's later requests too, as its first request's site", async () => {
+        recorder.clear();
+        await postJson(`${testApp.url}/zoo/${bug.kind}`, { label: `${bug.kind}-second` });
+        expect(recorder.errors).toHaveLength(1);
+        expect((recorder.errors[0] as Error).message).toMatch(
+          new RegExp(`holds one \\(taken at ${siteAt(bug.site, bug.holderMarker).source}, where this route's first request took it\\)`),
+        );
+      });
+
       it('explains the deadlock and the fix', () => {
         expect(error.message).toContain('It would take a second pooled connection while this unit of work');
         expect(error.message).toContain('which deadlocks the pool under load.');
