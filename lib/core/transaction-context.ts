@@ -175,7 +175,7 @@ export class TransactionContext {
 
   /** Tells the owner before the first data source or hook; fails if that settled the unit of work. */
   private engage(use: string): void {
-    if (this.sources !== undefined || this.hookScopes !== undefined) return;
+    if (!this.untouched) return;
     this.owner.engaged?.(this);
     if (this.state !== 'open') throw this.finishedError(use);
   }
@@ -243,7 +243,7 @@ export class TransactionContext {
   settle(commit: boolean, reason?: string): Promise<Outcome> {
     if (this.settlement === undefined) {
       this.reason = reason;
-      this.settlement = this.sources === undefined && this.hookScopes === undefined ? this.finishUntouched(commit) : this.finish(commit);
+      this.settlement = this.untouched ? this.finishUntouched(commit) : this.finish(commit);
     }
     return this.settlement;
   }
@@ -253,12 +253,16 @@ export class TransactionContext {
    * release or run): true if it did. False when there is work to end, or the unit of work already settled.
    */
   commitUntouched(): boolean {
-    if (this.settlement !== undefined || this.sources !== undefined || this.hookScopes !== undefined) return false;
-    this.settlement = this.finishUntouched(true);
+    if (this.settlement !== undefined || !this.untouched) return false;
+    void this.settle(true);
     return true;
   }
 
   /** Nothing asked for a connection and no hook was registered: there is nothing to send, release or run. */
+  private get untouched(): boolean {
+    return this.sources === undefined && this.hookScopes === undefined;
+  }
+
   private finishUntouched(commit: boolean): Promise<Outcome> {
     this.state = commit ? 'committed' : 'rolledBack';
     this.registry.counters.openUnitsOfWork -= 1;
