@@ -5,6 +5,7 @@
 #   npm run build && npx tsc -p bench/tsconfig.json && bash bench/instructions.sh
 #   BENCH_ADAPTERS=fastify BENCH_VARIANTS=handwritten,module-throw bash bench/instructions.sh
 #   BENCH_IC_ROUTE=ping bash bench/instructions.sh        # GET /ping, the route without a database
+#   BENCH_IC_PROFILE=/tmp/ic bash bench/instructions.sh   # also: where the instructions went, by function
 #
 # Each variant's server (bench/dist/server.js) runs under callgrind with counting off; it serves
 # BENCH_IC_WARMUP transfers (default 3000: the JIT must be done compiling, or its work is counted), then as
@@ -21,6 +22,10 @@ adapters=${BENCH_ADAPTERS:-express,fastify}
 warmup=${BENCH_IC_WARMUP:-3000}
 requests=${BENCH_IC_REQUESTS:-3000}
 route=${BENCH_IC_ROUTE:-transfer}
+# A directory: keep each server's profile there, with V8's perf map naming its JIT code, and print
+# where its instructions went (bench/dist/symbolize.js). The servers then also write the map and
+# give interpreted functions frames of their own, which costs a few per cent more instructions.
+profile=${BENCH_IC_PROFILE:-}
 transfer=(-m POST -H content-type=application/json -b '{"from":1,"to":2,"amount":1}')
 case "$route" in
   transfer) request=("${transfer[@]}") ;;
@@ -29,6 +34,7 @@ case "$route" in
 esac
 autocannon=node_modules/.bin/autocannon
 command -v callgrind_control >/dev/null || { echo "valgrind is not installed: apt-get install -y valgrind" >&2; exit 1; }
+[ -z "$profile" ] || mkdir -p "$profile"
 [ -f bench/dist/server.js ] || { echo "bench/dist/server.js is missing: npx tsc -p bench/tsconfig.json" >&2; exit 1; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -36,7 +42,9 @@ trap 'rm -rf "$work"' EXIT
 # Prints the instructions per request of one variant on one adapter.
 count() {
   local variant=$1 adapter=$2 port=$((20000 + RANDOM % 20000))
-  valgrind --tool=callgrind --instr-atstart=no --smc-check=all-non-file \
+  local node_options=${NODE_OPTIONS:-}
+  [ -z "$profile" ] || node_options="$node_options --perf-basic-prof --interpreted-frames-native-stack"
+  NODE_OPTIONS=$node_options valgrind --tool=callgrind --instr-atstart=no --smc-check=all-non-file \
     --callgrind-out-file="$work/cg.%p" node bench/dist/server.js "$variant" "$adapter" "$port" >"$work/server.log" 2>&1 &
   local pid=$! i
   for ((i = 0; i < 600; i++)); do
@@ -63,6 +71,13 @@ count() {
   wait "$pid" 2>/dev/null || true
   local total
   total=$(grep -h '^summary:\|^totals:' "$work"/cg.* | awk '{ s += $2 } END { print s }')
+  if [ -n "$profile" ]; then
+    local name="$profile/$adapter-$variant"
+    # The counted part is the dump callgrind_control asked for (the largest file).
+    cp "$(ls -S "$work"/cg.* | head -n 1)" "$name.callgrind"
+    mv "/tmp/perf-$pid.map" "$name.perf.map"
+    node bench/dist/symbolize.js "$name.callgrind" "$name.perf.map" "$requests" >"$name.md"
+  fi
   rm -f "$work"/cg.*
   echo $((total / requests))
 }
@@ -78,5 +93,6 @@ for adapter in "${adapter_list[@]}"; do
     [ "$variant" = handwritten ] && baseline=$ir
     ratio=$([ -n "$baseline" ] && awk -v b="$baseline" -v v="$ir" 'BEGIN { printf "%.3f", b / v }' || echo n/a)
     printf '| %s | %s | %s | %s |\n' "$adapter" "$variant" "$(printf "%'d" "$ir")" "$ratio"
+    [ -z "$profile" ] || echo "  by function: $profile/$adapter-$variant.md" >&2
   done
 done
