@@ -76,6 +76,8 @@ count() {
     # The counted part is the dump callgrind_control asked for (the largest file).
     cp "$(ls -S "$work"/cg.* | head -n 1)" "$name.callgrind"
     mv "/tmp/perf-$pid.map" "$name.perf.map"
+    # The perf map flags also make V8 write its log to the working directory.
+    rm -f isolate-0x*-"$pid"-v8.log
     node bench/dist/symbolize.js "$name.callgrind" "$name.perf.map" "$requests" >"$name.md"
   fi
   rm -f "$work"/cg.*
