@@ -367,9 +367,36 @@ type Patched = MutableRunner & { [SOURCE]: SourceTransaction };
 type PatchedManager = EntityManager & { [SOURCE]: SourceTransaction };
 type Method = (...args: unknown[]) => Promise<unknown>;
 
-/** The prototype's own implementation of `name`, called on `target`. */
+/** On the prototypes `patch()` makes: the prototype they stand in front of. */
+const BASE = Symbol('nestjs-request-transaction:base');
+type PatchedPrototype = Record<string | symbol, unknown> & { [BASE]: Record<string, Method> };
+
+/** The own implementation of `name` of the class the library patched `target` from, called on `target`. */
 function original(target: object, name: string, args: unknown[]): Promise<unknown> {
-  return (Object.getPrototypeOf(target)[name] as Method).apply(target, args);
+  return (Object.getPrototypeOf(target) as PatchedPrototype)[BASE][name].apply(target, args);
+}
+
+/** By original prototype (a driver's QueryRunner class, EntityManager), the patched one in front of it. */
+const patchedPrototypes = new WeakMap<object, WeakMap<object, object>>();
+
+/**
+ * Gives `target` the methods of `methods` in place of its class's: its prototype becomes one made once
+ * per class (and set of methods), inheriting from the class's, so a request copies no methods onto
+ * its objects and every patched object of a class keeps one shape.
+ */
+function patch(target: object, methods: object): void {
+  const base = Object.getPrototypeOf(target) as object;
+  let byMethods = patchedPrototypes.get(base);
+  if (byMethods === undefined) patchedPrototypes.set(base, (byMethods = new WeakMap()));
+  let prototype = byMethods.get(methods);
+  if (prototype === undefined) {
+    const descriptors = Object.getOwnPropertyDescriptors(methods);
+    for (const descriptor of Object.values(descriptors)) descriptor.enumerable = false;
+    prototype = Object.create(base, descriptors) as PatchedPrototype;
+    Object.defineProperty(prototype, BASE, { value: base });
+    byMethods.set(methods, prototype);
+  }
+  Object.setPrototypeOf(target, prototype);
 }
 
 /**
@@ -427,6 +454,14 @@ const managerMethods = {
   },
 };
 
+/** On a driver connection the library took: the transaction holding it now, null between two. */
+const HOLDER = Symbol('nestjs-request-transaction:holder');
+type Watched = EventEmitter & { [HOLDER]?: SourceTransaction | null };
+
+function onConnectionLost(this: Watched, error?: unknown): void {
+  this[HOLDER]?.noteLost(error);
+}
+
 /**
  * The transaction of one unit of work on one data source: a QueryRunner whose connection is taken,
  * and BEGIN sent, by its first query; every path that would use it after settlement fails.
@@ -448,7 +483,8 @@ class SourceTransaction {
   private ending?: Promise<void>;
   /** Set when the server closed the connection under the open transaction. */
   private lost?: unknown;
-  private unwatch?: () => void;
+  /** The connection `watch()` reports on while this transaction holds it. */
+  private watched?: Watched;
   /** Statements accepted while open and not yet answered; see `run()`. */
   private inFlight = 0;
   private drained?: () => void;
@@ -490,10 +526,10 @@ class SourceTransaction {
     // tx.transaction() makes savepoints); the BEGIN itself goes out with the first query.
     qr.isTransactionActive = true;
     qr.transactionDepth = this.depth;
-    Object.assign(qr, runnerMethods);
+    patch(qr, runnerMethods);
     const manager = qr.manager as PatchedManager;
     manager[SOURCE] = this;
-    Object.assign(manager, managerMethods);
+    patch(manager, managerMethods);
     return qr;
   }
 
@@ -546,19 +582,32 @@ class SourceTransaction {
     );
   }
 
-  /** Notes the server closing the connection (an idle timeout, a killed backend, a restart). */
+  /**
+   * Notes the server closing the connection (an idle timeout, a killed backend, a restart) while this
+   * transaction holds it. The listeners go on a connection once, the first time the library takes it,
+   * and report to whichever transaction holds it then: a request adds and removes none.
+   */
   private watch(connection: unknown): void {
-    const emitter = connection as EventEmitter;
-    if (typeof emitter?.on !== 'function') return;
-    const onLost = (error?: unknown) => {
-      this.lost ??= error ?? new Error('the connection ended');
-    };
-    emitter.on('error', onLost);
-    emitter.on('end', onLost);
-    this.unwatch = () => {
-      emitter.off('error', onLost);
-      emitter.off('end', onLost);
-    };
+    const watched = connection as Watched;
+    if (typeof watched?.on !== 'function') return;
+    if (watched[HOLDER] === undefined) {
+      watched.on('error', onConnectionLost);
+      watched.on('end', onConnectionLost);
+    }
+    watched[HOLDER] = this;
+    this.watched = watched;
+  }
+
+  /** Called by the connection's listeners (see `watch()`). */
+  noteLost(error: unknown): void {
+    this.lost ??= error ?? new Error('the connection ended');
+  }
+
+  private unwatch(): void {
+    const watched = this.watched;
+    if (watched === undefined) return;
+    this.watched = undefined;
+    if (watched[HOLDER] === this) watched[HOLDER] = null;
   }
 
   /**
@@ -834,7 +883,7 @@ class SourceTransaction {
       }
       await this.close(connection);
     } finally {
-      this.unwatch?.();
+      this.unwatch();
       this.released();
     }
   }

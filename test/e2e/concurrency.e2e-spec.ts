@@ -6,6 +6,7 @@
  * plus its own: never another request's uncommitted marker, never a rolled-back one.
  * On PostgreSQL and MariaDB, over Express and Fastify.
  */
+import type { EventEmitter } from 'node:events';
 import { Controller, ConflictException, Param, Post } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { Column, DataSource, Entity, type EntityManager, PrimaryGeneratedColumn } from 'typeorm';
@@ -41,12 +42,16 @@ interface Seen {
   seen: string[];
 }
 
+/** The driver connection each request of `mark()` ran on, in the order they ran. */
+const connectionsUsed: EventEmitter[] = [];
+
 @Controller('markers')
 class MarkersController {
   /** Writes its marker, then returns every marker of the batch visible in its transaction. */
   @Post(':batch/:marker')
   async mark(@Param('batch') batch: string, @Param('marker') marker: string, @Tx() tx: EntityManager): Promise<Seen> {
     await tx.insert(Marker, { batch, marker });
+    connectionsUsed.push((tx.queryRunner as unknown as { databaseConnection: EventEmitter }).databaseConnection);
     const visible = await tx.find(Marker, { where: { batch }, order: { id: 'ASC' } });
     return { marker, seen: visible.map((row) => row.marker) };
   }
@@ -192,6 +197,26 @@ describe.each(engines)('concurrent requests on a pool of one, on $name', (engine
       expect(audit.units()).toHaveLength(REQUESTS);
       audit.assertOneConnectionPerUnit();
       expect(await persisted(batch)).toEqual([...markers].sort());
+    });
+
+    it('leaves the one connection with the listeners it had after its first request, after dozens more', async () => {
+      const batch = `listeners-${engine.name}-${adapter}`;
+      const listeners = (connection: EventEmitter) => ({
+        error: connection.listenerCount('error'),
+        end: connection.listenerCount('end'),
+      });
+      connectionsUsed.length = 0;
+      expect((await sendAll([`/markers/${batch}/first`])).map((a) => a.status)).toEqual([201]);
+      const [connection] = connectionsUsed;
+      const after = listeners(connection);
+
+      const answers = await sendAll(Array.from({ length: 50 }, (_, i) => `/markers/${batch}/m${i}`));
+
+      expect(answers.filter((a) => a.status !== 201)).toEqual([]);
+      // Every request held the same connection; the library watches it with listeners put on it once.
+      expect(new Set(connectionsUsed)).toEqual(new Set([connection]));
+      expect(connectionsUsed).toHaveLength(51);
+      expect(listeners(connection)).toEqual(after);
     });
 
     it(`keeps the markers of failed requests invisible to the others among ${MIXED_REQUESTS} at once`, async () => {
