@@ -6,6 +6,7 @@
 #   BENCH_ADAPTERS=fastify BENCH_VARIANTS=handwritten,module-throw bash bench/instructions.sh
 #   BENCH_IC_ROUTE=ping bash bench/instructions.sh        # GET /ping, the route without a database
 #   BENCH_IC_PROFILE=/tmp/ic bash bench/instructions.sh   # also: where the instructions went, by function
+#   BENCH_IC_THREADS=main bash bench/instructions.sh      # the main thread's alone (see below)
 #
 # Each variant's server (bench/dist/server.js) runs under callgrind with counting off; it serves
 # BENCH_IC_WARMUP transfers (default 3000: the JIT must be done compiling, or its work is counted), then as
@@ -13,6 +14,11 @@
 # BENCH_IC_REQUESTS more (default 3000: with fewer, a garbage collection more or less moves the count by
 # several per cent), 10 at a time. Only the server's user-space instructions are counted (not the
 # kernel's, not PostgreSQL's). About 4 minutes per variant. The servers run on the `node` of the PATH.
+# With BENCH_IC_THREADS=main, only the main thread's instructions count: the one that runs JavaScript.
+# V8's helper threads (the optimizing compiler, concurrent marking, parallel scavenging) then drop out,
+# and with them most of what moves a count from one sitting to the next (when the compiler reoptimizes
+# a function, when a major collection falls); what they leave out is real work, and the default
+# (every thread) is what a server pays.
 # Needs valgrind (Debian package valgrind) and seeded bench tables (run `npm run bench -- --quick` once).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -26,6 +32,13 @@ route=${BENCH_IC_ROUTE:-transfer}
 # where its instructions went (bench/dist/symbolize.js). The servers then also write the map and
 # give interpreted functions frames of their own, which costs a few per cent more instructions.
 profile=${BENCH_IC_PROFILE:-}
+threads=${BENCH_IC_THREADS:-all}
+case "$threads" in
+  all) separate=no ;;
+  main) separate=yes ;;
+  *) echo "BENCH_IC_THREADS must be all or main, got $threads" >&2; exit 1 ;;
+esac
+[ -z "$profile" ] || [ "$threads" = all ] || { echo "BENCH_IC_PROFILE counts every thread: leave BENCH_IC_THREADS unset" >&2; exit 1; }
 transfer=(-m POST -H content-type=application/json -b '{"from":1,"to":2,"amount":1}')
 case "$route" in
   transfer) request=("${transfer[@]}") ;;
@@ -44,11 +57,11 @@ count() {
   local variant=$1 adapter=$2 port=$((20000 + RANDOM % 20000))
   local node_options=${NODE_OPTIONS:-}
   [ -z "$profile" ] || node_options="$node_options --perf-basic-prof --interpreted-frames-native-stack"
-  NODE_OPTIONS=$node_options valgrind --tool=callgrind --instr-atstart=no --smc-check=all-non-file \
+  NODE_OPTIONS=$node_options valgrind --tool=callgrind --instr-atstart=no --smc-check=all-non-file --separate-threads="$separate" \
     --callgrind-out-file="$work/cg.%p" node bench/dist/server.js "$variant" "$adapter" "$port" >"$work/server.log" 2>&1 &
   local pid=$! i
   for ((i = 0; i < 600; i++)); do
-    grep -q READY "$work/server.log" && break
+    grep -qs READY "$work/server.log" && break
     kill -0 "$pid" 2>/dev/null || break
     sleep 1
   done
@@ -70,7 +83,15 @@ count() {
   kill -TERM "$pid"
   wait "$pid" 2>/dev/null || true
   local total
-  total=$(grep -h '^summary:\|^totals:' "$work"/cg.* | awk '{ s += $2 } END { print s }')
+  # With separate threads, each thread's counts are in files ending -NN; the main thread's end in -01.
+  local files=("$work"/cg.*)
+  [ "$threads" = all ] || files=("$work"/cg.*-01)
+  total=$(grep -h '^summary:\|^totals:' "${files[@]}" | awk '{ s += $2 } END { print s }')
+  if [ "$threads" = main ]; then
+    local every
+    every=$(grep -h '^summary:\|^totals:' "$work"/cg.* | awk '{ s += $2 } END { print s }')
+    echo "  $variant/$adapter, every thread: $((every / requests)) per request" >&2
+  fi
   if [ -n "$profile" ]; then
     local name="$profile/$adapter-$variant"
     # The counted part is the dump callgrind_control asked for (the largest file).
@@ -84,7 +105,9 @@ count() {
   echo $((total / requests))
 }
 
-echo "| adapter | variant | instructions per request of /$route | hand-written ÷ variant |"
+what="instructions per request of /$route"
+[ "$threads" = all ] || what="$what (main thread)"
+echo "| adapter | variant | $what | hand-written ÷ variant |"
 echo "|---|---|---|---|"
 IFS=, read -ra adapter_list <<<"$adapters"
 IFS=, read -ra variant_list <<<"$variants"
