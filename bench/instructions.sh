@@ -38,7 +38,6 @@ case "$threads" in
   main) separate=yes ;;
   *) echo "BENCH_IC_THREADS must be all or main, got $threads" >&2; exit 1 ;;
 esac
-[ -z "$profile" ] || [ "$threads" = all ] || { echo "BENCH_IC_PROFILE counts every thread: leave BENCH_IC_THREADS unset" >&2; exit 1; }
 transfer=(-m POST -H content-type=application/json -b '{"from":1,"to":2,"amount":1}')
 case "$route" in
   transfer) request=("${transfer[@]}") ;;
@@ -94,8 +93,9 @@ count() {
   fi
   if [ -n "$profile" ]; then
     local name="$profile/$adapter-$variant"
-    # The counted part is the dump callgrind_control asked for (the largest file).
-    cp "$(ls -S "$work"/cg.* | head -n 1)" "$name.callgrind"
+    # The counted part is the dump callgrind_control asked for (the largest file; of the main thread's
+    # with BENCH_IC_THREADS=main).
+    cp "$(ls -S "${files[@]}" | head -n 1)" "$name.callgrind"
     mv "/tmp/perf-$pid.map" "$name.perf.map"
     # The perf map flags also make V8 write its log to the working directory.
     rm -f isolate-0x*-"$pid"-v8.log
