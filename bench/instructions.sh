@@ -16,9 +16,9 @@
 # kernel's, not PostgreSQL's). About 4 minutes per variant. The servers run on the `node` of the PATH.
 # With BENCH_IC_THREADS=main, only the main thread's instructions count: the one that runs JavaScript.
 # V8's helper threads (the optimizing compiler, concurrent marking, parallel scavenging) then drop out,
-# and with them most of what moves a count from one sitting to the next (when the compiler reoptimizes
-# a function, when a major collection falls); what they leave out is real work, and the default
-# (every thread) is what a server pays.
+# and with them the largest part of what moves a count from one run to the next (whether a major
+# collection falls inside the counted requests); which functions run optimized still moves it (see
+# bench/README.md). What they leave out is real work: the default (every thread) is what a server pays.
 # Needs valgrind (Debian package valgrind) and seeded bench tables (run `npm run bench -- --quick` once).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

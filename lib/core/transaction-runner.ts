@@ -107,7 +107,8 @@ export class TransactionRunner {
     } catch (error) {
       return this.fail(ctx, error);
     }
-    if (!isThenable(result)) return this.commit(ctx, result);
+    // A value returned synchronously with nothing to commit comes back as it is.
+    if (!isThenable(result) && ctx.commitUntouched()) return result;
     return this.completeLater(ctx, result);
   }
 
@@ -128,12 +129,6 @@ export class TransactionRunner {
     // Settled earlier by someone else: an aborted request.
     if (outcome !== 'committed') throw ctx.finishedError('the handler returned and its result');
     return value;
-  }
-
-  /** `complete()` for work that returned its value synchronously. */
-  private commit<T>(ctx: TransactionContext, value: T): T | Promise<T> {
-    if (ctx.commitUntouched()) return value;
-    return this.completeLater(ctx, value) as Promise<T>;
   }
 
   private async fail(ctx: TransactionContext, error: unknown): Promise<never> {
