@@ -27,3 +27,32 @@ export class ConnectionAcquisitionError extends TransactionalError {}
 
 /** Bad module or route options, found at bootstrap. */
 export class TransactionalOptionsError extends TransactionalError {}
+
+/**
+ * The database aborted the unit of work's transaction: a statement failed on PostgreSQL (outside a
+ * savepoint), or MySQL/MariaDB rolled the whole transaction back (a deadlock, say). Every later
+ * statement of the unit fails with this error, and the unit ends in a ROLLBACK, even if the first
+ * error was caught. `cause` is the first failure.
+ */
+export class TransactionAbortedError extends TransactionalError {}
+
+/**
+ * A unit of work that used several data sources committed on some and failed on a later one. There
+ * is no two-phase commit: the data sources in `committed` keep their work, `failed` rolled back.
+ */
+export class PartialCommitError extends TransactionalError {
+  constructor(
+    message: string,
+    readonly committed: readonly string[],
+    readonly failed: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/**
+ * A stream of rows read through the unit of work's connection was still open when the unit of work
+ * ended, or when another statement wanted the connection: the connection is busy with the stream.
+ */
+export class OpenStreamError extends TransactionalError {}

@@ -11,6 +11,30 @@ export interface BeginSpec {
   timeoutMs?: number;
 }
 
+/** See `Dialect.afterFailure()`. */
+export type FailureScope = 'statement' | 'level' | 'transaction';
+
+/** The longest timeout the databases accept, in ms: PostgreSQL's settings are 32-bit integers. */
+export const MAX_TIMEOUT_MS = 2_147_483_647;
+
+/**
+ * A validated value for SQL text: BEGIN options are checked where they are declared, and checked
+ * again here, so nothing but a whole number of milliseconds and a known isolation level reaches SQL.
+ */
+function sqlMs(value: number): number {
+  if (!Number.isSafeInteger(value) || value <= 0 || value > MAX_TIMEOUT_MS) {
+    throw new TypeError(`timeoutMs must be a whole number of milliseconds from 1 to ${MAX_TIMEOUT_MS}, got ${String(value)}`);
+  }
+  return value;
+}
+
+function sqlIsolation(level: IsolationLevel): IsolationLevel {
+  if (!(ISOLATION_LEVELS as readonly unknown[]).includes(level)) {
+    throw new TypeError(`isolationLevel must be one of ${ISOLATION_LEVELS.join(', ')}, got ${String(level)}`);
+  }
+  return level;
+}
+
 /** Pool counters, as the driver's pool reports them. */
 export interface PoolStats {
   /** Connections open (or opening). */
@@ -38,6 +62,16 @@ export interface Dialect {
   isRetryable(error: unknown): boolean;
   /** A statement or idle-in-transaction timeout fired. */
   isTimeout(error: unknown): boolean;
+  /**
+   * What a failed statement did to the transaction, by the database's own word: `'statement'` (only
+   * the statement was undone: MySQL/MariaDB's duplicate key, say), `'level'` (PostgreSQL: the
+   * transaction, or the savepoint it ran in, is aborted until rolled back), or `'transaction'` (the
+   * server rolled the whole transaction back: MySQL/MariaDB's deadlock; later statements would run
+   * in autocommit). Called with the connection still reserved for the failed statement.
+   */
+  afterFailure(connection: unknown, error: unknown): Promise<FailureScope>;
+  /** The answer to COMMIT says the database rolled back instead (PostgreSQL's `ROLLBACK` tag). */
+  commitRefused(result: unknown): boolean;
   /** The driver already knows the connection is dead (it broke after the pool handed it out). */
   isBroken(connection: unknown): boolean;
   poolStats(dataSource: DataSource): PoolStats;
@@ -59,12 +93,13 @@ const postgres: Dialect = {
   name: 'postgres',
   beginStatements(_connection, spec) {
     let sql = 'BEGIN';
-    if (spec.isolationLevel) sql += ` ISOLATION LEVEL ${spec.isolationLevel}`;
-    if (spec.readOnly) sql += ' READ ONLY';
+    if (spec.isolationLevel) sql += ` ISOLATION LEVEL ${sqlIsolation(spec.isolationLevel)}`;
+    if (spec.readOnly === true) sql += ' READ ONLY';
     if (spec.timeoutMs !== undefined) {
+      const ms = sqlMs(spec.timeoutMs);
       // Transaction-local: the settings vanish at COMMIT/ROLLBACK, so a pooled connection keeps nothing.
       // Simple-protocol multi-statement: still one round trip.
-      sql += `; SET LOCAL statement_timeout = ${spec.timeoutMs}; SET LOCAL idle_in_transaction_session_timeout = ${spec.timeoutMs}`;
+      sql += `; SET LOCAL statement_timeout = ${ms}; SET LOCAL idle_in_transaction_session_timeout = ${ms}`;
     }
     return [sql];
   },
@@ -78,6 +113,14 @@ const postgres: Dialect = {
   isRetryable(error) {
     const code = driverError(error)?.code;
     return code === '40P01' || code === '40001';
+  },
+  afterFailure(_connection, error) {
+    // Any error the server raised inside a transaction block aborts it (or the savepoint it ran in);
+    // FATAL ones end the session, which the lost-connection watch reports.
+    return Promise.resolve(driverError(error)?.severity === 'ERROR' ? 'level' : 'statement');
+  },
+  commitRefused(result) {
+    return (result as { command?: unknown } | undefined)?.command === 'ROLLBACK';
   },
   isTimeout(error) {
     const e = driverError(error);
@@ -110,8 +153,10 @@ const postgres: Dialect = {
   },
 };
 
+const SERVER_STATUS_IN_TRANS = 1;
+
 interface MysqlConnection {
-  query(sql: string, cb: (err: unknown) => void): void;
+  query(sql: string, cb: (err: unknown, result?: unknown) => void): void;
   destroy(): void;
   _handshakePacket?: { serverVersion?: string };
 }
@@ -125,16 +170,17 @@ const mysql: Dialect = {
   beginStatements(connection, spec) {
     const statements: string[] = [];
     if (spec.timeoutMs !== undefined) {
+      const ms = sqlMs(spec.timeoutMs);
       // MySQL/MariaDB have no transaction-local settings: set them on the session and reset them after the transaction.
       statements.push(
         isMariaDb(connection)
-          ? `SET SESSION max_statement_time = ${spec.timeoutMs / 1000}, SESSION idle_transaction_timeout = ${Math.max(1, Math.ceil(spec.timeoutMs / 1000))}`
-          : `SET SESSION max_execution_time = ${spec.timeoutMs}`,
+          ? `SET SESSION max_statement_time = ${ms / 1000}, SESSION idle_transaction_timeout = ${Math.max(1, Math.ceil(ms / 1000))}`
+          : `SET SESSION max_execution_time = ${ms}`,
       );
     }
     // SET TRANSACTION (without SESSION) applies to the next transaction only.
-    if (spec.isolationLevel) statements.push(`SET TRANSACTION ISOLATION LEVEL ${spec.isolationLevel}`);
-    statements.push(spec.readOnly ? 'START TRANSACTION READ ONLY' : 'START TRANSACTION');
+    if (spec.isolationLevel) statements.push(`SET TRANSACTION ISOLATION LEVEL ${sqlIsolation(spec.isolationLevel)}`);
+    statements.push(spec.readOnly === true ? 'START TRANSACTION READ ONLY' : 'START TRANSACTION');
     return statements;
   },
   endStatements(connection, spec) {
@@ -146,13 +192,28 @@ const mysql: Dialect = {
     ];
   },
   send(connection, sql) {
-    return new Promise<void>((resolve, reject) =>
-      (connection as MysqlConnection).query(sql, (err) => (err ? reject(err) : resolve())),
+    return new Promise<unknown>((resolve, reject) =>
+      (connection as MysqlConnection).query(sql, (err, result) => (err ? reject(err) : resolve(result))),
     );
   },
   isRetryable(error) {
     const e = driverError(error);
     return e?.errno === 1213 || e?.code === 'ER_LOCK_DEADLOCK';
+  },
+  async afterFailure(connection) {
+    // Which errors end the transaction depends on the error and on server settings (a lock wait
+    // timeout does with innodb_rollback_on_timeout): ask the server. `DO 0` answers with an OK
+    // packet whose status flags say whether a transaction is open (SERVER_STATUS_IN_TRANS).
+    try {
+      const status = (await this.send(connection, 'DO 0')) as { serverStatus?: number };
+      return ((status.serverStatus ?? 0) & SERVER_STATUS_IN_TRANS) === 0 ? 'transaction' : 'statement';
+    } catch {
+      // The connection broke: the lost-connection watch reports that.
+      return 'statement';
+    }
+  },
+  commitRefused() {
+    return false;
   },
   isTimeout(error) {
     const errno = driverError(error)?.errno;

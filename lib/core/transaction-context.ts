@@ -1,40 +1,38 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
 import type { EventEmitter } from 'node:events';
+import { finished, type Readable } from 'node:stream';
 import { Logger } from '@nestjs/common';
 import type { EntityManager, QueryRunner } from 'typeorm';
 import { QueryFailedError } from 'typeorm';
 import {
   ConnectionAcquisitionError,
   NoTransactionError,
+  OpenStreamError,
+  PartialCommitError,
   TransactionalError,
+  TransactionAbortedError,
   TransactionFinishedError,
   TransactionTimeoutError,
 } from '../errors';
 import type { GuardMode, TransactionOptions } from '../transactional.options';
 import { callSite, captureStack, type StackHolder } from './call-site';
+import { ConnectionTurns, type Level } from './connection-turns';
 import { DEFAULT_DATA_SOURCE, type DataSourceEntry, type DataSourceRegistry } from './data-source-registry';
 import type { BeginSpec } from './dialect';
+import { abortAdvice, describeAbort, type Abort } from './transaction-abort';
+import { runInSavepoint } from './savepoints';
+import { type HookScope, mergeHooks, SavepointScope } from './savepoint-scope';
+import { unitOfWorkStorage as current } from './unit-of-work-storage';
 
 export type ContextState = 'open' | 'settling' | 'committed' | 'rolledBack';
 export type Outcome = 'committed' | 'rolledBack';
 type Hook = () => unknown;
-
-interface HookScope {
-  commit: Hook[];
-  rollback: Hook[];
-}
+/** A savepoint of one of this module's units of work. */
+export type Savepoint = SavepointScope<TransactionContext, SourceTransaction>;
 
 /** A call the guard already reported in 'warn' mode, going through: the driver must not report it again. */
 class ReportedCall {
   constructor(readonly ctx: TransactionContext) {}
 }
-
-/**
- * The unit of work of the running async call chain, or the HTTP exchange of a route handler outside
- * one. One storage for everything: on Node 20 each enabled AsyncLocalStorage adds its own work to
- * every promise the application creates.
- */
-const current = new AsyncLocalStorage<TransactionContext | ReportedCall | object>();
 
 const logger = new Logger('TransactionalModule');
 const COMMITTED: Promise<Outcome> = Promise.resolve('committed');
@@ -47,7 +45,7 @@ const NO_SOURCES: readonly never[] = [];
 export function currentContext(): TransactionContext | undefined {
   const store = current.getStore();
   if (store instanceof TransactionContext) return store;
-  return store instanceof ReportedCall ? store.ctx : undefined;
+  return store instanceof SavepointScope || store instanceof ReportedCall ? (store.ctx as TransactionContext) : undefined;
 }
 
 /**
@@ -61,7 +59,12 @@ export function runWithExchange<T>(exchange: object, fn: (...args: unknown[]) =>
 /** The HTTP exchange `runWithExchange()` set for the running route handler, if any. */
 export function currentExchange(): object | undefined {
   const store = current.getStore();
-  return store === undefined || store instanceof TransactionContext || store instanceof ReportedCall ? undefined : store;
+  return store === undefined ||
+    store instanceof TransactionContext ||
+    store instanceof SavepointScope ||
+    store instanceof ReportedCall
+    ? undefined
+    : store;
 }
 
 function callWith(fn: (...args: unknown[]) => unknown, self: unknown, args: unknown[]): unknown {
@@ -134,8 +137,10 @@ export class TransactionContext {
   state: ContextState = 'open';
   /** Created with the first data source: most requests that never query allocate none. */
   private sources?: Map<string, SourceTransaction>;
-  /** Created on the first hook: most units of work register none. */
-  private hookScopes?: HookScope[];
+  /** The data sources in the order of their first statement: the order they commit in. */
+  private used?: SourceTransaction[];
+  /** Created on the first hook: most units of work register none. Savepoints hold their own. */
+  private hooks?: HookScope;
   private settlement?: Promise<Outcome>;
   private reason?: string;
 
@@ -211,29 +216,43 @@ export class TransactionContext {
     this.hookScope('afterRollback').rollback.push(hook);
   }
 
+  /** The hooks of the caller's scope: the savepoint whose callback runs, or the unit of work itself. */
   private hookScope(use: string): HookScope {
     if (this.state !== 'open') throw this.finishedError(`TransactionHost.${use}()`);
-    if (this.hookScopes === undefined) {
+    const savepoint = this.savepointOfCaller();
+    if (savepoint !== undefined) return (savepoint.hooks ??= { commit: [], rollback: [] });
+    if (this.hooks === undefined) {
       this.engage(`TransactionHost.${use}()`);
-      this.hookScopes = [{ commit: [], rollback: [] }];
+      this.hooks = { commit: [], rollback: [] };
     }
-    return this.hookScopes[this.hookScopes.length - 1];
+    return this.hooks;
   }
 
-  /** A savepoint started: hooks registered from now on belong to it. */
-  openHookScope(): void {
-    (this.hookScopes ??= [{ commit: [], rollback: [] }]).push({ commit: [], rollback: [] });
+  /** The innermost open savepoint of this unit of work whose callback the caller runs in. */
+  private savepointOfCaller(): Savepoint | undefined {
+    const store = current.getStore();
+    return store instanceof SavepointScope && store.ctx === this ? (store as Savepoint).innermostOpen() : undefined;
   }
 
-  /** A savepoint ended: its hooks join the enclosing scope, or are dropped if it rolled back. */
-  closeHookScope(keep: boolean): void {
-    if (this.hookScopes === undefined || this.hookScopes.length === 1) return;
-    const scope = this.hookScopes.pop() as HookScope;
-    if (keep) {
-      const parent = this.hookScopes[this.hookScopes.length - 1];
-      parent.commit.push(...scope.commit);
-      parent.rollback.push(...scope.rollback);
-    }
+  /** A savepoint ended: its hooks join the scope around it, or are dropped if it rolled back. */
+  closeScope(savepoint: Savepoint, keep: boolean): void {
+    if (!keep || savepoint.hooks === undefined) return;
+    const outer = savepoint.enclosing?.innermostOpen();
+    mergeHooks(outer !== undefined ? (outer.hooks ??= { commit: [], rollback: [] }) : (this.hooks ??= { commit: [], rollback: [] }), savepoint.hooks);
+  }
+
+  /** A data source's first statement: data sources commit in this order. */
+  noteUsed(source: SourceTransaction): void {
+    (this.used ??= []).push(source);
+  }
+
+  /** Every data source this unit of work holds, those that ran statements first, in the order they did. */
+  private commitOrder(): Iterable<SourceTransaction> {
+    const sources = this.sources;
+    if (sources === undefined) return NO_SOURCES;
+    const used = this.used;
+    if (used === undefined || sources.size === 1 || used.length === sources.size) return used ?? sources.values();
+    return [...used, ...[...sources.values()].filter((source) => !used.includes(source))];
   }
 
   /**
@@ -260,7 +279,7 @@ export class TransactionContext {
 
   /** Nothing asked for a connection and no hook was registered: there is nothing to send, release or run. */
   private get untouched(): boolean {
-    return this.sources === undefined && this.hookScopes === undefined;
+    return this.sources === undefined && this.hooks === undefined;
   }
 
   private finishUntouched(commit: boolean): Promise<Outcome> {
@@ -274,11 +293,16 @@ export class TransactionContext {
     let failure: unknown;
     let outcome: Outcome = 'rolledBack';
     if (commit) {
+      const committed: string[] = [];
+      let ending: SourceTransaction | undefined;
       try {
-        for (const source of this.opened()) await source.end(true);
+        for (ending of this.commitOrder()) {
+          await ending.end(true);
+          if (ending.sentCommit) committed.push(ending.entry.name);
+        }
         outcome = 'committed';
       } catch (error) {
-        failure = error;
+        failure = committed.length > 0 ? this.partialCommit(committed, ending as SourceTransaction, error) : error;
       }
     }
     if (outcome === 'rolledBack') {
@@ -287,7 +311,7 @@ export class TransactionContext {
     }
     this.state = outcome;
     this.registry.counters.openUnitsOfWork -= 1;
-    const scope = this.hookScopes?.[0];
+    const scope = this.hooks;
     const hooks = outcome === 'committed' ? scope?.commit : scope?.rollback;
     // Hooks run outside this unit of work: one that calls TransactionRunner.run() starts a fresh one.
     if (hooks !== undefined && hooks.length > 0) await current.exit(() => runHooks(hooks, outcome, this));
@@ -295,10 +319,30 @@ export class TransactionContext {
     return outcome;
   }
 
-  /** A deadlock or serialization failure on one of this unit of work's data sources. */
+  /**
+   * No two-phase commit: data sources that committed before `failed` keep their work. Logged, since
+   * the client learns only that the request failed.
+   */
+  private partialCommit(committed: string[], failed: SourceTransaction, cause: unknown): PartialCommitError {
+    const names = committed.map((name) => `'${name}'`).join(', ');
+    const reason = cause instanceof Error ? cause.message : String(cause);
+    const message =
+      `${this.label} committed on data source ${names}, then the COMMIT on data source '${failed.entry.name}' ` +
+      `failed (${reason}) and its work was rolled back. There is no two-phase commit across data sources: the work ` +
+      `on ${names} stays committed. Make the work on the later data sources safe to repeat, or keep what must be ` +
+      `atomic on one data source.`;
+    logger.error(message);
+    return new PartialCommitError(message, committed, failed.entry.name, { cause });
+  }
+
+  /**
+   * A deadlock or serialization failure on one of this unit of work's data sources, or a transaction
+   * the database aborted for one (`TransactionAbortedError`): the whole unit of work may succeed if run again.
+   */
   isRetryable(error: unknown): boolean {
+    const cause = error instanceof TransactionAbortedError ? error.cause : error;
     for (const source of this.opened()) {
-      if (source.entry.dialect.isRetryable(error)) return true;
+      if (source.entry.dialect.isRetryable(cause)) return true;
     }
     return false;
   }
@@ -414,27 +458,14 @@ const runnerMethods = {
   stream(this: Patched, ...args: unknown[]) {
     return this[SOURCE].run(this, 'stream', args);
   },
-  async startTransaction(this: Patched, ...args: unknown[]) {
-    const source = this[SOURCE];
-    const problem = source.unusable();
-    if (problem !== undefined) throw problem;
-    source.ctx.openHookScope();
-    try {
-      await original(this, 'startTransaction', args);
-    } catch (error) {
-      source.ctx.closeHookScope(false);
-      throw error;
-    }
+  startTransaction(this: Patched) {
+    return this[SOURCE].manualSavepoint('startTransaction');
   },
-  async commitTransaction(this: Patched) {
-    this[SOURCE].assertSavepoint('commitTransaction');
-    await original(this, 'commitTransaction', []);
-    this[SOURCE].ctx.closeHookScope(true);
+  commitTransaction(this: Patched) {
+    return this[SOURCE].manualSavepoint('commitTransaction');
   },
-  async rollbackTransaction(this: Patched) {
-    this[SOURCE].assertSavepoint('rollbackTransaction');
-    await original(this, 'rollbackTransaction', []);
-    this[SOURCE].ctx.closeHookScope(false);
+  rollbackTransaction(this: Patched) {
+    return this[SOURCE].manualSavepoint('rollbackTransaction');
   },
   /** TypeORM's pool shutdown releases every runner in use: end the unit of work, then give the connection back. */
   async release(this: Patched) {
@@ -449,8 +480,8 @@ const managerMethods = {
     return problem === undefined ? original(this, 'query', args) : Promise.reject(problem);
   },
   transaction(this: PatchedManager, ...args: unknown[]) {
-    const problem = this[SOURCE].unusable();
-    return problem === undefined ? original(this, 'transaction', args) : Promise.reject(problem);
+    const problem = this[SOURCE].unusable('tx.transaction()');
+    return problem === undefined ? runInSavepoint(this[SOURCE], args) : Promise.reject(problem);
   },
 };
 
@@ -466,9 +497,15 @@ function onConnectionLost(this: Watched, error?: unknown): void {
  * The transaction of one unit of work on one data source: a QueryRunner whose connection is taken,
  * and BEGIN sent, by its first query; every path that would use it after settlement fails.
  */
-class SourceTransaction {
+export class SourceTransaction {
   /** True only while this source's own QueryRunner asks the pool for its connection. */
   acquiring = false;
+  /** Whose statement goes to the connection next: one at a time, savepoints one after another. */
+  readonly turns = new ConnectionTurns();
+  /** Set when the database aborted the transaction or one of its savepoints (see `noteFailure()`). */
+  private abort?: Abort;
+  /** Streams of rows read through the connection and not yet at their end: it is busy until they are. */
+  private streams?: Set<Readable>;
   /** Where the connection was taken (captured when the guard is on, or slowTransactionMs set). */
   private holder?: StackHolder;
   /** Where this route's first request took its connection, when this one captured none. */
@@ -534,28 +571,197 @@ class SourceTransaction {
   }
 
   connect(): Promise<unknown> {
-    return (this.opening ??= this.open());
+    if (this.opening === undefined) {
+      this.ctx.noteUsed(this);
+      this.opening = this.open();
+    }
+    return this.opening;
+  }
+
+  /** Whether this transaction's COMMIT went through. */
+  get sentCommit(): boolean {
+    return this.committed;
   }
 
   /**
-   * Runs a statement of the runner if the unit of work is open, and counts it until answered. TypeORM
-   * awaits between taking the connection and handing the statement to the driver; a COMMIT or ROLLBACK
-   * sent in that gap would overtake it and leave it to run in autocommit, so the end waits for these.
-   * Awaited (not chained with .then) so V8's async stack traces still lead back to the application.
+   * Runs a statement of the runner if the unit of work is open and the connection is the caller's
+   * (see `ConnectionTurns`), and counts it until answered. TypeORM awaits between taking the
+   * connection and handing the statement to the driver; a COMMIT or ROLLBACK sent in that gap would
+   * overtake it and leave it to run in autocommit, so the end waits for these. Awaited (not chained
+   * with .then) so V8's async stack traces still lead back to the application.
    */
   async run(runner: Patched, method: 'query' | 'stream', args: unknown[]): Promise<unknown> {
-    const problem = this.unusable();
+    let problem = this.unusable();
     if (problem !== undefined) throw problem;
+    const level = this.levelOfCaller();
+    if (!this.turns.tryTake(level)) await this.turns.take(level);
+    try {
+      problem = this.unusable();
+      if (problem !== undefined) throw problem;
+      this.beginStatement();
+      try {
+        const result = await original(runner, method, args);
+        if (method === 'stream') this.track(result);
+        return result;
+      } catch (error) {
+        await this.noteFailure(error);
+        throw error;
+      } finally {
+        this.endStatement();
+      }
+    } finally {
+      this.turns.give();
+    }
+  }
+
+  /**
+   * Runs `task` (savepoint statements) holding the connection for `level`, like `run()`.
+   * `allowAborted`: a ROLLBACK TO SAVEPOINT still goes to an aborted transaction.
+   */
+  async exclusive<T>(level: Level, use: string, allowAborted: boolean, task: (connection: unknown) => Promise<T>): Promise<T> {
+    if (!this.turns.tryTake(level)) await this.turns.take(level);
+    try {
+      const problem = this.unusable(use, allowAborted);
+      if (problem !== undefined) throw problem;
+      this.beginStatement();
+      try {
+        return await task(await this.connect());
+      } catch (error) {
+        await this.noteFailure(error);
+        throw error;
+      } finally {
+        this.endStatement();
+      }
+    } finally {
+      this.turns.give();
+    }
+  }
+
+  private beginStatement(): void {
     this.statements += 1;
     if (this.inFlight++ === 0 && this.slowMs !== undefined) this.busySince = performance.now();
-    try {
-      return await original(runner, method, args);
-    } finally {
-      if (--this.inFlight === 0) {
-        if (this.slowMs !== undefined) this.busyMs += performance.now() - this.busySince;
-        this.drained?.();
-      }
+  }
+
+  private endStatement(): void {
+    if (--this.inFlight === 0) {
+      if (this.slowMs !== undefined) this.busyMs += performance.now() - this.busySince;
+      this.drained?.();
     }
+  }
+
+  /** The level of this connection the caller's statements belong to: its savepoint, or the transaction. */
+  private levelOfCaller(): Level {
+    const store = current.getStore();
+    if (!(store instanceof SavepointScope)) return this.turns.root;
+    return (store as Savepoint).on(this) ?? this.turns.root;
+  }
+
+  /**
+   * After a failed statement: asks the dialect what the database did to the transaction and, if it
+   * aborted it (or the savepoint the statement ran in), refuses every later statement until a ROLLBACK
+   * (TO SAVEPOINT) clears it. Runs while the connection is still the failed statement's, so nothing
+   * else reaches the database before this is known.
+   */
+  private async noteFailure(error: unknown): Promise<void> {
+    const connection = this.connection;
+    if (connection === undefined || this.lost !== undefined || error instanceof TransactionalError) return;
+    if (this.abort?.ended === true) return;
+    const site = captureStack();
+    const scope = await this.entry.dialect.afterFailure(connection, error);
+    if (scope === 'statement' || (this.abort !== undefined && scope === 'level')) return;
+    const depth = scope === 'transaction' ? this.depth : (this.runner as Patched).transactionDepth;
+    this.abort = { depth, ended: scope === 'transaction', cause: error, site };
+  }
+
+  /** Whether the savepoint opened at `depth` (or the transaction, or any savepoint in it) is aborted. */
+  abortedWithin(depth: number): boolean {
+    return this.abort !== undefined && (this.abort.ended || this.abort.depth > depth);
+  }
+
+  /** The error for `use` refused in an aborted transaction or savepoint. */
+  abortedError(use: string): TransactionAbortedError {
+    const abort = this.abort as Abort;
+    const { dialect } = this.entry;
+    const database = dialect.name === 'postgres' ? 'PostgreSQL' : 'MySQL/MariaDB';
+    const whole = abort.ended || abort.depth <= this.depth;
+    const end = whole
+      ? 'it ends in a ROLLBACK, and the unit of work fails'
+      : 'the savepoint is rolled back, and tx.transaction() rejects';
+    return new TransactionAbortedError(
+      `${use} in the transaction of ${this.ctx.label} was refused${at(captureStack())}: ` +
+        `${describeAbort(abort, database, whole)}. Nothing more can run in it, even though that error was caught: ` +
+        `${end}. ${abortAdvice(dialect.isRetryable(abort.cause))}`,
+      { cause: abort.cause },
+    );
+  }
+
+  /** Tracks a stream of rows the runner returned: the connection is busy until it ends. */
+  private track(stream: unknown): void {
+    if (typeof (stream as Readable | undefined)?.on !== 'function') return;
+    const streams = (this.streams ??= new Set());
+    streams.add(stream as Readable);
+    finished(stream as Readable, () => streams.delete(stream as Readable));
+  }
+
+  private openStreamError(use: string): OpenStreamError {
+    const ending = use === 'COMMIT' || use === 'ROLLBACK';
+    return new OpenStreamError(
+      `${use} in the transaction of ${this.ctx.label}${ending ? '' : ' was refused'}${at(captureStack())}: a stream ` +
+        `of rows read through its connection is still open, and the connection is busy until the stream is read ` +
+        `to its end. ` +
+        (ending
+          ? `A stream returned as the response (StreamableFile, a piped Readable) would be read only after the unit of ` +
+            `work ended, so it cannot come from its transaction: the unit of work was rolled back and its connection ` +
+            `closed. `
+          : `A query made while iterating over the stream's rows would wait for the stream forever (the rows wait ` +
+            `for the query). `) +
+        `Read the rows to their end inside the unit of work before anything else (for await … of stream), collect ` +
+        `them first, or stream from a @NoTransaction() route with a QueryRunner of its own.`,
+    );
+  }
+
+  /** SAVEPOINT at TypeORM's next depth, which goes up by one; returns the depth it was opened at. */
+  async openSavepoint(connection: unknown): Promise<number> {
+    const qr = this.runner as Patched;
+    const depth = qr.transactionDepth;
+    await this.statement(connection, `SAVEPOINT typeorm_${depth}`);
+    qr.transactionDepth = depth + 1;
+    return depth;
+  }
+
+  /**
+   * Ends the savepoint opened at `depth` and any opened in it: RELEASE (refused when it is aborted),
+   * or ROLLBACK TO, which clears its abort. Nothing is sent once the server ended the transaction.
+   */
+  async closeSavepoint(connection: unknown, depth: number, keep: boolean): Promise<void> {
+    const qr = this.runner as Patched;
+    if (keep) {
+      if (this.abortedWithin(depth)) throw this.abortedError('RELEASE SAVEPOINT');
+      await this.statement(connection, `RELEASE SAVEPOINT typeorm_${depth}`);
+    } else if (this.abort?.ended !== true) {
+      try {
+        await this.statement(connection, `ROLLBACK TO SAVEPOINT typeorm_${depth}`);
+      } catch (error) {
+        // The savepoint could not be undone: nothing in the transaction can be trusted any more.
+        this.abort = { depth: this.depth, ended: false, cause: error, site: captureStack() };
+        throw error;
+      }
+      if (this.abort !== undefined && this.abort.depth > depth) this.abort = undefined;
+    }
+    qr.transactionDepth = depth;
+  }
+
+  /** `startTransaction()`, `commitTransaction()`, `rollbackTransaction()` of the runner, called by application code. */
+  async manualSavepoint(method: 'startTransaction' | 'commitTransaction' | 'rollbackTransaction'): Promise<void> {
+    if (method !== 'startTransaction') this.assertSavepoint(method);
+    const event = { startTransaction: 'TransactionStart', commitTransaction: 'TransactionCommit', rollbackTransaction: 'TransactionRollback' }[method];
+    await this.broadcast(`Before${event}`);
+    const depth = (this.runner as Patched).transactionDepth - 1;
+    await this.exclusive(this.levelOfCaller(), `queryRunner.${method}()`, method === 'rollbackTransaction', async (connection) => {
+      if (method === 'startTransaction') await this.openSavepoint(connection);
+      else await this.closeSavepoint(connection, depth, method === 'commitTransaction');
+    });
+    await this.broadcast(`After${event}`);
   }
 
   private settled(): Promise<void> {
@@ -564,17 +770,17 @@ class SourceTransaction {
     });
   }
 
-  /** Why this transaction cannot take a query now, if it cannot. */
-  unusable(): Error | undefined {
-    if (this.ctx.state !== 'open') return this.ctx.finishedError('a query');
+  /** Why this transaction cannot take `use` now, if it cannot. */
+  unusable(use = 'a query', allowAborted = false): Error | undefined {
+    if (this.ctx.state !== 'open') return this.ctx.finishedError(use);
     if (this.lost !== undefined) return this.lostError();
+    if (this.streams !== undefined && this.streams.size > 0) return this.openStreamError(use);
+    if (this.abort !== undefined && !allowAborted) return this.abortedError(use);
     return undefined;
   }
 
   /** Application code may end savepoints it opened, never the unit of work's own transaction. */
-  assertSavepoint(method: string): void {
-    const problem = this.unusable();
-    if (problem !== undefined) throw problem;
+  private assertSavepoint(method: string): void {
     if ((this.runner as Patched).transactionDepth > this.depth) return;
     throw new TransactionalError(
       `${method}() was called on the query runner of ${this.ctx.label}. The library commits or rolls back ` +
@@ -795,7 +1001,7 @@ class SourceTransaction {
   }
 
   /** Transaction events for the data source's subscribers; nothing to do (and nothing awaited) without any. */
-  private broadcast(event: string): Promise<void> | undefined {
+  broadcast(event: string): Promise<void> | undefined {
     if (this.entry.dataSource.subscribers.length === 0) return undefined;
     return this.runner?.broadcaster?.broadcast(event);
   }
@@ -851,12 +1057,25 @@ class SourceTransaction {
       }
       // No statement accepted while open may reach the driver after COMMIT/ROLLBACK (no new ones are accepted now).
       if (this.inFlight > 0) await this.settled();
+      // Statements still waiting for their turn go on, to find the unit of work ended.
+      this.turns.releaseAll();
+      if (this.streams !== undefined && this.streams.size > 0) {
+        // The connection is busy with a stream nobody may read to its end: close it, the database rolls back.
+        const error = this.openStreamError(commit ? 'COMMIT' : 'ROLLBACK');
+        await this.discard(error);
+        for (const stream of this.streams) stream.destroy(error);
+        if (commit) throw error;
+        return;
+      }
       if (this.lost !== undefined) {
         // The server already ended the session, and with it the transaction.
         await this.discard(this.lost);
         if (commit) throw this.lostError();
         return;
       }
+      // The database aborted the transaction: it can only roll back, and the unit of work fails.
+      const refused = commit && this.abort !== undefined ? this.abortedError('COMMIT') : undefined;
+      if (refused !== undefined) commit = false;
       try {
         await this.finishTransaction(connection, commit);
         this.committed = commit;
@@ -869,6 +1088,7 @@ class SourceTransaction {
         }
         if (!commit) {
           await this.discard(error);
+          if (refused !== undefined) throw refused;
           return;
         }
         // A failed COMMIT (a deferred constraint, say): make sure nothing stays open, then report it.
@@ -882,6 +1102,7 @@ class SourceTransaction {
         throw error;
       }
       await this.close(connection);
+      if (refused !== undefined) throw refused;
     } finally {
       this.unwatch();
       this.released();
@@ -900,11 +1121,22 @@ class SourceTransaction {
     // Lost while the subscribers ran: the transaction is gone, there is nothing to send it to.
     if (this.lost !== undefined) throw this.lost;
     this.endSent = commit ? 'COMMIT' : 'ROLLBACK';
-    await this.send(connection, [sql]);
+    const answer = await this.send(connection, [sql]);
+    if (commit && this.depth === 1 && this.entry.dialect.commitRefused(answer)) throw this.refusedCommitError();
     qr.isTransactionActive = false;
     qr.transactionDepth = this.depth - 1;
     const after = this.broadcast(commit ? 'AfterTransactionCommit' : 'AfterTransactionRollback');
     if (after !== undefined) await after;
+  }
+
+  /** PostgreSQL answered COMMIT with ROLLBACK: the transaction was aborted by a statement the library did not run. */
+  private refusedCommitError(): TransactionAbortedError {
+    return new TransactionAbortedError(
+      `PostgreSQL answered the COMMIT of ${this.ctx.label} with ROLLBACK: a statement of its transaction had failed, ` +
+        `sent on its connection outside the unit of work's manager, and the database aborted the transaction. ` +
+        `Nothing of it was written. Run every statement through the manager from @Tx() (or TransactionHost.manager()), ` +
+        `and let a failure propagate or run the statement that may fail in tx.transaction().`,
+    );
   }
 
   /** Undoes session state the BEGIN set (MySQL timeouts), then returns the connection to the pool. */
