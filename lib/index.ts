@@ -9,6 +9,7 @@ export type {
 } from './transactional.options';
 export { Tx } from './decorators/tx.decorator';
 export { NoTransaction, Transactional } from './decorators/transactional.decorator';
+export type { TransactionalMethodOptions } from './decorators/transactional-method';
 export { InjectTxRepository, getTxRepositoryToken } from './repository/tx-repository';
 export { TransactionHost, TransactionRunner } from './core/transaction-runner';
 export type { Propagation, RunOptions, UnitOfWorkInfo } from './core/transaction-runner';

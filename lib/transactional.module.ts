@@ -1,11 +1,12 @@
 import { type DynamicModule, Global, Module, type NestModule, type Provider } from '@nestjs/common';
-import { HttpAdapterHost, ModulesContainer } from '@nestjs/core';
+import { DiscoveryModule, HttpAdapterHost, ModulesContainer } from '@nestjs/core';
 import { getDataSourceToken } from '@nestjs/typeorm';
 import type { DataSource } from 'typeorm';
 import { DataSourceRegistry, DEFAULT_DATA_SOURCE } from './core/data-source-registry';
 import { dialectOf } from './core/dialect';
 import { DataSourceCounters } from './core/stats';
 import { TransactionHost, TransactionRunner } from './core/transaction-runner';
+import { TransactionalMethodBinding } from './decorators/transactional-method';
 import { TransactionalOptionsError } from './errors';
 import { installConnectionGuard } from './guard/connection-guard';
 import { watchRouteRegistrations, wrapRoutes } from './http/route-wrapper';
@@ -25,7 +26,8 @@ import { resolveModuleOptions, type TransactionalModuleOptions } from './transac
  */
 @Global()
 @Module({
-  providers: [DataSourceRegistry, TransactionRunner, TransactionHost],
+  imports: [DiscoveryModule],
+  providers: [DataSourceRegistry, TransactionRunner, TransactionHost, TransactionalMethodBinding],
   exports: [DataSourceRegistry, TransactionRunner, TransactionHost],
 })
 export class TransactionalCoreModule implements NestModule {
