@@ -2,7 +2,8 @@
  * The guard reports hold-and-wait only: a second pooled connection taken while the unit of work holds
  * one (or is taking one). An app not yet converted, whose code reads and writes through plain
  * repositories and the data source, works unchanged with `TransactionalModule.forRoot()` added; so do
- * health checks. `tx.withRepository(repository)` runs on the unit's connection.
+ * health checks. `tx.withRepository(repository)` runs on the unit's connection. `ConnectionAudit`
+ * lists what is left to convert.
  */
 import {
   Body,
@@ -331,6 +332,24 @@ describe.each(engines)('the guard without false alarms on $name', (engine: Engin
         expect(recorder.errors).toEqual([expect.any(NotFoundException)]);
         expect(violations()).toBe(0);
       });
+
+      it('lists each plain call site with its routes in ConnectionAudit.checklist(), none while holding', async () => {
+        const author = `${adapter}-audit`;
+        for (let i = 0; i < 3; i++) expect((await call('GET', url(`/articles?author=${author}`))).status).toBe(200);
+        expect((await call('GET', url(`/articles/stats?author=${author}`))).status).toBe(200);
+
+        const plain = audit.plainAcquisitions();
+        expect(plain).toHaveLength(4);
+        expect(plain.every((p) => !p.whileHolding)).toBe(true);
+        expect(plain.map((p) => p.unit)).toEqual(['GET /articles', 'GET /articles', 'GET /articles', 'GET /articles/stats']);
+        const lines = audit.checklist().split('\n');
+        expect(lines).toHaveLength(2);
+        expect(lines[0]).toMatch(new RegExp(`^- \\[ \\] ${siteAt('ArticlesService.findAll', 'adoption:find-all', __filename).source}: GET /articles \\(3\\)$`));
+        expect(lines[1]).toMatch(new RegExp(`^- \\[ \\] ${siteAt('ArticlesService.stats', 'adoption:stats', __filename).source}: GET /articles/stats \\(1\\)$`));
+        expect(() => audit.assertNoPlainAcquisitions()).toThrow(/^2 call site\(s\) took pooled connections inside units of work, outside their transactions: /);
+        // One connection per unit all the same: the strict check of one connection per unit passes.
+        expect(() => audit.assertOneConnectionPerUnit()).not.toThrow();
+      });
     });
 
     describe('a health check pinging the database in a guard, a pipe and the handler', () => {
@@ -359,8 +378,15 @@ describe.each(engines)('the guard without false alarms on $name', (engine: Engin
           ),
         );
         expect(message).toContain('which deadlocks the pool under load.');
-        // Only the second read is a violation.
+        // Only the second read is a violation; the audit lists the first (the second never reached the pool).
         expect(violations()).toBe(1);
+        expect(audit.plainAcquisitions()).toEqual([
+          {
+            unit: 'POST /mixed/read-write-read',
+            site: expect.stringMatching(siteAt('MixedController.readWriteRead', 'adoption:plain-before', __filename)),
+            whileHolding: false,
+          },
+        ]);
         expect(await titlesBy('mixed')).toEqual([]);
       });
     });
@@ -374,7 +400,9 @@ describe.each(engines)('the guard without false alarms on $name', (engine: Engin
         expect(recorder.errors).toEqual([]);
         expect(violations()).toBe(0);
         expect(logger.library()).toEqual([]);
+        expect(audit.plainAcquisitions()).toEqual([]);
         expect(audit.units()).toEqual([expect.objectContaining({ name: 'POST /mixed/with-repository', acquisitions: 1, maxHeld: 1 })]);
+        expect(() => audit.assertNoPlainAcquisitions()).not.toThrow();
         expect(await titlesBy('converted')).toEqual(['w', 'w/savepoint', 'w/tx']);
       });
     });
