@@ -39,7 +39,7 @@ export interface TransactionalStats {
   acquisitionFailures: number;
   /** Units of work run again after a deadlock or serialization failure. */
   retries: number;
-  /** Second-connection acquisitions seen by the guard, whatever its mode. */
+  /** Connections requested while a unit of work held (or was taking) one: counted in guard modes 'warn' and 'throw'. */
   guardViolations: number;
   /** Units of work that held a connection longer than `slowTransactionMs` (each counted and logged once). */
   slowTransactions: number;

@@ -186,26 +186,12 @@ export class TransactionContext {
   }
 
   /** The data sources this unit of work has used. */
-  private opened(): Iterable<SourceTransaction> {
+  opened(): Iterable<SourceTransaction> {
     return this.sources?.values() ?? NO_SOURCES;
   }
 
   guardMode(entry: DataSourceEntry): GuardMode {
     return this.options.guard ?? entry.options.guard;
-  }
-
-  /**
-   * True when an acquisition from `entry`'s pool, made now, is not this unit of work's own: a second
-   * connection taken while this one holds (or is about to hold) its own.
-   */
-  isForeignAcquisition(entry: DataSourceEntry): boolean {
-    if (this.state !== 'open' || !this.registry.has(entry)) return false;
-    return this.sources?.get(entry.name)?.acquiring !== true;
-  }
-
-  /** Where this unit of work took its connection on a data source, if it did. */
-  holderSite(name: string): string | undefined {
-    return this.sources?.get(name)?.holderSite();
   }
 
   afterCommit(hook: Hook): void {
@@ -500,6 +486,8 @@ function onConnectionLost(this: Watched, error?: unknown): void {
 export class SourceTransaction {
   /** True only while this source's own QueryRunner asks the pool for its connection. */
   acquiring = false;
+  /** True from the pool's acquisition until it answered: the connection is being taken. */
+  private waiting = false;
   /** Whose statement goes to the connection next: one at a time, savepoints one after another. */
   readonly turns = new ConnectionTurns();
   /** Set when the database aborted the transaction or one of its savepoints (see `noteFailure()`). */
@@ -907,6 +895,12 @@ export class SourceTransaction {
     sites.set(this.entry.name, callSite(this.holder) ?? null);
   }
 
+  /** What this transaction has of its pool now: nothing, a connection it is waiting for, or one it holds. */
+  get hold(): 'none' | 'taking' | 'held' {
+    if (this.acquiredAt !== undefined) return 'held';
+    return this.waiting ? 'taking' : 'none';
+  }
+
   /** Where the connection was taken, for messages. */
   holderSite(): string | undefined {
     if (this.holder !== undefined) return callSite(this.holder);
@@ -925,12 +919,15 @@ export class SourceTransaction {
     } finally {
       this.acquiring = false;
     }
+    this.waiting = true;
     let connection: unknown;
     try {
       connection = await acquisition;
     } catch (error) {
       counters.acquisitionFailures += 1;
       throw this.acquisitionError(error, performance.now() - started);
+    } finally {
+      this.waiting = false;
     }
     this.acquiredAt = performance.now();
     counters.acquisitionWait.record(this.acquiredAt - started);

@@ -2,8 +2,16 @@ import { Logger } from '@nestjs/common';
 import type { QueryRunner, Repository } from 'typeorm';
 import { callSite, captureStack } from '../core/call-site';
 import type { DataSourceEntry, DataSourceRegistry } from '../core/data-source-registry';
-import { currentContext, isReported, ownerOf, runReported, type TransactionContext } from '../core/transaction-context';
+import {
+  currentContext,
+  isReported,
+  ownerOf,
+  runReported,
+  type SourceTransaction,
+  type TransactionContext,
+} from '../core/transaction-context';
 import { ConnectionAcquisitionError, NestedConnectionError } from '../errors';
+import { heldDuring } from './hold-and-wait';
 
 const logger = new Logger('TransactionalModule');
 const GUARDED = Symbol('nestjs-request-transaction:guarded');
@@ -13,8 +21,9 @@ const NON_QUERYING = new Set(['constructor', 'create', 'merge', 'hasId', 'getId'
 
 /**
  * Guards a data source: its driver's connection acquisition, so every path that takes a second
- * pooled connection inside a unit of work is caught before it touches the pool, and the repositories
- * `@nestjs/typeorm` injects, so their misuse is named precisely.
+ * pooled connection while a unit of work holds one (see `heldDuring()`) is caught before it touches
+ * the pool, and the repositories `@nestjs/typeorm` injects, so their misuse is named precisely.
+ * Acquisitions while the unit of work holds nothing go through untouched.
  */
 export function installConnectionGuard(entry: DataSourceEntry, registry: DataSourceRegistry): void {
   const driver = entry.dataSource.driver as unknown as Record<string | symbol, unknown>;
@@ -32,8 +41,9 @@ export function installConnectionGuard(entry: DataSourceEntry, registry: DataSou
           };
     driver[method] = function guardedAcquisition(this: unknown, ...args: unknown[]) {
       const ctx = currentContext();
-      if (ctx !== undefined && ctx.isForeignAcquisition(entry) && !isReported()) {
-        const error = violation(entry, registry, ctx, undefined);
+      if (ctx !== undefined && ctx.registry.has(entry) && !isReported()) {
+        const holder = heldDuring(ctx, entry.dataSource);
+        const error = holder && violation(entry, registry, ctx, holder, undefined);
         if (error) return Promise.reject(error);
       }
       return acquire.apply(this, args);
@@ -72,13 +82,18 @@ function guardRepository(entry: DataSourceEntry, registry: DataSourceRegistry, r
     for (const method of Object.getOwnPropertyNames(proto)) {
       const original = Object.getOwnPropertyDescriptor(proto, method)?.value;
       if (typeof original !== 'function' || NON_QUERYING.has(method) || Object.hasOwn(target, method)) continue;
-      target[method] = function guardedRepositoryMethod(this: unknown, ...args: unknown[]) {
+      target[method] = function guardedRepositoryMethod(this: Repository<object>, ...args: unknown[]) {
         const ctx = currentContext();
-        if (ctx !== undefined && ctx.isForeignAcquisition(entry)) {
-          const error = violation(entry, registry, ctx, { entity, method });
-          if (error) return Promise.reject(error);
-          // Reported once: the driver's acquisition below must not report it again.
-          return runReported(ctx, () => original.apply(this, args));
+        // tx.withRepository(repository) copies these own properties onto a repository bound to the unit
+        // of work's manager: that one runs on the unit's connection.
+        if (ctx !== undefined && ctx.registry.has(entry) && ownerOf(this?.manager?.queryRunner) !== ctx) {
+          const holder = heldDuring(ctx, entry.dataSource);
+          if (holder !== undefined) {
+            const error = violation(entry, registry, ctx, holder, { entity, method });
+            if (error) return Promise.reject(error);
+            // Reported once: the driver's acquisition below must not report it again.
+            return runReported(ctx, () => original.apply(this, args));
+          }
         }
         return original.apply(this, args);
       };
@@ -91,25 +106,24 @@ function violation(
   entry: DataSourceEntry,
   registry: DataSourceRegistry,
   ctx: TransactionContext,
+  holder: SourceTransaction,
   repository: { entity: string; method: string } | undefined,
 ): NestedConnectionError | undefined {
   const mode = ctx.guardMode(entry);
   if (mode === 'off') return undefined;
   registry.counters.guardViolations += 1;
   const site = callSite(captureStack());
-  const holder = ctx.holderSite(entry.name);
   const what = repository
     ? `Repository<${repository.entity}>.${repository.method}() was called`
     : `A second connection was requested from the pool of data source '${entry.name}'`;
   const fix = repository
-    ? `Use the repository from @InjectTxRepository(${repository.entity}) or tx.getRepository(${repository.entity}) with the manager from @Tx().`
+    ? `Use the repository from @InjectTxRepository(${repository.entity}), tx.getRepository(${repository.entity}) or ` +
+      `tx.withRepository(repository) with the manager from @Tx().`
     : `Run the query through the unit of work's manager (@Tx(), TransactionHost.manager() or an @InjectTxRepository() ` +
       `repository) instead of the data source, its manager or a new query runner; use tx.transaction() for a nested ` +
       `transaction (a savepoint on the same connection); finish reading one query's rows before starting the next.`;
   const message =
-    `${what} during the transaction of ${ctx.label}${site ? ` (at ${site})` : ''}. It would take a second pooled ` +
-    `connection while this unit of work ${holder ? `holds one (taken at ${holder})` : 'holds one, or is about to take it'}, ` +
-    `which deadlocks the pool under load. ${fix}`;
+    `${what} during the transaction of ${ctx.label}${site ? ` (at ${site})` : ''}. ${holdAndWait(entry, holder)} ${fix}`;
   if (mode === 'throw') return new NestedConnectionError(message);
   const key = site ?? message;
   if (!registry.reportedSites.has(key)) {
@@ -117,6 +131,19 @@ function violation(
     logger.warn(message);
   }
   return undefined;
+}
+
+/** Why the acquisition is refused: what the unit of work holds, on which data source, since where. */
+function holdAndWait(entry: DataSourceEntry, holder: SourceTransaction): string {
+  const same = holder.entry === entry;
+  const of = same ? '' : ` of data source '${holder.entry.name}'`;
+  const taken = holder.holderSite();
+  const holds =
+    holder.hold === 'held'
+      ? `holds one${of}${taken ? ` (taken at ${taken})` : ''}`
+      : `is taking one${of} (a query of it is waiting for the pool at the same time)`;
+  const second = same ? 'a second pooled connection' : `a connection of data source '${entry.name}'`;
+  return `It would take ${second} while this unit of work ${holds}, which deadlocks the pool${same ? '' : 's'} under load.`;
 }
 
 interface MysqlPoolConnection {

@@ -101,7 +101,7 @@ export function registerTransactionMetrics(host: TransactionHost, options: Trans
   counter('rollbacks_total', 'Transactions rolled back.', ['data_source'], bySource((ds) => ds.rollbacks));
   counter('acquisition_failures_total', 'Connections the pool could not give.', ['data_source'], bySource((ds) => ds.acquisitionFailures));
   counter('retries_total', 'Units of work run again after a deadlock or serialization failure.', [], (s) => [[{}, s.retries]]);
-  counter('guard_violations_total', 'Second-connection acquisitions inside a unit of work.', [], (s) => [[{}, s.guardViolations]]);
+  counter('guard_violations_total', 'Connections requested while a unit of work held one or was taking one (guard warn and throw).', [], (s) => [[{}, s.guardViolations]]);
   counter('slow_transactions_total', 'Units of work that held a connection longer than slowTransactionMs.', [], (s) => [
     [{}, s.slowTransactions],
   ]);

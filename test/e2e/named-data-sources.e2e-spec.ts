@@ -10,6 +10,7 @@ import { expectNothingLeaked } from '../support/leaks';
 import { observer, type MariadbObserver, type PostgresObserver } from '../support/observer';
 import { RecordingSqlLogger } from '../support/recording-loggers';
 import { type ErrorBody, ErrorBodyFilter, labelsIn } from './runner-fixtures';
+import { siteAt } from './zoo-fixtures';
 
 // `default` on PostgreSQL, `reports` on MariaDB; on a machine without MariaDB, a second PostgreSQL data source.
 const reportsEngine = mysqlAvailable() ? mariadbEngine : postgresEngine;
@@ -40,6 +41,7 @@ class NamedController {
     @InjectTxRepository(Order) private readonly orders: Repository<Order>,
     @InjectTxRepository(ReportRow, 'reports') private readonly reportRows: Repository<ReportRow>,
     @InjectDataSource('reports') private readonly reports: DataSource,
+    @InjectDataSource() private readonly defaultSource: DataSource,
     private readonly host: TransactionHost,
   ) {}
 
@@ -77,8 +79,22 @@ class NamedController {
 
   @Post('plain-reports-query')
   async plainReportsQuery(@Tx() tx: EntityManager) {
-    await tx.insert(Order, { label: 'before the plain query' });
+    await tx.insert(Order, { label: 'before the plain query' }); // named:default-holds
     await this.reports.query('SELECT 1');
+    return { ok: true };
+  }
+
+  @Post('plain-reports-query-first')
+  async plainReportsQueryFirst(@Tx() tx: EntityManager) {
+    await this.reports.query('SELECT 1');
+    await tx.insert(Order, { label: 'after the plain query' });
+    return { ok: true };
+  }
+
+  @Post('plain-default-query')
+  async plainDefaultQuery(@Tx('reports') reports: EntityManager) {
+    await reports.insert(ReportRow, { label: 'before the plain query' }); // named:reports-holds
+    await this.defaultSource.query('SELECT 1');
     return { ok: true };
   }
 }
@@ -203,10 +219,50 @@ describe(`named data sources: default on postgres, 'reports' on ${reportsEngine.
     expect(body.message).toMatch(
       /^A second connection was requested from the pool of data source 'reports' during the transaction of POST \/named\/plain-reports-query \(at NamedController\.plainReportsQuery /,
     );
+    expect(body.message).toMatch(
+      new RegExp(
+        `It would take a connection of data source 'reports' while this unit of work holds one of data source 'default' ` +
+          `\\(taken at ${siteAt('NamedController.plainReportsQuery', 'named:default-holds', __filename).source}\\), which deadlocks the pools under load\\.`,
+      ),
+    );
     expect(host.stats().guardViolations).toBe(violationsBefore + 1);
     // Caught before it reached the pool.
     expect(reportsSql.statements()).toEqual([]);
     expect(await labelsIn(pg, ORDERS)).toEqual([]);
+  });
+
+  it("catches a plain query on the default data source while the request holds a connection of 'reports'", async () => {
+    const host = testApp.app.get(TransactionHost);
+    const violationsBefore = host.stats().guardViolations;
+
+    const res = await post('/named/plain-default-query');
+
+    expect(res.status).toBe(500);
+    const body = (await res.json()) as ErrorBody;
+    expect(body.name).toBe('NestedConnectionError');
+    expect(body.message).toMatch(
+      new RegExp(
+        `^A second connection was requested from the pool of data source 'default' during the transaction of POST /named/plain-default-query .*` +
+          `It would take a connection of data source 'default' while this unit of work holds one of data source 'reports' ` +
+          `\\(taken at ${siteAt('NamedController.plainDefaultQuery', 'named:reports-holds', __filename).source}\\)`,
+      ),
+    );
+    expect(host.stats().guardViolations).toBe(violationsBefore + 1);
+    expect(defaultSql.statements()).toEqual([]);
+    expect(await labelsIn(reportsDb, REPORT_ROWS)).toEqual([]);
+  });
+
+  it("lets a plain query on 'reports' through while the request holds nothing yet", async () => {
+    const host = testApp.app.get(TransactionHost);
+    const violationsBefore = host.stats().guardViolations;
+
+    const res = await post('/named/plain-reports-query-first');
+
+    expect(res.status).toBe(201);
+    expect(host.stats().guardViolations).toBe(violationsBefore);
+    expect(reportsSql.statements()).toEqual(['SELECT 1']);
+    expect(defaultSql.transactionControl({ settings: true })).toEqual(['BEGIN', 'COMMIT']);
+    expect(await labelsIn(pg, ORDERS)).toEqual(['after the plain query']);
   });
 
   it("runs TransactionRunner.run({ dataSource: 'reports' }) on that data source", async () => {

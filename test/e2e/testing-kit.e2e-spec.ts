@@ -1,5 +1,5 @@
 import { Body, ConflictException, Controller, Injectable, Post } from '@nestjs/common';
-import { InjectDataSource, TypeOrmModule } from '@nestjs/typeorm';
+import { InjectDataSource, InjectRepository, TypeOrmModule } from '@nestjs/typeorm';
 import { Column, DataSource, Entity, EntityManager, PrimaryGeneratedColumn, Repository } from 'typeorm';
 import {
   ConnectionAcquisitionError,
@@ -39,6 +39,7 @@ class KitService {
   constructor(
     @InjectTxRepository(KitItem) private readonly items: Repository<KitItem>,
     @InjectDataSource() private readonly dataSource: DataSource,
+    @InjectRepository(KitItem) private readonly plainItems: Repository<KitItem>,
   ) {}
 
   async create(label: string): Promise<{ id: number }> {
@@ -51,6 +52,14 @@ class KitService {
     await tx.insert(KitItem, { label });
     const [row] = await this.dataSource.query(`SELECT COUNT(*) AS n FROM ${TABLE}`); // kit:nested-query
     return { total: Number(row.n) };
+  }
+
+  /** Half converted: a plain read while the request holds nothing, a write in it, a plain read while it holds one. */
+  async readWriteRead(tx: EntityManager, label: string): Promise<{ before: number; after: number }> {
+    const before = await this.plainItems.count(); // kit:read-before
+    await tx.insert(KitItem, { label });
+    const after = await this.plainItems.count(); // kit:read-after-write
+    return { before, after };
   }
 
   async refuse(label: string): Promise<never> {
@@ -71,6 +80,11 @@ class KitController {
   @Post('report')
   report(@Body() body: LabelBody, @Tx() tx: EntityManager) {
     return this.kit.createAndCount(tx, body.label);
+  }
+
+  @Post('read-write-read')
+  readWriteRead(@Body() body: LabelBody, @Tx() tx: EntityManager) {
+    return this.kit.readWriteRead(tx, body.label);
   }
 
   @Post('refuse')
@@ -98,6 +112,7 @@ describe.each(engines)('the testing kit on $name', (engine: Engine) => {
         TypeOrmModule.forRoot(typeorm),
         TransactionalModule.forRoot({ guard }),
         TransactionalModule.forFeature([KitItem]),
+        TypeOrmModule.forFeature([KitItem]),
       ],
       controllers: [KitController],
       providers: [KitService, ...recordingFilterProviders],
@@ -236,6 +251,46 @@ describe.each(engines)('the testing kit on $name', (engine: Engine) => {
         expect.objectContaining({ name: 'POST /kit/items', acquisitions: 1, maxHeld: 1 }),
       ]);
       expect(audit.violations()).toEqual([]);
+    });
+
+    it('lists the plain acquisitions of units of work in plainAcquisitions() and checklist(), marking those made while holding', async () => {
+      const response = await postJson(`${testApp.url}/kit/read-write-read`, { label: 'half converted' });
+
+      // The second read ran on another connection: it did not see the request's uncommitted row.
+      expect(response).toEqual({ status: 201, body: { before: 0, after: 0 } });
+      expect(audit.plainAcquisitions()).toEqual([
+        {
+          unit: 'POST /kit/read-write-read',
+          site: expect.stringMatching(siteAt('KitService.readWriteRead', 'kit:read-before', __filename)),
+          whileHolding: false,
+        },
+        {
+          unit: 'POST /kit/read-write-read',
+          site: expect.stringMatching(siteAt('KitService.readWriteRead', 'kit:read-after-write', __filename)),
+          whileHolding: true,
+        },
+      ]);
+      const [first, second, ...rest] = audit.checklist().split('\n');
+      expect(rest).toEqual([]);
+      expect(first).toMatch(new RegExp(`^- \\[ \\] ${siteAt('KitService.readWriteRead', 'kit:read-before', __filename).source}: POST /kit/read-write-read \\(1\\)$`));
+      expect(second).toMatch(
+        new RegExp(
+          `^- \\[ \\] ${siteAt('KitService.readWriteRead', 'kit:read-after-write', __filename).source}: POST /kit/read-write-read \\(1\\); ` +
+            'while the unit of work held its connection \\(a guard violation\\)$',
+        ),
+      );
+      expect(() => audit.assertNoPlainAcquisitions()).toThrow(TransactionalError);
+      expect(() => audit.assertNoPlainAcquisitions()).toThrow(`:\n${audit.checklist()}`);
+      expect(audit.violations()).toEqual([expect.objectContaining({ name: 'POST /kit/read-write-read', acquisitions: 3 })]);
+    });
+
+    it('lists no plain acquisition for a converted route, nor for work outside units of work', async () => {
+      await dataSource.query('SELECT 1 AS one');
+      await postJson(`${testApp.url}/kit/items`, { label: 'converted' });
+
+      expect(audit.plainAcquisitions()).toEqual([]);
+      expect(audit.checklist()).toBe('');
+      expect(() => audit.assertNoPlainAcquisitions()).not.toThrow();
     });
 
     it('forgets on reset() and stops recording on detach()', async () => {

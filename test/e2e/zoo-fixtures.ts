@@ -67,7 +67,8 @@ export interface ZooBug {
 /** Rows the nested-iteration services insert and then iterate (seed 004). */
 export const ROWS_PER_ITERATION = 3;
 
-const REPOSITORY_FIX = 'Use the repository from @InjectTxRepository(ZooItem) or tx.getRepository(ZooItem) with the manager from @Tx().';
+const REPOSITORY_FIX =
+  'Use the repository from @InjectTxRepository(ZooItem), tx.getRepository(ZooItem) or tx.withRepository(repository) with the manager from @Tx().';
 const DATA_SOURCE_FIX =
   "Run the query through the unit of work's manager (@Tx(), TransactionHost.manager() or an @InjectTxRepository() " +
   'repository) instead of the data source, its manager or a new query runner; use tx.transaction() for a nested ' +
