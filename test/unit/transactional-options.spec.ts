@@ -57,7 +57,7 @@ describe('@Transactional()', () => {
   it('takes slowTransactionMs per route, but not the module-wide logStatsIntervalMs', () => {
     expect(() => Transactional({ slowTransactionMs: 500 })).not.toThrow();
     expect(() => Transactional({ logStatsIntervalMs: 500 } as never)).toThrow(
-      "@Transactional(): unknown option 'logStatsIntervalMs'. Known options: isolationLevel, readOnly, timeoutMs, guard, slowTransactionMs, retry.",
+      "@Transactional(): unknown option 'logStatsIntervalMs'. Known options: isolationLevel, readOnly, timeoutMs, guard, slowTransactionMs, retry, propagation, dataSource.",
     );
   });
 });
