@@ -676,7 +676,7 @@ export class SourceTransaction {
       ? 'it ends in a ROLLBACK, and the unit of work fails'
       : 'the savepoint is rolled back, and tx.transaction() rejects';
     return new TransactionAbortedError(
-      `${use} in the transaction of ${this.ctx.label} was refused${at(captureStack())}: ` +
+      `${use} in the transaction of ${this.ctx.label} was refused${use === 'COMMIT' ? '' : at(captureStack())}: ` +
         `${describeAbort(abort, database, whole)}. Nothing more can run in it, even though that error was caught: ` +
         `${end}. ${abortAdvice(dialect.isRetryable(abort.cause))}`,
       { cause: abort.cause },
