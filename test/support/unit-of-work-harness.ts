@@ -379,7 +379,7 @@ export function differences(expected: Partial<UnitOutcome>, observed: Observed):
   if (expected.rows !== undefined && expected.rows.join() !== observed.rows.join()) found.push('rows');
   for (const [n, outcome] of expected.steps ?? []) {
     const seen = observed.steps.get(n);
-    if (seen !== undefined && seen !== outcome) {
+    if (seen !== undefined && outcome !== 'either' && seen !== outcome) {
       found.push('step outcomes');
       break;
     }
@@ -415,7 +415,7 @@ export function describeSteps(expected: Map<number, StepOutcome>, observed: Obse
       const seen = observed.steps.get(n) ?? 'not run';
       const error = errors.get(n);
       const why = error === undefined ? '' : ` (${describeError(error)})`;
-      const mark = model !== seen && model !== 'not run' && seen !== 'not run' ? '   <-- differs' : '';
+      const mark = model !== seen && model !== 'either' && model !== 'not run' && seen !== 'not run' ? '   <-- differs' : '';
       return `  #${n}: model ${model}, observed ${seen}${why}${mark}`;
     })
     .join('\n');

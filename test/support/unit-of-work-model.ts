@@ -377,8 +377,13 @@ function wrapStep(w: UnitDraft['wrappers'][number], body: DraftBlock): Draft<Ste
 // ---------------------------------------------------------------------------------------------
 // The reference model
 
-/** What one step's call did: resolved, or rejected. */
-export type StepOutcome = 'ok' | 'failed';
+/**
+ * What one step's call did: resolved, or rejected. `either` (the model only): an insert started
+ * together with savepoints of its level waits while one is open, and may reach the connection
+ * before, between or after them; when they abort the whole transaction, it may be the first or the
+ * second.
+ */
+export type StepOutcome = 'ok' | 'failed' | 'either';
 
 /** What a unit of work must come to, or what it came to. */
 export interface UnitOutcome {
@@ -490,14 +495,32 @@ function runStep(step: Step, scope: Scope, unit: UnitState): Result {
     case 'join':
       return caught(step.caught, own(runBlock(step.body, scope, unit)));
     case 'concurrent': {
-      // One after another, in call order.
-      const results = step.branches.map((branch) => {
-        const result = branch.kind === 'insert' ? insert(branch, scope, unit) : savepoint(branch, scope, unit);
+      // The savepoints take the connection one after another, in call order. An insert of this level
+      // never runs inside one of them (it waits while one is open), but it may run before, between or
+      // after them: modelled after them, with its own outcome open where they aborted the transaction.
+      const usableBefore = usable(scope, unit);
+      const results = new Map<number, Result>();
+      let open = false;
+      for (const branch of step.branches) {
+        if (branch.kind !== 'savepoint') continue;
+        const result = savepoint(branch, scope, unit);
         unit.steps.set(branch.n, result.ok ? 'ok' : 'failed');
-        return result;
-      });
-      const firstFailure = results.find((result) => !result.ok);
-      return caught(step.caught, own(step.settle === 'allSettled' || firstFailure === undefined ? OK : firstFailure));
+        results.set(branch.n, result);
+      }
+      for (const branch of step.branches) {
+        if (branch.kind !== 'insert') continue;
+        const result = insert(branch, scope, unit);
+        const either = !result.ok && usableBefore;
+        open ||= either;
+        unit.steps.set(branch.n, either ? 'either' : result.ok ? 'ok' : 'failed');
+        results.set(branch.n, either ? OK : result);
+      }
+      const firstFailure = step.branches.map((branch) => results.get(branch.n) as Result).find((result) => !result.ok);
+      const group = step.settle === 'allSettled' || firstFailure === undefined ? OK : firstFailure;
+      const outcome = caught(step.caught, own(group));
+      // Whether an open insert failed decides whether Promise.all rejects: say so, whatever was assumed.
+      if (open && step.settle === 'all' && firstFailure === undefined) unit.steps.set(step.n, 'either');
+      return outcome;
     }
     case 'deadlock':
       // The first lock is a statement like any other; the second one is the deadlock.
