@@ -152,6 +152,14 @@ export class TransactionContext {
     registry.counters.openUnitsOfWork += 1;
   }
 
+  /**
+   * Why the unit of work was ended before its work did (the client disconnected, the response stream
+   * was unsubscribed), once it was: work of it still running must not go on in a fresh one.
+   */
+  get cancelled(): string | undefined {
+    return this.state === 'open' ? undefined : this.reason;
+  }
+
   /** `POST /transfers`, or the runner's name. Computed only when a message needs it. */
   get label(): string {
     return this.owner.describe();

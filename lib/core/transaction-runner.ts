@@ -55,6 +55,8 @@ export class TransactionRunner {
       const tx = open.manager(dataSource, 'TransactionRunner.run()');
       return propagation === 'nested' ? tx.transaction(async (savepoint) => fn(savepoint)) : fn(tx);
     }
+    // The handler of a request its client abandoned goes on running: none of its work may commit.
+    if (open?.cancelled !== undefined) throw open.finishedError('TransactionRunner.run()');
     const label = name ?? 'TransactionRunner.run()';
     return this.execute(transaction, {
       describe: () => label,

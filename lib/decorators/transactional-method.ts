@@ -37,6 +37,8 @@ export function transactionalMethod(method: Method, options: TransactionalMethod
       if (propagation === 'required') return method.apply(this, args);
       return open.manager(dataSource, label).transaction(async () => method.apply(this, args));
     }
+    // The handler of a request its client abandoned goes on running: none of its work may commit.
+    if (open?.cancelled !== undefined) throw open.finishedError(label);
     return runnerOf(this, label).execute(unitOptions, { describe: () => label, attempt: () => method.apply(this, args) });
   };
   for (const key of Reflect.getMetadataKeys(method)) Reflect.defineMetadata(key, Reflect.getMetadata(key, method), wrapped);

@@ -22,6 +22,7 @@ import {
   TransactionalModule,
   TransactionFinishedError,
   TransactionHost,
+  TransactionRunner,
   Tx,
 } from '../../lib/index';
 import { ConnectionAudit } from '../../lib/testing/index';
@@ -101,6 +102,7 @@ class AbortController_ {
     private readonly probe: Probe,
     private readonly host: TransactionHost,
     @InjectTxRepository(AbortItem) private readonly items: Repository<AbortItem>,
+    private readonly runner: TransactionRunner,
   ) {}
 
   @Post()
@@ -171,6 +173,10 @@ class AbortController_ {
       tx.transaction((inner) => inner.insert(AbortItem, { label: late })),
     );
     later['@InjectTxRepository().insert()'] = await outcomeOf(() => this.items.insert({ label: late }));
+    later['TransactionRunner.run()'] = await outcomeOf(() => this.runner.run((fresh) => fresh.insert(AbortItem, { label: late })));
+    later["run(fn, { propagation: 'nested' })"] = await outcomeOf(() =>
+      this.runner.run((fresh) => fresh.insert(AbortItem, { label: late }), { propagation: 'nested' }),
+    );
     this.probe.finished.resolve();
   }
 }
@@ -185,6 +191,8 @@ const ALL_FINISHED = Object.fromEntries(
     'tx.createQueryBuilder().getMany()',
     'tx.transaction()',
     '@InjectTxRepository().insert()',
+    'TransactionRunner.run()',
+    "run(fn, { propagation: 'nested' })",
   ].map((use) => [use, TransactionFinishedError.name]),
 );
 
