@@ -264,6 +264,87 @@ describe.each(engines)('bad input gets a clear error, never SQL, on $name', (eng
       expect(sqlLog.statements().join('\n')).not.toContain(INJECTED);
       expect(await tableExists(db, INJECTED)).toBe(false);
     });
+
+    describe('lockInOrder given ids that are not an array of primary key values', () => {
+      const account = Object.assign(new BadInputAccount(), { id: 1, balance: 100 });
+      // eslint-disable-next-line no-sparse-arrays
+      const sparse = [1, , 3];
+      const bad: Array<[string, unknown, RegExp]> = [
+        ['a string', '12', /^lockInOrder\(BadInputAccount\): ids must be an array of primary key values, got '12'\. Pass \[id\] for one row, or \[\.\.\.ids\] for another collection\.$/],
+        ['undefined', undefined, /^lockInOrder\(BadInputAccount\): ids must be an array of primary key values, got undefined\./],
+        ['null', null, /^lockInOrder\(BadInputAccount\): ids must be an array of primary key values, got null\./],
+        ['a number', 12, /^lockInOrder\(BadInputAccount\): ids must be an array of primary key values, got 12\./],
+        ['a Set', new Set([1, 2]), /^lockInOrder\(BadInputAccount\): ids must be an array of primary key values, got a Set\./],
+        ['an array-like object', { 0: 1, length: 1 }, /ids must be an array of primary key values, got an object\./],
+        ['null inside', [1, null], /^lockInOrder\(BadInputAccount\): ids\[1\] is null; each id must be a primary key value: a string, a finite number or a bigint\. Nothing was locked\.$/],
+        ['undefined inside', [2, undefined], /^lockInOrder\(BadInputAccount\): ids\[1\] is undefined; /],
+        ['a hole', sparse, /^lockInOrder\(BadInputAccount\): ids\[1\] is undefined; /],
+        ['NaN', [Number.NaN], /^lockInOrder\(BadInputAccount\): ids\[0\] is NaN; /],
+        ['Infinity', [1, Infinity], /^lockInOrder\(BadInputAccount\): ids\[1\] is Infinity; /],
+        ['an object', [{ id: 1 }], /^lockInOrder\(BadInputAccount\): ids\[0\] is an object; /],
+        ['an entity instead of its id', [account], /^lockInOrder\(BadInputAccount\): ids\[0\] is a BadInputAccount; /],
+        ['a boolean', [true], /^lockInOrder\(BadInputAccount\): ids\[0\] is true; /],
+        ['an integer beyond 2^53', [2 ** 53 + 2], /^lockInOrder\(BadInputAccount\): ids\[0\] is 9007199254740994, beyond Number\.MAX_SAFE_INTEGER.*Pass it as a string or a bigint\./],
+        ['strings and numbers mixed', [2, '10'], /^lockInOrder\(BadInputAccount\): ids mix strings \(ids\[1\] is '10'\) and numbers \(ids\[0\] is 2\)\. They sort differently/],
+      ];
+
+      it.each(bad)('rejects %s with TransactionalError naming it, and sends nothing', async (_what, ids, message) => {
+        let caught: unknown;
+
+        const attempt = runner.run(async (tx) => {
+          caught = await lockInOrder(tx, BadInputAccount, ids as never).catch((error: unknown) => error);
+          throw caught;
+        });
+
+        const error = await expectRejection(attempt, TransactionalError, message);
+        expect(error).toBe(caught);
+        // The unit of work had sent nothing before, and sent nothing for it: not even a BEGIN.
+        expect(sqlLog.sent()).toEqual([]);
+      });
+
+      it('sends no lock inside an open transaction either, which goes on and commits', async () => {
+        const error = await runner.run(async (tx) => {
+          await tx.insert(BadInputNote, { label: 'before the bad call' });
+          const rejection = await lockInOrder(tx, BadInputAccount, [1, null] as never).catch((e: unknown) => e);
+          await tx.insert(BadInputNote, { label: 'after the bad call' });
+          return rejection;
+        });
+
+        expect(error).toBeInstanceOf(TransactionalError);
+        expect(sqlLog.statements().filter((sql) => /bad_input_accounts/.test(sql))).toEqual([]);
+        expect((await db.query<{ label: string }>('SELECT label FROM bad_input_notes ORDER BY id')).map((row) => row.label)).toEqual([
+          'before the bad call',
+          'after the bad call',
+        ]);
+      });
+
+      it.each([
+        ['null', null, /^lockInOrder\(BadInputAccount\): options must be an object such as \{ mode: 'share' \}, got null\.$/],
+        ['a string', 'share', /^lockInOrder\(BadInputAccount\): options must be an object such as \{ mode: 'share' \}, got 'share'\.$/],
+        ['an unknown key', { lock: 'share' }, /^lockInOrder\(BadInputAccount\): unknown option 'lock'\. Known options: mode\.$/],
+        ['an unknown mode', { mode: 'exclusive' }, /^lockInOrder\(BadInputAccount\): mode must be 'update' or 'share', got 'exclusive'\.$/],
+      ])('rejects %s as options, and sends nothing', async (_what, options, message) => {
+        await expectRejection(
+          runner.run((tx) => lockInOrder(tx, BadInputAccount, [1], options as never)),
+          TransactionalError,
+          message,
+        );
+        expect(sqlLog.sent()).toEqual([]);
+      });
+
+      it('locks numbers and bigints together in ascending order of value', async () => {
+        let locked: unknown[] = [];
+
+        const rows = await runner.run(async (tx) => {
+          const result = await lockInOrder(tx, BadInputAccount, [3n, 1, 2n, 10]);
+          locked = sqlLog.sent().filter((q) => /FOR UPDATE/.test(q.sql)).map((q) => Number(q.parameters[0]));
+          return result;
+        });
+
+        expect(locked).toEqual([1, 2, 3, 10]);
+        expect([...rows.keys()]).toEqual([1, 2n, 3n, 10]);
+      });
+    });
   });
 });
 
