@@ -346,6 +346,114 @@ describe.each(engines)('bad input gets a clear error, never SQL, on $name', (eng
       });
     });
   });
+
+  describe('module bootstrap', () => {
+    const created: DataSource[] = [];
+
+    /** A data source of these tests, made through a factory so the test can always destroy it. */
+    function typeorm(name?: string) {
+      return TypeOrmModule.forRootAsync({
+        name,
+        useFactory: () => typeormOptions(engine, { poolSize: 1, applicationName, entities: ENTITIES, name }),
+        dataSourceFactory: async (options) => {
+          const dataSource = new DataSource(options as DataSourceOptions);
+          created.push(dataSource);
+          return dataSource.initialize();
+        },
+      });
+    }
+
+    /** Builds and initialises an application context of `imports()`, runs `use` in it, closes it. */
+    async function bootstrap(imports: () => TestingModuleImports, use?: (moduleRef: TestingModule) => Promise<void>): Promise<void> {
+      let moduleRef: TestingModule | undefined;
+      try {
+        moduleRef = await Test.createTestingModule({ imports: imports() }).setLogger(new RecordingNestLogger()).compile();
+        await moduleRef.init();
+        await use?.(moduleRef);
+      } finally {
+        await moduleRef?.close();
+      }
+    }
+
+    afterEach(async () => {
+      await Promise.all(created.splice(0).map((dataSource) => (dataSource.isInitialized ? dataSource.destroy() : undefined)));
+      if (engine.name === 'postgres') {
+        await waitFor(async () => expect(await (db as PostgresObserver).backends(applicationName)).toEqual([]), { timeoutMs: 5000 });
+      }
+    });
+
+    it('boots with forRoot() and no argument: every default', async () => {
+      await expect(bootstrap(() => [typeorm(), TransactionalModule.forRoot()])).resolves.toBeUndefined();
+    });
+
+    it('rejects forRoot(null) with TransactionalOptionsError, not a TypeError', async () => {
+      await expectRejection(
+        bootstrap(() => [typeorm(), TransactionalModule.forRoot(null as never)]),
+        TransactionalOptionsError,
+        'TransactionalModule.forRoot(): options must be an object, got null. Leave them out for the defaults.',
+      );
+    });
+
+    it('rejects a string or a 2^31 ms timeoutMs in forRoot()', async () => {
+      await expectRejection(
+        bootstrap(() => [typeorm(), TransactionalModule.forRoot({ timeoutMs: '1000' as never })]),
+        TransactionalOptionsError,
+        "TransactionalModule.forRoot(): timeoutMs must be a whole number of milliseconds above 0, got '1000'.",
+      );
+      await expectRejection(
+        bootstrap(() => [typeorm(), TransactionalModule.forRoot({ timeoutMs: 2 ** 31 })]),
+        TransactionalOptionsError,
+        /^TransactionalModule\.forRoot\(\): timeoutMs 2147483648 is above the limit of 2147483647 ms/,
+      );
+    });
+
+    it('rejects an options factory that returns dataSource, saying where it goes', async () => {
+      await expectRejection(
+        bootstrap(() => [typeorm(), typeorm(REPORTS), TransactionalModule.forRootAsync({ useFactory: () => ({ dataSource: REPORTS }) as never })]),
+        TransactionalOptionsError,
+        `TransactionalModule.forRootAsync(): the options factory returned dataSource '${REPORTS}', which would be ignored: ` +
+          'the data source is chosen before the factory runs. Give it beside the factory: ' +
+          `TransactionalModule.forRootAsync({ dataSource: '${REPORTS}', useFactory, inject }).`,
+      );
+    });
+
+    it.each([
+      ['null', null, 'null'],
+      ['undefined', undefined, 'undefined'],
+      ['a string', 'warn', "'warn'"],
+      ['an array', [], 'an array of 0'],
+    ])('rejects an options factory that returns %s', async (_what, returned, shown) => {
+      await expectRejection(
+        bootstrap(() => [typeorm(), TransactionalModule.forRootAsync({ useFactory: () => returned as never })]),
+        TransactionalOptionsError,
+        `TransactionalModule.forRootAsync(): the options factory returned ${shown}; it must return an options object ({} for all ` +
+          'the defaults). An arrow function with a block body returns nothing: write () => ({ … }).',
+      );
+    });
+
+    it('rejects a 2^31 ms timeoutMs from an options factory', async () => {
+      await expectRejection(
+        bootstrap(() => [typeorm(), TransactionalModule.forRootAsync({ useFactory: async () => ({ timeoutMs: 2 ** 31 }) })]),
+        TransactionalOptionsError,
+        /^TransactionalModule\.forRootAsync\(\): timeoutMs 2147483648 is above the limit of 2147483647 ms/,
+      );
+    });
+
+    it.each([
+      ['forRoot({ dataSource })', () => TransactionalModule.forRoot({ dataSource: REPORTS, timeoutMs: 1500 })],
+      ['forRootAsync({ dataSource, useFactory })', () => TransactionalModule.forRootAsync({ dataSource: REPORTS, useFactory: () => ({ timeoutMs: 1500 }) })],
+    ])('manages a named data source given by %s, with its options', async (_how, transactional) => {
+      await bootstrap(
+        () => [typeorm(), typeorm(REPORTS), transactional()],
+        async (moduleRef) => {
+          const runner = moduleRef.get(TransactionRunner);
+          expect(await runner.run((tx) => sessionTimeoutMs(tx, engine.name), { dataSource: REPORTS })).toBe(1500);
+          // Only that one: the default data source is not managed.
+          await expectRejection(runner.run(() => 1), TransactionalOptionsError, /asked for data source 'default', which TransactionalModule does not manage/);
+        },
+      );
+    });
+  });
 });
 
 type TestingModuleImports = NonNullable<Parameters<typeof Test.createTestingModule>[0]['imports']>;
