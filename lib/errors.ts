@@ -56,3 +56,20 @@ export class PartialCommitError extends TransactionalError {
  * ended, or when another statement wanted the connection: the connection is busy with the stream.
  */
 export class OpenStreamError extends TransactionalError {}
+
+/**
+ * @internal A value as error messages show it: strings quoted (long ones cut), bigints with their `n`,
+ * objects by kind rather than `[object Object]`.
+ */
+export function describeValue(value: unknown): string {
+  if (typeof value === 'string') return value.length > 60 ? `'${value.slice(0, 60)}…'` : `'${value}'`;
+  if (typeof value === 'bigint') return `${value}n`;
+  if (typeof value === 'function') return `a function${value.name ? ` (${value.name})` : ''}`;
+  if (Array.isArray(value)) return `an array of ${value.length}`;
+  if (typeof value === 'object' && value !== null) {
+    const kind = (Object.getPrototypeOf(value) as { constructor?: { name?: string } } | null)?.constructor?.name;
+    if (kind === undefined || kind === 'Object' || kind === '') return 'an object';
+    return `${/^[AEIOU]/i.test(kind) ? 'an' : 'a'} ${kind}`;
+  }
+  return String(value);
+}

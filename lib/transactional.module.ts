@@ -7,17 +7,29 @@ import { dialectOf } from './core/dialect';
 import { DataSourceCounters } from './core/stats';
 import { TransactionHost, TransactionRunner } from './core/transaction-runner';
 import { TransactionalMethodBinding } from './decorators/transactional-method';
-import { TransactionalOptionsError } from './errors';
+import { describeValue as describe, TransactionalOptionsError } from './errors';
 import { installConnectionGuard } from './guard/connection-guard';
 import { watchRouteRegistrations, wrapRoutes } from './http/route-wrapper';
-import { createTxRepository, type EntityClassOrSchema, getTxRepositoryToken } from './repository/tx-repository';
+import {
+  checkDataSourceName,
+  checkEntity,
+  createTxRepository,
+  type EntityClassOrSchema,
+  getTxRepositoryToken,
+} from './repository/tx-repository';
 import {
   ASYNC_OPTIONS_TYPE,
   ConfigurableModuleClass,
   MODULE_OPTIONS_TOKEN,
   OPTIONS_TYPE,
 } from './transactional.module-definition';
-import { resolveModuleOptions, type TransactionalModuleOptions } from './transactional.options';
+import {
+  checkedModuleOptions,
+  MODULE_OPTION_KEYS,
+  type ResolvedModuleOptions,
+  resolveModuleOptions,
+  type TransactionalModuleExtras,
+} from './transactional.options';
 
 /**
  * What every `forRoot()` shares within one application: one registry, one runner, and the route
@@ -54,18 +66,23 @@ export class TransactionalModule extends ConfigurableModuleClass {
    * @example
    * TransactionalModule.forRoot({ isolationLevel: 'READ COMMITTED' })
    */
-  static override forRoot(options: typeof OPTIONS_TYPE = {}): DynamicModule {
-    // Bad static options fail here, before TypeORM opens any connection.
-    resolveModuleOptions(options, where('forRoot', options.dataSource ?? DEFAULT_DATA_SOURCE));
-    return withRegistration(super.forRoot(options), 'forRoot', options.dataSource);
+  static override forRoot(options?: typeof OPTIONS_TYPE): DynamicModule {
+    // Bad static options fail here, before TypeORM opens any connection; the checked copy is what counts.
+    const where = whereOf('forRoot', options);
+    const checked = checkedModuleOptions(options, where);
+    const resolved = resolveModuleOptions(checked, where);
+    return withRegistration(super.forRoot(checked), 'forRoot', checked.dataSource, resolved);
   }
 
   /**
-   * `forRoot()` with options from a factory. `dataSource` is given here, beside the factory.
+   * `forRoot()` with options from a factory. `dataSource` is given here, beside the factory: it is read
+   * before the factory runs, so a factory that returns it fails at bootstrap, as does one that returns
+   * anything but an options object.
    * @example
    * TransactionalModule.forRootAsync({ inject: [ConfigService], useFactory: (c: ConfigService) => ({ guard: c.get('GUARD') }) })
    */
   static override forRootAsync(options: typeof ASYNC_OPTIONS_TYPE): DynamicModule {
+    checkAsyncOptions(options, whereOf('forRootAsync', options));
     return withRegistration(super.forRootAsync(options), 'forRootAsync', options.dataSource);
   }
 
@@ -77,9 +94,11 @@ export class TransactionalModule extends ConfigurableModuleClass {
   static forFeature(entities: EntityClassOrSchema[], dataSource: string = DEFAULT_DATA_SOURCE): DynamicModule {
     if (!Array.isArray(entities)) {
       throw new TransactionalOptionsError(
-        `TransactionalModule.forFeature() takes an array of entities, got ${typeof entities}.`,
+        `TransactionalModule.forFeature() takes an array of entities, got ${describe(entities)}.`,
       );
     }
+    checkDataSourceName(dataSource, 'TransactionalModule.forFeature()');
+    entities.forEach((entity, index) => checkEntity(entity, `TransactionalModule.forFeature(): the entity at index ${index}`));
     const providers: Provider[] = entities.map((entity) => ({
       provide: getTxRepositoryToken(entity, dataSource),
       useFactory: (source: DataSource) => createTxRepository(entity, dataSource, source),
@@ -95,10 +114,56 @@ function where(method: Method, name: string): string {
   return name === DEFAULT_DATA_SOURCE ? `TransactionalModule.${method}()` : `TransactionalModule.${method}({ dataSource: '${name}' })`;
 }
 
-function withRegistration(definition: DynamicModule, method: Method, dataSource: string | undefined): DynamicModule {
-  const name = dataSource ?? DEFAULT_DATA_SOURCE;
+/** `where()` for options not checked yet: a bad `dataSource` is reported by the check itself. */
+function whereOf(method: Method, options: unknown): string {
+  const name = (options as { dataSource?: unknown } | null | undefined)?.dataSource;
+  return where(method, typeof name === 'string' && name !== '' ? name : DEFAULT_DATA_SOURCE);
+}
+
+/** Keys of `forRootAsync()`'s argument: Nest's own, and the extras read before the factory runs. */
+const ASYNC_KEYS = ['useFactory', 'useClass', 'useExisting', 'inject', 'imports', 'provideInjectionTokensFrom', 'dataSource'];
+
+/** `forRootAsync()`'s argument: Nest would read a module option beside the factory as an extra and drop it. */
+function checkAsyncOptions(options: unknown, where: string): void {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new TransactionalOptionsError(
+      `${where} takes { useFactory, inject?, imports?, dataSource? } (or useClass / useExisting), got ${describe(options)}. ` +
+        `For options known up front, use TransactionalModule.forRoot().`,
+    );
+  }
+  const o = options as Record<string, unknown>;
+  for (const key of Object.keys(o)) {
+    if (ASYNC_KEYS.includes(key)) continue;
+    throw new TransactionalOptionsError(
+      MODULE_OPTION_KEYS.includes(key)
+        ? `${where}: ${key} is given beside the factory, where it would be ignored. Return it from the factory: ` +
+            `useFactory: () => ({ ${key}: … }).`
+        : `${where}: unknown option '${key}'. Known: ${ASYNC_KEYS.join(', ')}.`,
+    );
+  }
+  const sources = ['useFactory', 'useClass', 'useExisting'].filter((key) => o[key] !== undefined);
+  if (sources.length !== 1) {
+    throw new TransactionalOptionsError(
+      `${where} needs exactly one of useFactory, useClass, useExisting to make its options, got ` +
+        `${sources.length === 0 ? 'none' : sources.join(' and ')}.`,
+    );
+  }
+  if (o.useFactory !== undefined && typeof o.useFactory !== 'function') {
+    throw new TransactionalOptionsError(`${where}: useFactory must be a function returning the options, got ${describe(o.useFactory)}.`);
+  }
+}
+
+function withRegistration(
+  definition: DynamicModule,
+  method: Method,
+  dataSource: unknown,
+  resolved?: ResolvedModuleOptions,
+): DynamicModule {
+  const name = dataSource === undefined ? DEFAULT_DATA_SOURCE : dataSource;
   if (typeof name !== 'string' || name === '') {
-    throw new TransactionalOptionsError(`${where(method, String(name))}: dataSource must be the name of a TypeORM data source.`);
+    throw new TransactionalOptionsError(
+      `${where(method, DEFAULT_DATA_SOURCE)}: dataSource must be the name of a TypeORM data source, a non-empty string; got ${describe(name)}.`,
+    );
   }
   return {
     ...definition,
@@ -109,11 +174,11 @@ function withRegistration(definition: DynamicModule, method: Method, dataSource:
       {
         provide: `nestjs-request-transaction:registration:${name}`,
         useFactory: (
-          options: TransactionalModuleOptions,
+          options: unknown,
           registry: DataSourceRegistry,
           named: DataSource | undefined,
           fallback: DataSource | undefined,
-        ) => register(where(method, name), name, options, registry, named, fallback),
+        ) => register(where(method, name), name, resolved ?? resolveFactoryOptions(options, where(method, name)), registry, named, fallback),
         inject: [
           MODULE_OPTIONS_TOKEN,
           DataSourceRegistry,
@@ -125,15 +190,33 @@ function withRegistration(definition: DynamicModule, method: Method, dataSource:
   };
 }
 
+/** What the options factory of `forRootAsync()` returned, checked; `dataSource` there would be ignored. */
+function resolveFactoryOptions(options: unknown, where: string): ResolvedModuleOptions {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new TransactionalOptionsError(
+      `${where}: the options factory returned ${describe(options)}; it must return an options object ({} for all ` +
+        `the defaults). An arrow function with a block body returns nothing: write () => ({ … }).`,
+    );
+  }
+  const dataSource = (options as TransactionalModuleExtras).dataSource;
+  if (dataSource !== undefined) {
+    throw new TransactionalOptionsError(
+      `${where}: the options factory returned dataSource ${describe(dataSource)}, which would be ignored: the data ` +
+        `source is chosen before the factory runs. Give it beside the factory: ` +
+        `TransactionalModule.forRootAsync({ dataSource: ${describe(dataSource)}, useFactory, inject }).`,
+    );
+  }
+  return resolveModuleOptions(options, where);
+}
+
 function register(
   where: string,
   name: string,
-  options: TransactionalModuleOptions,
+  resolved: ResolvedModuleOptions,
   registry: DataSourceRegistry,
   dataSource: DataSource | undefined,
   anyDataSource: DataSource | undefined,
 ): string {
-  const resolved = resolveModuleOptions(options ?? {}, where);
   if (dataSource === undefined) {
     throw new TransactionalOptionsError(
       anyDataSource === undefined && name === DEFAULT_DATA_SOURCE

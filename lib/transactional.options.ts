@@ -1,5 +1,5 @@
 import { ISOLATION_LEVELS, type IsolationLevel } from './core/dialect';
-import { TransactionalOptionsError } from './errors';
+import { describeValue as describe, TransactionalOptionsError } from './errors';
 
 export type { IsolationLevel } from './core/dialect';
 
@@ -15,9 +15,12 @@ export const GUARD_MODES: readonly GuardMode[] = ['throw', 'warn', 'off'];
 export interface RetryOptions {
   /** Attempts in all, the first included. Default: 3. */
   attempts?: number;
-  /** Backoff ceiling before the first retry, in ms; doubles each retry; the wait is random below it (full jitter). Default: 20. */
+  /**
+   * Backoff ceiling before the first retry, in ms (0 to 2147483647); doubles each retry; the wait
+   * is random below it (full jitter). Default: 20.
+   */
   baseDelayMs?: number;
-  /** Largest backoff ceiling, in ms. Default: 1000. */
+  /** Largest backoff ceiling, in ms (0 to 2147483647). Default: 1000. */
   maxDelayMs?: number;
 }
 
@@ -29,8 +32,8 @@ export interface TransactionOptions {
   readOnly?: boolean;
   /**
    * Longest a single statement may run, and longest the transaction may sit idle, in milliseconds
-   * (PostgreSQL: `SET LOCAL statement_timeout` and `idle_in_transaction_session_timeout`).
-   * Default: none.
+   * (PostgreSQL: `SET LOCAL statement_timeout` and `idle_in_transaction_session_timeout`), from 1 to
+   * 2147483647. Default: none.
    */
   timeoutMs?: number;
   /** Guard mode for this unit of work. Default: the module's `guard`. */
@@ -38,7 +41,7 @@ export interface TransactionOptions {
   /**
    * Logs a warning, once per unit of work, when it has held a connection longer than this many
    * milliseconds: where it took the connection, and how the time split between statements running
-   * in the database and the connection idling in transaction. Default: off.
+   * in the database and the connection idling in transaction. 1 to 2147483647. Default: off.
    */
   slowTransactionMs?: number;
   /**
@@ -57,14 +60,17 @@ export interface TransactionalModuleOptions extends Omit<TransactionOptions, 're
   guard?: GuardMode;
   /**
    * Logs this data source's `TransactionHost.stats()` through Nest's `Logger` every so many
-   * milliseconds (counters as changes since the previous line). Default: off.
+   * milliseconds (counters as changes since the previous line), 1 to 2147483647. Default: off.
    */
   logStatsIntervalMs?: number;
 }
 
 /** Extras read before the options factory of `forRootAsync` runs. */
 export interface TransactionalModuleExtras {
-  /** Name of the TypeORM data source, as given to `TypeOrmModule.forRoot({ name })`. Default: `'default'`. */
+  /**
+   * Name of the TypeORM data source, as given to `TypeOrmModule.forRoot({ name })`. With `forRootAsync()`
+   * it goes beside the factory; a factory that returns it fails at bootstrap. Default: `'default'`.
+   */
   dataSource?: string;
 }
 
@@ -78,9 +84,32 @@ export interface ResolvedModuleOptions {
   logStatsIntervalMs?: number;
 }
 
+/**
+ * The longest duration any `…Ms` option takes, in milliseconds: 2^31 - 1 (about 24.8 days). PostgreSQL
+ * rejects a longer `statement_timeout`, and Node.js fires a longer timer after 1 ms.
+ */
+export const MAX_DURATION_MS = 2_147_483_647;
+
 const TRANSACTION_OPTION_KEYS = ['isolationLevel', 'readOnly', 'timeoutMs', 'guard', 'slowTransactionMs', 'retry'] as const;
-const MODULE_OPTION_KEYS = [...TRANSACTION_OPTION_KEYS.filter((key) => key !== 'retry'), 'logStatsIntervalMs'];
+/** @internal The options `forRoot()` takes (besides `dataSource`). */
+export const MODULE_OPTION_KEYS: readonly string[] = [...TRANSACTION_OPTION_KEYS.filter((key) => key !== 'retry'), 'logStatsIntervalMs'];
 const RETRY_OPTION_KEYS = ['attempts', 'baseDelayMs', 'maxDelayMs'];
+const PROPAGATIONS = ['required', 'nested'];
+const NO_OPTIONS = Object.freeze({});
+
+/** What a duration above 2147483647 would do, and what leaving the option out means. */
+const TOO_LONG: Record<string, string> = {
+  timeoutMs:
+    "PostgreSQL's statement_timeout takes no more, so every transaction would fail. " +
+    'Use at most 2147483647, or leave timeoutMs out for no timeout',
+  slowTransactionMs:
+    'Node.js fires a longer timer after 1 ms, so every transaction would be reported slow. ' +
+    'Use at most 2147483647, or leave slowTransactionMs out for no warning',
+  logStatsIntervalMs:
+    'Node.js runs a longer interval every millisecond. Use at most 2147483647, or leave logStatsIntervalMs out for no stats lines',
+  'retry.baseDelayMs': 'Node.js ends a longer wait after 1 ms. Use at most 2147483647',
+  'retry.maxDelayMs': 'Node.js ends a longer wait after 1 ms. Use at most 2147483647',
+};
 
 /** Default guard mode for this process. */
 export function defaultGuardMode(): GuardMode {
@@ -88,28 +117,23 @@ export function defaultGuardMode(): GuardMode {
 }
 
 /**
- * Checks options where they are declared and throws `TransactionalOptionsError` naming the option,
- * the bad value and the values that would work.
+ * Checks options where they are declared and returns a frozen shallow copy of them (a `retry` object
+ * copied and frozen too; keys set to `undefined` left out), read once: the caller keeps the copy, so
+ * changing the given object later changes nothing. Throws `TransactionalOptionsError` naming the option,
+ * the bad value and the values that would work. `undefined` gives an empty (frozen) object.
+ * `extraKeys` are allowed beside `baseKeys`; those among `name`, `dataSource` and `propagation` are checked too.
+ * @example
+ * const checked = checkedTransactionOptions<RunOptions>(options, 'TransactionRunner.run()', ['name', 'dataSource', 'propagation']);
  */
-export function validateTransactionOptions(
+export function checkedTransactionOptions<T extends object = TransactionOptions>(
   options: unknown,
   where: string,
   extraKeys: readonly string[] = [],
   baseKeys: readonly string[] = TRANSACTION_OPTION_KEYS,
-): asserts options is TransactionOptions {
-  if (options === undefined) return;
-  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
-    throw new TransactionalOptionsError(`${where}: options must be an object, got ${describe(options)}.`);
-  }
+): Readonly<T> {
+  if (options === undefined) return NO_OPTIONS as Readonly<T>;
   const known: readonly string[] = [...baseKeys, ...extraKeys];
-  for (const key of Object.keys(options)) {
-    if (!known.includes(key)) {
-      throw new TransactionalOptionsError(
-        `${where}: unknown option '${key}'. Known options: ${known.join(', ')}.`,
-      );
-    }
-  }
-  const o = options as Record<string, unknown>;
+  const o = copyOf(options, where, 'options', known, 'Known options', 'Leave them out for the defaults');
   if (o.isolationLevel !== undefined && !(ISOLATION_LEVELS as readonly unknown[]).includes(o.isolationLevel)) {
     throw new TransactionalOptionsError(
       `${where}: isolationLevel ${describe(o.isolationLevel)} is not one of ${ISOLATION_LEVELS.map((l) => `'${l}'`).join(', ')}.`,
@@ -121,38 +145,79 @@ export function validateTransactionOptions(
   for (const key of ['timeoutMs', 'slowTransactionMs', 'logStatsIntervalMs']) {
     const value = o[key];
     if (value !== undefined && !(Number.isInteger(value) && (value as number) > 0)) {
-      throw new TransactionalOptionsError(
-        `${where}: ${key} must be a whole number of milliseconds above 0, got ${describe(value)}.`,
-      );
+      throw new TransactionalOptionsError(`${where}: ${key} must be a whole number of milliseconds above 0, got ${describe(value)}.`);
     }
+    checkCeiling(value, key, where);
   }
   if (o.guard !== undefined && !(GUARD_MODES as readonly unknown[]).includes(o.guard)) {
     throw new TransactionalOptionsError(
       `${where}: guard ${describe(o.guard)} is not one of ${GUARD_MODES.map((m) => `'${m}'`).join(', ')}.`,
     );
   }
-  if (o.retry !== undefined && typeof o.retry !== 'boolean') validateRetry(o.retry, where);
+  if (o.retry !== undefined && typeof o.retry !== 'boolean') o.retry = checkedRetry(o.retry, where);
+  for (const key of ['name', 'dataSource']) {
+    if (known.includes(key) && o[key] !== undefined && (typeof o[key] !== 'string' || o[key] === '')) {
+      const what = key === 'name' ? 'a label for errors and warnings' : 'the name of a TypeORM data source';
+      throw new TransactionalOptionsError(`${where}: ${key} must be ${what}, a non-empty string; got ${describe(o[key])}.`);
+    }
+  }
+  if (known.includes('propagation') && o.propagation !== undefined && !PROPAGATIONS.includes(o.propagation as string)) {
+    throw new TransactionalOptionsError(`${where}: propagation ${describe(o.propagation)} is not one of 'required', 'nested'.`);
+  }
+  return Object.freeze(o) as Readonly<T>;
 }
 
-function validateRetry(retry: unknown, where: string): void {
+/** {@link checkedTransactionOptions} for callers that keep the object they were given (it is not frozen). */
+export function validateTransactionOptions(
+  options: unknown,
+  where: string,
+  extraKeys: readonly string[] = [],
+  baseKeys: readonly string[] = TRANSACTION_OPTION_KEYS,
+): asserts options is TransactionOptions {
+  checkedTransactionOptions(options, where, extraKeys, baseKeys);
+}
+
+/** A plain copy of the object's own keys, each read once, all known; `undefined` values left out. */
+function copyOf(value: unknown, where: string, what: string, known: readonly string[], list: string, hint: string): Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new TransactionalOptionsError(`${where}: ${what} must be an object, got ${describe(value)}. ${hint}.`);
+  }
+  const copy: Record<string, unknown> = {};
+  for (const key of Object.keys(value)) {
+    if (!known.includes(key)) {
+      const prefix = what === 'options' ? '' : `${what} `;
+      throw new TransactionalOptionsError(`${where}: unknown ${prefix}option '${key}'. ${list}: ${known.join(', ')}.`);
+    }
+    const item = (value as Record<string, unknown>)[key];
+    if (item !== undefined) copy[key] = item;
+  }
+  return copy;
+}
+
+function checkCeiling(value: unknown, key: string, where: string): void {
+  if (typeof value === 'number' && value > MAX_DURATION_MS) {
+    throw new TransactionalOptionsError(
+      `${where}: ${key} ${value} is above the limit of ${MAX_DURATION_MS} ms (about 24.8 days): ${TOO_LONG[key]}.`,
+    );
+  }
+}
+
+function checkedRetry(retry: unknown, where: string): Readonly<RetryOptions> {
   if (typeof retry !== 'object' || retry === null || Array.isArray(retry)) {
     throw new TransactionalOptionsError(`${where}: retry must be true, false or { attempts, baseDelayMs, maxDelayMs }, got ${describe(retry)}.`);
   }
-  for (const key of Object.keys(retry)) {
-    if (!RETRY_OPTION_KEYS.includes(key)) {
-      throw new TransactionalOptionsError(`${where}: unknown retry option '${key}'. Known: ${RETRY_OPTION_KEYS.join(', ')}.`);
-    }
-  }
-  const r = retry as RetryOptions;
-  if (r.attempts !== undefined && !(Number.isInteger(r.attempts) && r.attempts >= 1)) {
+  const r = copyOf(retry, where, 'retry', RETRY_OPTION_KEYS, 'Known', 'Use true for the defaults') as RetryOptions;
+  if (r.attempts !== undefined && !(Number.isSafeInteger(r.attempts) && r.attempts >= 1)) {
     throw new TransactionalOptionsError(`${where}: retry.attempts must be a whole number of at least 1, got ${describe(r.attempts)}.`);
   }
   for (const key of ['baseDelayMs', 'maxDelayMs'] as const) {
     const value = r[key];
-    if (value !== undefined && !(Number.isFinite(value) && value >= 0)) {
+    if (value !== undefined && !(typeof value === 'number' && Number.isFinite(value) && value >= 0)) {
       throw new TransactionalOptionsError(`${where}: retry.${key} must be a number of milliseconds of at least 0, got ${describe(value)}.`);
     }
+    checkCeiling(value, `retry.${key}`, where);
   }
+  return Object.freeze(r);
 }
 
 /** Retry settings with defaults applied; `attempts: 1` means no retry. */
@@ -161,24 +226,25 @@ export function resolveRetry(retry: TransactionOptions['retry']): Required<Retry
   return { attempts: r.attempts ?? 3, baseDelayMs: r.baseDelayMs ?? 20, maxDelayMs: r.maxDelayMs ?? 1000 };
 }
 
-/** Validates module options and applies the defaults. */
-export function resolveModuleOptions(options: TransactionalModuleOptions & TransactionalModuleExtras, where: string): ResolvedModuleOptions {
-  if ((options as TransactionOptions | undefined)?.retry !== undefined) {
+/** Module options checked, copied and frozen as {@link checkedTransactionOptions} does, `dataSource` included. */
+export function checkedModuleOptions(options: unknown, where: string): Readonly<TransactionalModuleOptions & TransactionalModuleExtras> {
+  if (typeof options === 'object' && options !== null && (options as TransactionOptions).retry !== undefined) {
     throw new TransactionalOptionsError(
       `${where}: retry is set where a unit of work can be run again: @Transactional({ retry }) on a route, or TransactionRunner.run(fn, { retry }).`,
     );
   }
-  validateTransactionOptions(options, where, ['dataSource'], MODULE_OPTION_KEYS);
-  return {
-    guard: options.guard ?? defaultGuardMode(),
-    isolationLevel: options.isolationLevel,
-    readOnly: options.readOnly ?? false,
-    timeoutMs: options.timeoutMs,
-    slowTransactionMs: options.slowTransactionMs,
-    logStatsIntervalMs: options.logStatsIntervalMs,
-  };
+  return checkedTransactionOptions(options, where, ['dataSource'], MODULE_OPTION_KEYS);
 }
 
-function describe(value: unknown): string {
-  return typeof value === 'string' ? `'${value}'` : String(value);
+/** Validates module options and applies the defaults: a frozen object built from checked values only. */
+export function resolveModuleOptions(options: unknown, where: string): ResolvedModuleOptions {
+  const o = checkedModuleOptions(options, where);
+  return Object.freeze({
+    guard: o.guard ?? defaultGuardMode(),
+    isolationLevel: o.isolationLevel,
+    readOnly: o.readOnly ?? false,
+    timeoutMs: o.timeoutMs,
+    slowTransactionMs: o.slowTransactionMs,
+    logStatsIntervalMs: o.logStatsIntervalMs,
+  });
 }

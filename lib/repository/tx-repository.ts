@@ -3,6 +3,7 @@ import { getRepositoryToken } from '@nestjs/typeorm';
 import type { DataSource, EntityTarget, ObjectLiteral, Repository } from 'typeorm';
 import { DEFAULT_DATA_SOURCE } from '../core/data-source-registry';
 import { requireManager } from '../core/transaction-context';
+import { describeValue, TransactionalOptionsError } from '../errors';
 
 /** An entity class (or schema) that `forFeature()` registers a transactional repository for. */
 export type EntityClassOrSchema = Parameters<typeof getRepositoryToken>[0];
@@ -21,7 +22,31 @@ export function getTxRepositoryToken(entity: EntityClassOrSchema, dataSource: st
  * constructor(@InjectTxRepository(Account) private readonly accounts: Repository<Account>) {}
  */
 export function InjectTxRepository(entity: EntityClassOrSchema, dataSource?: string): ParameterDecorator & PropertyDecorator {
+  checkEntity(entity, '@InjectTxRepository(): the entity');
+  if (dataSource !== undefined) checkDataSourceName(dataSource, '@InjectTxRepository()');
   return Inject(getTxRepositoryToken(entity, dataSource));
+}
+
+/**
+ * @internal Throws unless `entity` is an entity class or an `EntitySchema`: an import cycle can leave a
+ * class `undefined` where a module or decorator reads it.
+ */
+export function checkEntity(entity: unknown, what: string): void {
+  const schema = entity as { options?: { name?: unknown } } | null;
+  if (typeof entity === 'function' || (typeof entity === 'object' && typeof schema?.options?.name === 'string')) return;
+  throw new TransactionalOptionsError(
+    `${what} is ${describeValue(entity)}, not an entity class or EntitySchema.` +
+      (entity === undefined ? ' An import cycle can leave a class undefined where it is read: check the imports of that file.' : ''),
+  );
+}
+
+/** @internal Throws unless `name` is a data source name, as `TypeOrmModule.forRoot({ name })` takes it. */
+export function checkDataSourceName(name: unknown, where: string): void {
+  if (typeof name === 'string' && name !== '') return;
+  throw new TransactionalOptionsError(
+    `${where}: the data source must be given by its name, a non-empty string (as in TypeOrmModule.forRoot({ name })), ` +
+      `got ${describeValue(name)}. Leave it out for the default data source.`,
+  );
 }
 
 /**
