@@ -167,16 +167,6 @@ export function checkedTransactionOptions<T extends object = TransactionOptions>
   return Object.freeze(o) as Readonly<T>;
 }
 
-/** {@link checkedTransactionOptions} for callers that keep the object they were given (it is not frozen). */
-export function validateTransactionOptions(
-  options: unknown,
-  where: string,
-  extraKeys: readonly string[] = [],
-  baseKeys: readonly string[] = TRANSACTION_OPTION_KEYS,
-): asserts options is TransactionOptions {
-  checkedTransactionOptions(options, where, extraKeys, baseKeys);
-}
-
 /** A plain copy of the object's own keys, each read once, all known; `undefined` values left out. */
 function copyOf(value: unknown, where: string, what: string, known: readonly string[], list: string, hint: string): Record<string, unknown> {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {

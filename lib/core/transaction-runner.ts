@@ -1,8 +1,8 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { Injectable, Logger } from '@nestjs/common';
 import type { EntityManager } from 'typeorm';
-import { NoTransactionError, TransactionalOptionsError } from '../errors';
-import { resolveRetry, type RetryOptions, validateTransactionOptions, type TransactionOptions } from '../transactional.options';
+import { describeValue, NoTransactionError, TransactionalOptionsError } from '../errors';
+import { checkedTransactionOptions, resolveRetry, type RetryOptions, type TransactionOptions } from '../transactional.options';
 import { DEFAULT_DATA_SOURCE, DataSourceRegistry } from './data-source-registry';
 import type { TransactionalStats } from './stats';
 import { currentContext, requireManager, TransactionContext, type ContextState, type UnitOfWorkOwner } from './transaction-context';
@@ -43,13 +43,12 @@ export class TransactionRunner {
    * await runner.run((tx) => tx.getRepository(Invoice).save(invoice), { name: 'nightly-invoices' });
    */
   async run<T>(fn: (tx: EntityManager) => Promise<T> | T, options: RunOptions = {}): Promise<T> {
-    validateTransactionOptions(options, 'TransactionRunner.run()', RUN_OPTION_KEYS);
-    const { name, dataSource = DEFAULT_DATA_SOURCE, propagation = 'required', ...transaction } = options;
-    if (propagation !== 'required' && propagation !== 'nested') {
-      throw new TransactionalOptionsError(
-        `TransactionRunner.run(): propagation '${String(propagation)}' is not one of 'required', 'nested'.`,
-      );
+    if (typeof fn !== 'function') {
+      throw new TransactionalOptionsError(`TransactionRunner.run() takes the work as a function (tx) => …, got ${describeValue(fn)}.`);
     }
+    // A frozen copy, read once: the options object may change under a unit of work that waits to retry.
+    const checked = checkedTransactionOptions<RunOptions>(options, 'TransactionRunner.run()', RUN_OPTION_KEYS);
+    const { name, dataSource = DEFAULT_DATA_SOURCE, propagation = 'required', ...transaction } = checked;
     const open = currentContext();
     if (open !== undefined && open.state === 'open') {
       const tx = open.manager(dataSource, 'TransactionRunner.run()');

@@ -1,6 +1,7 @@
 import 'reflect-metadata';
 import { Column, Entity, EntitySchema, PrimaryColumn } from 'typeorm';
 import { InjectTxRepository, lockInOrder, TransactionalError, TransactionalModule, TransactionalOptionsError, Tx } from '../../lib';
+import { databaseError, fakeApp } from './support/fake-data-source';
 
 @Entity('bad_input_unit_items')
 class Item {
@@ -176,5 +177,32 @@ describe('lockInOrder() given something other than an EntityManager', () => {
     const attempt = lockInOrder(tx as never, Item, [1]);
     await expect(attempt).rejects.toThrow(TransactionalError);
     await expect(attempt).rejects.toThrow(/^lockInOrder\(\) takes an EntityManager first, got (undefined|null|an object)\. Pass the manager from @Tx\(\)/);
+  });
+});
+
+describe('TransactionRunner.run() given bad input', () => {
+  it('rejects work that is not a function, and sends nothing', async () => {
+    const app = fakeApp();
+    await expect(app.runner.run('SELECT 1' as never)).rejects.toThrow(
+      /^TransactionRunner\.run\(\) takes the work as a function \(tx\) => …, got 'SELECT 1'\.$/,
+    );
+    expect(app.pool.statements()).toEqual([]);
+  });
+
+  it('reads its options once: changing them while the work runs changes nothing, a retry included', async () => {
+    const app = fakeApp();
+    let attempts = 0;
+    app.pool.respond = (sql) => {
+      if (sql === 'UPDATE' && ++attempts === 1) throw databaseError('deadlock detected', { code: '40P01' });
+      return { command: 'OK', rows: [] };
+    };
+    const options = { timeoutMs: 1000, retry: { attempts: 2, baseDelayMs: 0 } };
+    await app.runner.run(async (tx) => {
+      options.timeoutMs = '1; DROP TABLE x' as never;
+      options.retry.attempts = 1;
+      await tx.query('UPDATE');
+    }, options);
+    const begin = 'BEGIN; SET LOCAL statement_timeout = 1000; SET LOCAL idle_in_transaction_session_timeout = 1000';
+    expect(app.pool.statements()).toEqual([begin, 'UPDATE', 'ROLLBACK', begin, 'UPDATE', 'COMMIT']);
   });
 });
