@@ -27,12 +27,17 @@ export function describeAbort(abort: Abort, database: string, wholeTransaction: 
   return `an earlier statement failed (${reason}${site ? `, at ${site}` : ''}) and ${what}`;
 }
 
-/** How to avoid the abort, for messages. */
-export function abortAdvice(retryable: boolean): string {
-  return retryable
-    ? `A deadlock or serialization failure ends the whole transaction, savepoints included: let the error ` +
-        `propagate, and set @Transactional({ retry: true }) (or run(fn, { retry: true })) to run the unit of work again.`
-    : `Let the first error propagate, or run the statement that may fail in a savepoint (tx.transaction(), or ` +
-        `TransactionRunner.run(fn, { propagation: 'nested' })): its failure then undoes the savepoint alone, and the ` +
-        `transaction goes on.`;
+/** How to avoid the abort, for messages. `whole`: the database ended the transaction, savepoints included. */
+export function abortAdvice(retryable: boolean, whole: boolean): string {
+  if (retryable) {
+    return (
+      (whole ? 'A deadlock or serialization failure here ends the whole transaction, savepoints included: ' : 'For a deadlock or serialization failure, ') +
+      `let the error propagate, and set @Transactional({ retry: true }) (or run(fn, { retry: true })) to run the unit of work again.`
+    );
+  }
+  return (
+    `Let the first error propagate, or run the statement that may fail in a savepoint (tx.transaction(), or ` +
+    `TransactionRunner.run(fn, { propagation: 'nested' })): its failure then undoes the savepoint alone, and the ` +
+    `transaction goes on.`
+  );
 }

@@ -96,7 +96,7 @@ export function requireManager(dataSource: string | undefined, use: string): Ent
     throw new NoTransactionError(
       `${use} was used outside a unit of work${at(captureStack())}. It needs the transaction of a request handled by ` +
         `TransactionalModule (not a @NoTransaction() route, and HTTP only), or of TransactionRunner.run(). ` +
-        `Wrap the work in TransactionRunner.run(), or use a plain repository where no transaction is wanted.`,
+        `Put @Transactional() on the method, wrap the work in TransactionRunner.run(), or use a plain repository where no transaction is wanted.`,
     );
   }
   return ctx.manager(dataSource ?? DEFAULT_DATA_SOURCE, use);
@@ -686,7 +686,7 @@ export class SourceTransaction {
     return new TransactionAbortedError(
       `${use} in the transaction of ${this.ctx.label} was refused${use === 'COMMIT' ? '' : at(captureStack())}: ` +
         `${describeAbort(abort, database, whole)}. Nothing more can run in it, even though that error was caught: ` +
-        `${end}. ${abortAdvice(dialect.isRetryable(abort.cause))}`,
+        `${end}. ${abortAdvice(dialect.isRetryable(abort.cause), abort.ended)}`,
       { cause: abort.cause },
     );
   }

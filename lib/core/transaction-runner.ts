@@ -1,7 +1,7 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { Injectable, Logger } from '@nestjs/common';
 import type { EntityManager } from 'typeorm';
-import { describeValue, NoTransactionError, TransactionalOptionsError } from '../errors';
+import { describeValue, NoTransactionError, TransactionAbortedError, TransactionalOptionsError } from '../errors';
 import { checkedTransactionOptions, resolveRetry, type RetryOptions, type TransactionOptions } from '../transactional.options';
 import { DEFAULT_DATA_SOURCE, DataSourceRegistry } from './data-source-registry';
 import type { TransactionalStats } from './stats';
@@ -144,9 +144,12 @@ export function isThenable(value: unknown): value is PromiseLike<unknown> {
 }
 
 function describeError(error: unknown): string {
-  const driver = (error as { driverError?: { code?: unknown; errno?: unknown } }).driverError;
-  const code = driver?.code ?? (error as { code?: unknown }).code;
-  return `${error instanceof Error ? error.message : String(error)}${code ? ` [${String(code)}]` : ''}`;
+  // An aborted transaction's error explains what to do; the retry log needs only what failed first.
+  const first = error instanceof TransactionAbortedError ? error.cause : error;
+  const driver = (first as { driverError?: { code?: unknown; errno?: unknown } }).driverError;
+  const code = driver?.code ?? (first as { code?: unknown }).code;
+  const caught = first === error ? '' : ', caught by the work, which went on';
+  return `${first instanceof Error ? first.message : String(first)}${code ? ` [${String(code)}]` : ''}${caught}`;
 }
 
 /** What `TransactionHost.current()` tells about the unit of work of the caller. */
