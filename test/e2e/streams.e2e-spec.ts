@@ -10,13 +10,15 @@
  * acquisition could never be granted.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
+import type { ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
-import { ConflictException, Controller, Get, Injectable, Post, StreamableFile } from '@nestjs/common';
+import { pipeline } from 'node:stream/promises';
+import { ConflictException, Controller, Get, Injectable, Post, Query, Res, StreamableFile } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
-import { getDataSourceToken, InjectRepository, TypeOrmModule } from '@nestjs/typeorm';
+import { getDataSourceToken, InjectDataSource, InjectRepository, TypeOrmModule } from '@nestjs/typeorm';
 import { Column, DataSource, Entity, EntityManager, PrimaryColumn, PrimaryGeneratedColumn, type Repository } from 'typeorm';
 import type { ContextState } from '../../lib/core/transaction-context';
-import { OpenStreamError, TransactionalModule, TransactionHost, TransactionRunner, Tx } from '../../lib';
+import { NoTransaction, OpenStreamError, TransactionalModule, TransactionHost, TransactionRunner, Tx } from '../../lib';
 import { adapters, createApp, type TestApp } from '../support/app';
 import { engines, typeormOptions } from '../support/databases';
 import { call, post } from '../support/http';
@@ -96,7 +98,47 @@ class StreamsController {
     private readonly probe: Probe,
     private readonly host: TransactionHost,
     @InjectRepository(StreamWrite) private readonly plainWrites: Repository<StreamWrite>,
+    @InjectDataSource() private readonly dataSource: DataSource,
   ) {}
+
+  /**
+   * The README's way to stream rows to a client: no unit of work, a query runner of its own, released
+   * when the response ended or the client left (pipeline() then destroys the stream of rows).
+   */
+  @Get('export.ndjson')
+  @NoTransaction()
+  async export(@Query('rows') count: string, @Res() reply: ServerResponse | { raw: ServerResponse; hijack(): void }) {
+    // Express hands the Node response; Fastify its reply, which must be told the handler answers itself.
+    if ('hijack' in reply) reply.hijack();
+    const res = 'raw' in reply ? reply.raw : reply;
+    const sql =
+      this.probe.engine === 'postgres'
+        ? `SELECT g AS id FROM generate_series(1, ${Number(count)}) g`
+        : `SELECT seq AS id FROM seq_1_to_${Number(count)}`;
+    const queryRunner = this.dataSource.createQueryRunner();
+    try {
+      const rows = await queryRunner.stream(sql);
+      this.probe.streams.push(rows);
+      res.setHeader('content-type', 'application/x-ndjson');
+      const outcome = await pipeline(
+        rows,
+        async function* (source: AsyncIterable<unknown>) {
+          for await (const row of source) yield `${JSON.stringify(row)}\n`;
+        },
+        res,
+      ).then(
+        () => 'sent every row',
+        (error: NodeJS.ErrnoException) => {
+          // Else the client left: pipeline() destroyed the stream of rows.
+          if (error.code !== 'ERR_STREAM_PREMATURE_CLOSE') throw error;
+          return error;
+        },
+      );
+      this.probe.finished.resolve(outcome);
+    } finally {
+      await queryRunner.release();
+    }
+  }
 
   /** Writes, takes note of its connection, and opens a stream of every row. */
   private async writeAndStream(tx: EntityManager, label: string): Promise<Readable> {
@@ -408,6 +450,42 @@ describe.each(engines)('streams of rows on $name', (engine) => {
         expect(reply.status).toBe(201);
         expect(await labelsIn(db, WRITES_TABLE)).toEqual(['before a failing stream']);
       }
+    });
+
+    describe('streaming rows to a client from a @NoTransaction() route with its own query runner', () => {
+      it('sends every row, and gives the connection back', async () => {
+        const response = await within(fetch(`${testApp.url}/streams/export.ndjson?rows=1000`), 'the response');
+        const lines = (await response.text()).trim().split('\n');
+
+        expect(response.status).toBe(200);
+        expect(lines).toHaveLength(1000);
+        expect(lines.map((line) => Number((JSON.parse(line) as { id: number | string }).id))).toEqual(
+          Array.from({ length: 1000 }, (_, i) => i + 1),
+        );
+        expect(await within(probe.finished.promise, 'the handler finishing')).toBe('sent every row');
+        // No unit of work: no transaction was opened.
+        expect(sql.transactionControl()).toEqual([]);
+      });
+
+      it('gives the connection back when the client leaves mid-download', async () => {
+        const controller = new AbortController();
+        const response = await within(
+          fetch(`${testApp.url}/streams/export.ndjson?rows=1000000`, { signal: controller.signal }),
+          'the response',
+        );
+        const reader = (response.body as ReadableStream<Uint8Array>).getReader();
+        await reader.read();
+
+        controller.abort();
+
+        expect(await within(probe.finished.promise, 'the handler finishing')).toMatchObject({
+          code: 'ERR_STREAM_PREMATURE_CLOSE',
+        });
+        expect(probe.streams[0].destroyed).toBe(true);
+        // The pool of one connection serves the next request.
+        const next = await within(fetch(`${testApp.url}/streams/export.ndjson?rows=3`), 'the next response');
+        expect((await next.text()).trim().split('\n')).toHaveLength(3);
+      });
     });
 
     it('commits a request that read its stream to the end, and goes on using the connection after it', async () => {
