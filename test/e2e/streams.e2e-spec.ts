@@ -73,7 +73,7 @@ class Probe {
   reading: Latch = latch();
   /** Resolved by the test to let the handler go on. */
   release: Latch = latch();
-  /** Resolved with what the handler's next read gave it, once released. */
+  /** Resolved by a handler when it is done, with how it ended (a held one: what its next read gave it). */
   finished: Latch<unknown> = latch();
   /** The handler's unit of work's state, read from inside it. */
   unitState: () => ContextState | undefined = () => undefined;
