@@ -1,5 +1,5 @@
 import type { EventEmitter } from 'node:events';
-import { finished, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { Logger } from '@nestjs/common';
 import type { EntityManager, QueryRunner } from 'typeorm';
 import { QueryFailedError } from 'typeorm';
@@ -19,6 +19,7 @@ import { ConnectionTurns, type Level } from './connection-turns';
 import { DEFAULT_DATA_SOURCE, type DataSourceEntry, type DataSourceRegistry } from './data-source-registry';
 import type { BeginSpec } from './dialect';
 import { abortAdvice, describeAbort, type Abort } from './transaction-abort';
+import { RowStreams } from './row-streams';
 import { runInSavepoint } from './savepoints';
 import { type HookScope, mergeHooks, SavepointScope } from './savepoint-scope';
 import { unitOfWorkStorage as current } from './unit-of-work-storage';
@@ -500,8 +501,8 @@ export class SourceTransaction {
   readonly turns = new ConnectionTurns();
   /** Set when the database aborted the transaction or one of its savepoints (see `noteFailure()`). */
   private abort?: Abort;
-  /** Streams of rows read through the connection and not yet at their end: it is busy until they are. */
-  private streams?: Set<Readable>;
+  /** Streams of rows read through the connection: it is busy until they end or their reader closes them. */
+  private streams?: RowStreams;
   /** Where the connection was taken (captured when the guard is on, or slowTransactionMs set). */
   private holder?: StackHolder;
   /** Where this route's first request took its connection, when this one captured none. */
@@ -516,6 +517,8 @@ export class SourceTransaction {
   private ending?: Promise<void>;
   /** Set when the server closed the connection under the open transaction. */
   private lost?: unknown;
+  /** Called when the connection is lost: `closeStreams()` stops waiting then. */
+  private onLost?: () => void;
   /** The connection `watch()` reports on while this transaction holds it. */
   private watched?: Watched;
   /** Statements accepted while open and not yet answered; see `run()`. */
@@ -691,12 +694,26 @@ export class SourceTransaction {
     );
   }
 
-  /** Tracks a stream of rows the runner returned: the connection is busy until it ends. */
+  /**
+   * Tracks a stream of rows the runner returned: the connection is busy until it ends. Its statement
+   * failing in the database is a failed statement like any other (see `noteFailure()`).
+   */
   private track(stream: unknown): void {
     if (typeof (stream as Readable | undefined)?.on !== 'function') return;
-    const streams = (this.streams ??= new Set());
-    streams.add(stream as Readable);
-    finished(stream as Readable, () => streams.delete(stream as Readable));
+    (this.streams ??= new RowStreams()).add(stream as Readable, (error) => {
+      // Once the unit of work ends, its connection may already serve another one.
+      if (this.ctx.state === 'open') void this.noteFailure(error);
+    });
+  }
+
+  /**
+   * Destroys the streams still open with `error`, and waits until they closed (or the connection was
+   * lost): a reader waiting on one then gets the error instead of waiting forever.
+   */
+  private async closeStreams(error: OpenStreamError): Promise<void> {
+    const closing = (this.streams as RowStreams).destroyAll(error);
+    if (this.lost === undefined) await Promise.race([closing, new Promise<void>((resolve) => (this.onLost = resolve))]);
+    this.onLost = undefined;
   }
 
   private openStreamError(use: string): OpenStreamError {
@@ -770,7 +787,7 @@ export class SourceTransaction {
   unusable(use = 'a query', allowAborted = false): Error | undefined {
     if (this.ctx.state !== 'open') return this.ctx.finishedError(use);
     if (this.lost !== undefined) return this.lostError();
-    if (this.streams !== undefined && this.streams.size > 0) return this.openStreamError(use);
+    if (this.streams?.open === true) return this.openStreamError(use);
     if (this.abort !== undefined && !allowAborted) return this.abortedError(use);
     return undefined;
   }
@@ -803,6 +820,7 @@ export class SourceTransaction {
   /** Called by the connection's listeners (see `watch()`). */
   noteLost(error: unknown): void {
     this.lost ??= error ?? new Error('the connection ended');
+    this.onLost?.();
   }
 
   private unwatch(): void {
@@ -1064,11 +1082,11 @@ export class SourceTransaction {
       if (this.inFlight > 0) await this.settled();
       // Statements still waiting for their turn go on, to find the unit of work ended.
       this.turns.releaseAll();
-      if (this.streams !== undefined && this.streams.size > 0) {
+      if (this.streams?.open === true) {
         // The connection is busy with a stream nobody may read to its end: close it, the database rolls back.
         const error = this.openStreamError(commit ? 'COMMIT' : 'ROLLBACK');
+        await this.closeStreams(error);
         await this.discard(error);
-        for (const stream of this.streams) stream.destroy(error);
         if (commit) throw error;
         return;
       }
