@@ -190,10 +190,12 @@ describe.each(engines)('observability on $name', (engine) => {
                 acquireTimeoutMs: SHORT_ACQUIRE_TIMEOUT_MS,
               }),
             ),
-            TransactionalModule.forRoot(),
+            TransactionalModule.forRoot({ slowTransactionMs: 60_000 }),
           ],
           controllers: [ObservedController],
           providers: [{ provide: APP_FILTER, useClass: ErrorBodyFilter }],
+          // Nest's logger is one for the process: an app created without it would silence the other's.
+          logger: nestLog,
         });
       });
 
