@@ -13,7 +13,7 @@ import { TypeOrmModule } from '@nestjs/typeorm';
 import { Column, DataSource, Entity, type EntityManager, PrimaryGeneratedColumn } from 'typeorm';
 import { Transactional, TransactionalModule, TransactionHost, Tx } from '../../lib/index';
 import { createApp, type TestApp } from '../support/app';
-import { engines, type EngineName, typeormOptions } from '../support/databases';
+import { engines, type EngineName, QUEUED_ACQUIRE_TIMEOUT_MS, typeormOptions } from '../support/databases';
 import { postJson, type Reply } from '../support/http';
 import { mariadbTransactionsOfApp } from '../support/app-connections';
 import { expectNothingLeaked } from '../support/leaks';
@@ -27,10 +27,17 @@ const LOCKED_ID = 1_000_000;
 /** Requests sent at once; the pool has two connections. */
 const AT_ONCE = 12;
 const POOL_SIZE = 2;
-/** The route's timeoutMs. */
-const TIMEOUT_MS = 300;
+/**
+ * The route's timeoutMs. It also ends a transaction idle for longer (PostgreSQL
+ * idle_in_transaction_session_timeout; MariaDB rounds it up to whole seconds): shorter, it could end
+ * one between the handler's INSERT and its slow statement when a busy machine pauses the test process,
+ * and fail the request for the wrong reason.
+ */
+const TIMEOUT_MS = 1000;
 /** PostgreSQL lock_timeout; MariaDB's innodb_lock_wait_timeout counts whole seconds, 1 at least. */
 const LOCK_TIMEOUT_MS = { postgres: 200, mariadb: 1000 } as const;
+/** Jest timeout of a test: two dozen requests take turns on two connections, each for up to a second. */
+const TEST_TIMEOUT_MS = 2 * QUEUED_ACQUIRE_TIMEOUT_MS;
 
 @Entity(TABLE)
 class TimeoutRow {
@@ -130,12 +137,15 @@ describe.each(engines)('when the database stops a statement, on $name', (engine)
     testApp = await createApp({
       adapter: 'express',
       imports: [
-        TypeOrmModule.forRoot({
-          ...typeormOptions(engine, { poolSize: POOL_SIZE, applicationName, entities: [TimeoutRow] }),
-          // A dozen requests queue for two connections, each held up to a second: longer than the 2 s
-          // acquisition timeout of the other suites allows for the last in the queue.
-          ...(engine.name === 'postgres' ? { connectTimeoutMS: 20_000 } : { connectTimeout: 20_000 }),
-        }),
+        TypeOrmModule.forRoot(
+          typeormOptions(engine, {
+            poolSize: POOL_SIZE,
+            applicationName,
+            entities: [TimeoutRow],
+            // A dozen requests queue for two connections, each held up to a second or more.
+            acquireTimeoutMs: QUEUED_ACQUIRE_TIMEOUT_MS,
+          }),
+        ),
         TransactionalModule.forRoot(),
       ],
       controllers: [TimeoutsController],
@@ -195,7 +205,7 @@ describe.each(engines)('when the database stops a statement, on $name', (engine)
       }
       expect(await labels('slow')).toEqual([]);
       await nextRequestsSucceed('slow');
-    });
+    }, TEST_TIMEOUT_MS);
 
     it('stops statements waiting on a lock another connection holds, and leaves that connection its lock', async () => {
       await holdTheLock();
@@ -212,7 +222,7 @@ describe.each(engines)('when the database stops a statement, on $name', (engine)
       expect(row.label).toBe('held-row');
       await lockHolder.query('ROLLBACK');
       await nextRequestsSucceed('waits');
-    });
+    }, TEST_TIMEOUT_MS);
   });
 
   describe(engine.name === 'postgres' ? 'lock_timeout' : 'innodb_lock_wait_timeout', () => {
@@ -231,7 +241,7 @@ describe.each(engines)('when the database stops a statement, on $name', (engine)
       await lockHolder.query('ROLLBACK');
       // No SET LOCAL lock_timeout (nor SET STATEMENT) outlives its transaction on the pooled connections.
       await nextRequestsSucceed('lock');
-    });
+    }, TEST_TIMEOUT_MS);
 
     it('lets a request through once the lock holder ends, while the others wait', async () => {
       await holdTheLock();
@@ -249,6 +259,6 @@ describe.each(engines)('when the database stops a statement, on $name', (engine)
 
       expect((await waiting).status).toBe(201);
       expect(await labels('after-holder')).toEqual(['after-holder']);
-    });
+    }, TEST_TIMEOUT_MS);
   });
 });
