@@ -22,6 +22,9 @@ const config: Config = {
   modulePathIgnorePatterns: ['<rootDir>/dist/'],
   globalSetup: '<rootDir>/test/support/global-setup.ts',
   globalTeardown: '<rootDir>/test/support/global-teardown.ts',
+  // For ordinary tests. The long ones (thousands of requests, hundreds queued on a pool of one, outages)
+  // set their own, generous timeouts: on a machine whose cores are busy they take many times longer,
+  // and no test asserts speed. The waits inside tests (test/support/wait-for.ts) stay below this one.
   testTimeout: 30_000,
 };
 

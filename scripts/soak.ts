@@ -8,12 +8,17 @@
  *
  *   npm run soak
  *   SOAK_REQUESTS=20000 SOAK_CONCURRENCY=32 SOAK_POOL=4 npm run soak
+ *   TEST_SEED=123456 npm run soak      (the same random choices as the run that printed that seed)
  *
  * The app runs in a child process (the same file, argument `server`), so its heap is its own. The
  * database is `DATABASE_URL` (default postgres://postgres@127.0.0.1:5432/test); the script creates
  * and empties its own two tables there (soak_accounts, soak_transfers). Exit code 1 when anything
  * leaked, a request failed in a way its fault does not explain, the books are off, or the heap grew
  * more than SOAK_MAX_HEAP_GROWTH_MB (default 64).
+ *
+ * Every random choice (each request's kind, accounts, amount, when a client cuts) comes from one seed,
+ * `TEST_SEED` or drawn and printed at the start and in the report; one stream per request, so the
+ * order in which concurrent requests finish does not change them.
  */
 import 'reflect-metadata';
 import { fork } from 'node:child_process';
@@ -43,6 +48,7 @@ import {
   TransactionHost,
   Tx,
 } from '../lib/index';
+import { type Random, runSeed, seededRandom, seedLine } from '../test/support/random';
 
 const env = (name: string, fallback: number): number => {
   const value = process.env[name];
@@ -257,8 +263,8 @@ const EXPECTED: Record<Kind, (status: number, body: string) => boolean> = {
   total: (status, body) => status === 200 && body === JSON.stringify({ total: ACCOUNTS * OPENING_BALANCE }),
 };
 
-function pick(): Kind {
-  let roll = Math.random() * 100;
+function pick(random: Random): Kind {
+  let roll = random() * 100;
   for (const [kind, share] of MIX) {
     roll -= share;
     if (roll < 0) return kind;
@@ -275,6 +281,8 @@ interface Tally {
 }
 
 async function drive(): Promise<void> {
+  const seed = runSeed();
+  process.stdout.write(`${seedLine(seed)}\n`);
   const admin = new Client({ connectionString: DATABASE_URL, application_name: 'soak-admin' });
   await admin.connect();
   const child = fork(__filename, ['server'], { execArgv: process.execArgv, stdio: 'inherit' });
@@ -302,17 +310,18 @@ async function drive(): Promise<void> {
   const started = Date.now();
   let lastReport = started;
 
-  async function one(): Promise<void> {
-    const kind = pick();
+  async function one(index: number): Promise<void> {
+    const random = seededRandom(`request ${index}`, seed);
+    const kind = pick(random);
     const tally = tallies.get(kind) as Tally;
     tally.sent += 1;
     // Deadlocks need contention: those transfers stay among their own few accounts.
     const [first, count] = kind === 'deadlocky' ? [1, DEADLOCK_ACCOUNTS] : [DEADLOCK_ACCOUNTS + 1, ACCOUNTS - DEADLOCK_ACCOUNTS];
-    const from = Math.floor(Math.random() * count);
-    const to = (from + 1 + Math.floor(Math.random() * (count - 1))) % count;
-    const dto = { from: first + from, to: first + to, amount: 1 + Math.floor(Math.random() * 9) };
+    const from = random.int(0, count - 1);
+    const to = (from + 1 + random.int(0, count - 2)) % count;
+    const dto = { from: first + from, to: first + to, amount: random.int(1, 9) };
     const controller = new AbortController();
-    const timer = kind === 'abort' ? setTimeout(() => controller.abort(), Math.random() * 15) : undefined;
+    const timer = kind === 'abort' ? setTimeout(() => controller.abort(), random() * 15) : undefined;
     const path = { transfer: 'transfer', abort: 'transfer', fails: 'fails', slow: 'slow', killed: 'killed', deadlocky: 'deadlocky', total: 'total' }[kind];
     try {
       const response = await fetch(`${base}/soak/${path}`, {
@@ -343,7 +352,7 @@ async function drive(): Promise<void> {
       while (next < REQUESTS) {
         const index = next++;
         if (index === WARM_UP) warmedUp = internal().then((r) => void (heapAfterWarmUp = r.heapUsed));
-        await one();
+        await one(index);
         if (Date.now() - lastReport > 10_000) {
           lastReport = Date.now();
           const rate = Math.round(next / ((Date.now() - started) / 1000));
@@ -355,14 +364,16 @@ async function drive(): Promise<void> {
   await warmedUp;
   const seconds = (Date.now() - started) / 1000;
 
-  // Settled: nothing open, every connection idle. (Cut requests may still be finishing their rollback.)
+  // Settled: nothing open, every connection idle. (Cut requests may still be finishing their rollback;
+  // on a busy machine that takes a while: up to 30 s is waited for before anything counts as leaked.)
   let end = await internal();
-  for (let i = 0; i < 100 && (end.stats.openUnitsOfWork > 0 || end.stats.connectionsHeld > 0); i++) {
+  for (let i = 0; i < 600 && (end.stats.openUnitsOfWork > 0 || end.stats.connectionsHeld > 0); i++) {
     await delay(50);
     end = await internal();
   }
   const { rows: openTransactions } = await admin.query(
-    `SELECT count(*)::int AS count FROM pg_stat_activity WHERE application_name = $1 AND xact_start IS NOT NULL`,
+    `SELECT count(*)::int AS count FROM pg_stat_activity
+      WHERE application_name = $1 AND datname = current_database() AND xact_start IS NOT NULL`,
     [APPLICATION_NAME],
   );
   const { rows: accounts } = await admin.query<{ id: number; balance: number }>('SELECT id, balance FROM soak_accounts ORDER BY id');
@@ -388,6 +399,7 @@ async function drive(): Promise<void> {
   const out: string[] = [];
   out.push('');
   out.push(`Soak: ${REQUESTS} requests in ${seconds.toFixed(1)} s (${Math.round(REQUESTS / seconds)} req/s), ${CONCURRENCY} concurrent, pool ${POOL_SIZE}, PostgreSQL`);
+  out.push(seedLine(seed));
   out.push('');
   out.push(line(['kind', 'sent', 'answered as expected', 'cut by the client', 'unexplained']));
   out.push(line(['---', '---:', '---:', '---:', '---:']));

@@ -1,6 +1,6 @@
 // Shared by the sample app's e2e suites: boot it the way `npm start` does, look at its database from
 // outside, and check that nothing leaked. HTTP calls and latches come from test/support/.
-import type { Engine } from '../../test/support/databases';
+import { ACQUIRE_TIMEOUT_MS, type Engine } from '../../test/support/databases';
 import { call } from '../../test/support/http';
 import { expectNothingLeaked as expectPoolAndDatabaseClean } from '../../test/support/leaks';
 import type { Observer } from '../../test/support/observer';
@@ -47,7 +47,7 @@ export async function startApp(
     databaseUrl: engine.url,
     variant: options.variant,
     poolSize: options.poolSize,
-    acquireTimeoutMs: options.acquireTimeoutMs ?? 2000,
+    acquireTimeoutMs: options.acquireTimeoutMs ?? ACQUIRE_TIMEOUT_MS,
     applicationName: options.applicationName,
     tablePrefix: tables.prefix,
     logger: false,

@@ -1,6 +1,7 @@
 import { engines, postgresEngine } from '../../test/support/databases';
 import { call } from '../../test/support/http';
-import { observer, waitFor, type Observer } from '../../test/support/observer';
+import { mariadbTransactionsOfApp } from '../../test/support/app-connections';
+import { type MariadbObserver, observer, waitFor, type Observer } from '../../test/support/observer';
 import {
   type AppUnderTest,
   tablesOf,
@@ -166,23 +167,28 @@ describe.each(engines)('concurrent transfers on $name', (engine) => {
       for (const id of ids) await holder.query(`SELECT id FROM ${tables.accounts} WHERE id = ${id} FOR UPDATE`);
     }
 
-    /** Transactions of `app` waiting for a row lock, and how many of those hold a row lock already. */
+    /**
+     * Transactions of `app` waiting for a row lock, and how many of those hold a row lock already. Only
+     * the app's own connections count: other clients of the same server (other suites, other test runs
+     * on other databases) wait for locks of their own at the same time.
+     */
     async function lockWaits(app: AppUnderTest): Promise<{ waiting: number; holdingARow: number }> {
-      const [row] =
-        engine.name === 'postgres'
-          ? // A transaction gets an xid when it first locks (or writes) a row.
-            await db.query<{ waiting: string; holding: string }>(
-              `SELECT COUNT(*) AS waiting, COUNT(backend_xid) AS holding
-                 FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'`,
-              [app.applicationName],
-            )
-          : // INNODB_TRX does not name the application; the holders' transactions are RUNNING, not waiting.
-            // trx_rows_locked counts the lock waited for too: above 1, the transaction holds one.
-            await db.query<{ waiting: string; holding: string }>(
-              `SELECT COUNT(*) AS waiting, COALESCE(SUM(trx_rows_locked > 1), 0) AS holding
-                 FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT'`,
-            );
-      return { waiting: Number(row.waiting), holdingARow: Number(row.holding) };
+      if (engine.name === 'postgres') {
+        // A transaction gets an xid when it first locks (or writes) a row.
+        const [row] = await db.query<{ waiting: string; holding: string }>(
+          `SELECT COUNT(*) AS waiting, COUNT(backend_xid) AS holding
+             FROM pg_stat_activity
+            WHERE application_name = $1 AND datname = current_database() AND wait_event_type = 'Lock'`,
+          [app.applicationName],
+        );
+        return { waiting: Number(row.waiting), holdingARow: Number(row.holding) };
+      }
+      // INNODB_TRX does not name the application: the app's pooled connections are known by thread id.
+      // trx_rows_locked counts the lock waited for too: above 1, the transaction holds one.
+      const waiting = (await mariadbTransactionsOfApp(db as MariadbObserver, app.dataSource)).filter(
+        (transaction) => transaction.state === 'LOCK WAIT',
+      );
+      return { waiting: waiting.length, holdingARow: waiting.filter((transaction) => transaction.rowsLocked > 1).length };
     }
 
     it('deadlocks when each transfer locks its sender first (naive variant)', async () => {

@@ -91,7 +91,7 @@ describe('bad options fail at bootstrap on postgres', () => {
   afterEach(async () => {
     await Promise.all(created.splice(0).map((dataSource) => (dataSource.isInitialized ? dataSource.destroy() : undefined)));
     // Nothing of a failed bootstrap stays connected.
-    await waitFor(async () => expect(await db.backends(applicationName)).toEqual([]), { timeoutMs: 5000 });
+    await waitFor(async () => expect(await db.backends(applicationName)).toEqual([]));
   });
 
   afterAll(async () => {

@@ -13,7 +13,7 @@ import { Column, DataSource, Entity, type EntityManager, PrimaryGeneratedColumn 
 import { TransactionalModule, Tx } from '../../lib/index';
 import { ConnectionAudit } from '../../lib/testing/index';
 import { adapters, createApp, type TestApp } from '../support/app';
-import { engines, typeormOptions } from '../support/databases';
+import { engines, QUEUED_ACQUIRE_TIMEOUT_MS, typeormOptions } from '../support/databases';
 import { expectNothingLeaked } from '../support/leaks';
 import { observer } from '../support/observer';
 import { beginStatement, type LoggedQuery, RecordingSqlLogger, statementKind } from '../support/recording-loggers';
@@ -22,8 +22,8 @@ import type { AnyObserver } from './lifecycle-fixtures';
 const REQUESTS = 200;
 /** Requests of the mixed (some failing) round. */
 const MIXED_REQUESTS = 100;
-/** Pool acquisition timeout of this suite (see where it is set). */
-const ACQUIRE_TIMEOUT_MS = 20_000;
+/** Jest timeout of a round: above the pool's acquisition timeout, so that a request stuck in the queue shows as such. */
+const ROUND_TIMEOUT_MS = 2 * QUEUED_ACQUIRE_TIMEOUT_MS;
 
 @Entity('concurrency_markers')
 class Marker {
@@ -139,14 +139,17 @@ describe.each(engines)('concurrent requests on a pool of one, on $name', (engine
       testApp = await createApp({
         adapter,
         imports: [
-          TypeOrmModule.forRoot({
-            ...typeormOptions(engine, { poolSize: 1, applicationName, entities: [Marker], logger: sqlLog }),
-            // 200 requests queue for the one connection: the last waits for the 199 units of work before
-            // it, seconds on a loaded 2-core machine, past the 2 s acquisition timeout of the other suites.
-            ...(engine.name === 'postgres'
-              ? { connectTimeoutMS: ACQUIRE_TIMEOUT_MS }
-              : { connectTimeout: ACQUIRE_TIMEOUT_MS }),
-          }),
+          TypeOrmModule.forRoot(
+            typeormOptions(engine, {
+              poolSize: 1,
+              applicationName,
+              entities: [Marker],
+              logger: sqlLog,
+              // 200 requests queue for the one connection: the last waits for the 199 units of work
+              // before it, seconds on a loaded 2-core machine.
+              acquireTimeoutMs: QUEUED_ACQUIRE_TIMEOUT_MS,
+            }),
+          ),
           TransactionalModule.forRoot(),
         ],
         controllers: [MarkersController],
@@ -197,7 +200,7 @@ describe.each(engines)('concurrent requests on a pool of one, on $name', (engine
       expect(audit.units()).toHaveLength(REQUESTS);
       audit.assertOneConnectionPerUnit();
       expect(await persisted(batch)).toEqual([...markers].sort());
-    });
+    }, ROUND_TIMEOUT_MS);
 
     it('leaves the one connection with the listeners it had after its first request, after dozens more', async () => {
       const batch = `listeners-${engine.name}-${adapter}`;
@@ -217,7 +220,7 @@ describe.each(engines)('concurrent requests on a pool of one, on $name', (engine
       expect(new Set(connectionsUsed)).toEqual(new Set([connection]));
       expect(connectionsUsed).toHaveLength(51);
       expect(listeners(connection)).toEqual(after);
-    });
+    }, ROUND_TIMEOUT_MS);
 
     it(`keeps the markers of failed requests invisible to the others among ${MIXED_REQUESTS} at once`, async () => {
       const batch = `mixed-${engine.name}-${adapter}`;
@@ -248,6 +251,6 @@ describe.each(engines)('concurrent requests on a pool of one, on $name', (engine
         expect({ marker, seen: seenBy.get(marker) }).toEqual({ marker, seen: committedBefore.slice() });
       }
       expect(await persisted(batch)).toEqual(markers.filter((_, i) => !fails(i)).sort());
-    });
+    }, ROUND_TIMEOUT_MS);
   });
 });

@@ -67,7 +67,7 @@ describe('the test databases', () => {
     it('sees the connections go when the data source is destroyed', async () => {
       await dataSource.destroy();
 
-      await waitFor(async () => expect(await db.backends(applicationName)).toEqual([]), { timeoutMs: 5000 });
+      await waitFor(async () => expect(await db.backends(applicationName)).toEqual([]));
     });
   });
 
@@ -116,7 +116,7 @@ describe('the test databases', () => {
     it('sees the connection go when the data source is destroyed', async () => {
       await dataSource.destroy();
 
-      await waitFor(async () => expect(await db.processlist()).toHaveLength(before), { timeoutMs: 5000 });
+      await waitFor(async () => expect(await db.processlist()).toHaveLength(before));
     });
   });
 });

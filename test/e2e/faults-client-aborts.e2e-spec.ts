@@ -6,16 +6,21 @@
  * the transfers recorded in and out of it (nothing half-written), money is neither made nor lost,
  * every 2xx has its transfer recorded, every request not cut was answered 2xx, aborts did roll back
  * transactions mid-way, and no connection or transaction leaked. Half over Express, half over Fastify.
+ *
+ * Every random choice (accounts, amount, whether and when the client cuts, the handler's pauses)
+ * comes from the run's seed, one stream per request: `TEST_SEED=… ` replays the same choices (the
+ * timing of the machine still varies). The seed is in the suite's title.
  */
 import { Body, Controller, Post } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { Column, DataSource, Entity, type EntityManager, PrimaryColumn, PrimaryGeneratedColumn } from 'typeorm';
 import { lockInOrder, TransactionalModule, TransactionHost, Tx } from '../../lib/index';
 import { adapters, createApp, type TestApp } from '../support/app';
-import { engines, typeormOptions } from '../support/databases';
+import { engines, QUEUED_ACQUIRE_TIMEOUT_MS, typeormOptions } from '../support/databases';
 import { post } from '../support/http';
 import { expectNothingLeaked } from '../support/leaks';
 import { observer } from '../support/observer';
+import { type Random, runSeed, SEED_VARIABLE, seededRandom } from '../support/random';
 import type { AnyObserver } from './lifecycle-fixtures';
 
 /** Requests per database, split evenly over the adapters. */
@@ -27,6 +32,13 @@ const OPENING_BALANCE = 1_000_000;
 /** Share of requests the client cuts, each after a random delay below {@link MAX_ABORT_DELAY_MS}. */
 const ABORT_SHARE = 0.7;
 const MAX_ABORT_DELAY_MS = 12;
+/**
+ * Jest timeout of one adapter's share of requests. It asserts no speed: on a 2-core machine with the
+ * other core busy, 2,500 requests on MariaDB took over 30 s (Jest's default here); this leaves room
+ * for a machine several times slower still.
+ */
+const RUN_TIMEOUT_MS = 600_000;
+const SEED = runSeed();
 
 @Entity('faults_abort_accounts')
 class Account {
@@ -63,36 +75,38 @@ interface TransferDto {
 }
 
 /** A random pause of the handler — none, a turn of the event loop, or a few ms — so cuts land anywhere. */
-function pause(): Promise<void> | undefined {
-  const roll = Math.random();
+function pause(random: Random): Promise<void> | undefined {
+  const roll = random();
   if (roll < 0.5) return undefined;
   if (roll < 0.9) return new Promise((resolve) => setImmediate(resolve));
-  return new Promise((resolve) => setTimeout(resolve, Math.random() * 2));
+  return new Promise((resolve) => setTimeout(resolve, random() * 2));
 }
 
 @Controller('transfers')
 class TransfersController {
   @Post()
   async create(@Body() dto: TransferDto, @Tx() tx: EntityManager): Promise<{ requestId: string }> {
-    await pause();
+    // Its own stream, so that the order in which concurrent handlers run does not change their pauses.
+    const random = seededRandom(`handler ${dto.requestId}`, SEED);
+    await pause(random);
     await lockInOrder(tx, Account, [dto.from, dto.to]);
-    await pause();
+    await pause(random);
     await tx
       .createQueryBuilder()
       .update(Account)
       .set({ balance: () => `balance - ${Number(dto.amount)}` })
       .where({ id: dto.from })
       .execute();
-    await pause();
+    await pause(random);
     await tx
       .createQueryBuilder()
       .update(Account)
       .set({ balance: () => `balance + ${Number(dto.amount)}` })
       .where({ id: dto.to })
       .execute();
-    await pause();
+    await pause(random);
     await tx.insert(Transfer, { requestId: dto.requestId, fromId: dto.from, toId: dto.to, amount: dto.amount });
-    await pause();
+    await pause(random);
     return { requestId: dto.requestId };
   }
 }
@@ -100,7 +114,7 @@ class TransfersController {
 /** What became of one request, as its client saw it. */
 type Outcome = { requestId: string; aborted: true } | { requestId: string; aborted: false; status: number };
 
-describe.each(engines)(`${REQUESTS} transfers cut by their clients at random, on $name`, (engine) => {
+describe.each(engines)(`${REQUESTS} transfers cut by their clients at random (${SEED_VARIABLE}=${SEED}), on $name`, (engine) => {
   let db: AnyObserver;
   const outcomes: Outcome[] = [];
 
@@ -123,11 +137,15 @@ describe.each(engines)(`${REQUESTS} transfers cut by their clients at random, on
       testApp = await createApp({
         adapter,
         imports: [
-          TypeOrmModule.forRoot({
-            ...typeormOptions(engine, { poolSize: POOL_SIZE, applicationName, entities: [Account, Transfer] }),
-            // 40 requests queue for two connections.
-            ...(engine.name === 'postgres' ? { connectTimeoutMS: 20_000 } : { connectTimeout: 20_000 }),
-          }),
+          TypeOrmModule.forRoot(
+            typeormOptions(engine, {
+              poolSize: POOL_SIZE,
+              applicationName,
+              entities: [Account, Transfer],
+              // 40 requests queue for two connections.
+              acquireTimeoutMs: QUEUED_ACQUIRE_TIMEOUT_MS,
+            }),
+          ),
           TransactionalModule.forRoot(),
         ],
         controllers: [TransfersController],
@@ -149,12 +167,13 @@ describe.each(engines)(`${REQUESTS} transfers cut by their clients at random, on
     /** Sends one transfer; cuts it after a random delay, or lets it finish. */
     async function send(index: number): Promise<Outcome> {
       const requestId = `${engine.name}-${adapter}-${index}`;
-      const from = 1 + Math.floor(Math.random() * ACCOUNTS);
-      const to = 1 + ((from + Math.floor(Math.random() * (ACCOUNTS - 1))) % ACCOUNTS);
-      const dto: TransferDto = { requestId, from, to, amount: 1 + Math.floor(Math.random() * 5) };
+      const random = seededRandom(`client ${requestId}`, SEED);
+      const from = random.int(1, ACCOUNTS);
+      const to = 1 + ((from + random.int(0, ACCOUNTS - 2)) % ACCOUNTS);
+      const dto: TransferDto = { requestId, from, to, amount: random.int(1, 5) };
       const controller = new AbortController();
-      const cut = Math.random() < ABORT_SHARE;
-      const timer = cut ? setTimeout(() => controller.abort(), Math.random() * MAX_ABORT_DELAY_MS) : undefined;
+      const cut = random.chance(ABORT_SHARE);
+      const timer = cut ? setTimeout(() => controller.abort(), random() * MAX_ABORT_DELAY_MS) : undefined;
       try {
         const response = await post(`${testApp.url}/transfers`, dto, { signal: controller.signal });
         await response.arrayBuffer();
@@ -193,7 +212,7 @@ describe.each(engines)(`${REQUESTS} transfers cut by their clients at random, on
       expect(aborted).toBeGreaterThan(count * ABORT_SHARE * 0.5);
       expect(after.rollbacks - before.rollbacks).toBeGreaterThan(count * 0.2);
       expect(after.acquisitionFailures - before.acquisitionFailures).toBe(0);
-    });
+    }, RUN_TIMEOUT_MS);
   });
 
   it('keeps the books exact: each balance is its opening balance plus its recorded transfers', async () => {

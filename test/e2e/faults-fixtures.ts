@@ -1,7 +1,7 @@
 // Shared by the faults-* suites: server connections killed from outside, and the checks around them.
 // Latches, the leak check and the observers are in test/support/.
 import type { EngineName } from '../support/databases';
-import type { Observer } from '../support/observer';
+import { DEFAULT_WAIT_MS, type Observer, waitFor } from '../support/observer';
 
 /**
  * Ends a server connection from outside, as an administrator or a failover would: PostgreSQL
@@ -14,11 +14,9 @@ export async function killConnection(db: Observer, id: number): Promise<void> {
   } else {
     await db.query(`KILL ${Number(id)}`);
   }
-  const deadline = Date.now() + 5000;
-  while (await connectionListed(db, id)) {
-    if (Date.now() > deadline) throw new Error(`connection ${id} was still listed 5 s after it was killed`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
+  await waitFor(async () => !(await connectionListed(db, id)), { intervalMs: 10 }).catch((error: unknown) => {
+    throw new Error(`connection ${id} was still listed ${DEFAULT_WAIT_MS} ms after it was killed`, { cause: error });
+  });
 }
 
 /** Whether the server still lists connection `id` (pg_stat_activity / PROCESSLIST). */

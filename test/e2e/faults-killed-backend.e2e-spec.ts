@@ -231,7 +231,6 @@ describe.each(engines)('when the server kills a connection, on $name', (engine) 
     describe('while a statement of the handler runs', () => {
       it('fails that statement at once, answers 500 with the server’s reason, keeps nothing, and serves the next requests', async () => {
         const label = `running-${adapter}`;
-        const started = Date.now();
         const response = postJson<ErrorBody>(`${testApp.url}/killed/long-statement`, { label });
         const killedId = await within(probe.entered.promise, 'the handler writing its first row');
         await waitFor(async () => expect(await runningStatement(db, killedId)).toMatch(/sleep/i));
@@ -239,8 +238,7 @@ describe.each(engines)('when the server kills a connection, on $name', (engine) 
         await killConnection(db, killedId);
         const answer = await within(response, 'the answer of the request whose connection was killed');
 
-        // Well before the 30 s statement would have ended.
-        expect(Date.now() - started).toBeLessThan(10_000);
+        // The 30 s statement did not run to its end: the answer is the server's reason for killing it.
         expect(answer.status).toBe(500);
         expect(answer.body.message).toMatch(killedStatementError(engine.name));
         expect(await stepsOf(label)).toEqual([]);

@@ -23,8 +23,14 @@ import { ErrorBodyFilter } from './runner-fixtures';
 
 const TABLE = 'faults_pgbouncer_rows';
 const REQUESTS = 32;
-/** timeoutMs of the limited route: shorter than the plain route's statement. */
-const TIMEOUT_MS = 100;
+/**
+ * timeoutMs of the limited route: shorter than the plain route's statement. It also ends a transaction
+ * idle for longer: shorter still, a pause of the test process on a busy machine between the library's
+ * SET LOCAL and the handler's query would end the limited transaction for the wrong reason.
+ */
+const TIMEOUT_MS = 400;
+/** Jest timeout of the interleaved run: the plain statements take turns on one server connection. */
+const RUN_TIMEOUT_MS = 120_000;
 
 @Entity(TABLE)
 class BouncedRow {
@@ -142,5 +148,5 @@ describePgBouncer('through PgBouncer in transaction-pooling mode, with one serve
     expect(Number(count)).toBe(plain.length);
     await expectNothingLeaked({ dataSource, db, applicationName });
     expect(host.stats()).toMatchObject({ openUnitsOfWork: 0, connectionsHeld: 0 });
-  });
+  }, RUN_TIMEOUT_MS);
 });

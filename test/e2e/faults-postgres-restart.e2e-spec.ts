@@ -19,17 +19,23 @@ import type { EmbeddedPostgres } from '../support/embedded-postgres';
 import { startEmbeddedPostgresProcess } from '../support/embedded-postgres-process';
 import { expectNothingLeaked } from '../support/leaks';
 import { observer, type PostgresObserver, waitFor } from '../support/observer';
+import { runSeed, SEED_VARIABLE, seededRandom } from '../support/random';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy';
 import { type ErrorBody, ErrorBodyFilter } from './runner-fixtures';
 
 const CLIENTS = 16;
 const POOL_SIZE = 4;
 /** pg-pool's connectionTimeoutMillis: the TCP connect, and the wait for a pooled connection. */
-const ACQUIRE_TIMEOUT_MS = 1000;
-/** A request still unanswered after this long counts as hung. */
-const HUNG_MS = 15_000;
+const ACQUIRE_TIMEOUT_MS = 2000;
+/** A request still unanswered after this long counts as hung: 30 times the acquisition timeout. */
+const HUNG_MS = 30_000;
 /** Outcomes of each phase the test waits for before it moves on. */
 const PER_PHASE = 40;
+/** How long the test waits for the outcomes of one phase: a bound for a failing run only, well above a busy machine's need. */
+const PHASE_WAIT_MS = 60_000;
+/** Jest timeout of one scenario: three phases, then the checks. */
+const SCENARIO_TIMEOUT_MS = 5 * PHASE_WAIT_MS;
+const SEED = runSeed();
 const ACCOUNTS = 8;
 const OPENING_BALANCE = 100_000;
 
@@ -120,14 +126,17 @@ class Load {
   private async send(): Promise<Outcome> {
     const requestId = `${this.tag}-${this.sent++}`;
     const phase = this.phase;
-    const from = 1 + Math.floor(Math.random() * ACCOUNTS);
-    const to = 1 + ((from + Math.floor(Math.random() * (ACCOUNTS - 1))) % ACCOUNTS);
+    const random = seededRandom(`client ${requestId}`, SEED);
+    const from = random.int(1, ACCOUNTS);
+    const to = 1 + ((from + random.int(0, ACCOUNTS - 2)) % ACCOUNTS);
+    const amount = random.int(1, 9);
+    // Kept for the diagnosis of a failure; no assertion reads a clock.
     const started = Date.now();
     try {
       const response = await fetch(`${this.url}/transfers`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ requestId, from, to, amount: 1 + Math.floor(Math.random() * 9) }),
+        body: JSON.stringify({ requestId, from, to, amount }),
         signal: AbortSignal.timeout(HUNG_MS),
       });
       const text = await response.text();
@@ -158,16 +167,40 @@ const CLEAR_FAILURES: Record<string, RegExp> = {
 };
 
 /**
- * The requests sent while the database was away: each failed with a ConnectionAcquisitionError, or
- * (queued for a connection) was served once the database came back; none waited much past the
- * acquisition timeout. The outage lasted until {@link PER_PHASE} of them had failed.
+ * The requests sent while the database was away: each failed with a ConnectionAcquisitionError — the
+ * wait for a connection ended by the acquisition timeout or by a refused connection, not by the client
+ * giving up (see `hung`) — or (queued for a connection) was served once the database came back. The
+ * outage lasted until {@link PER_PHASE} of them had failed. How many milliseconds each took is not
+ * asserted: that measures the machine.
  */
 function expectOutageOutcomes(load: Load): void {
   const down = load.outcomes.filter((o) => o.phase === 'down');
   const failed = down.filter((o) => o.status !== 201);
   expect(failed.length).toBeGreaterThanOrEqual(PER_PHASE);
   expect(failed.filter((o) => (o.body as ErrorBody | undefined)?.name !== 'ConnectionAcquisitionError')).toEqual([]);
-  expect(Math.max(...down.map((o) => o.ms))).toBeLessThan(ACQUIRE_TIMEOUT_MS + 2000);
+  expect(down.filter((o) => o.hung)).toEqual([]);
+}
+
+/**
+ * The most requests of `outcomes` in a row that succeeded. Once the database is back, a request may
+ * still fail clearly while the pool sets up its connections again (on a busy machine that can take
+ * longer than the acquisition timeout); serving again means a run of successes as long as there are
+ * clients, every one of them with a connection.
+ */
+function longestSuccessRun(outcomes: Outcome[]): number {
+  let longest = 0;
+  let run = 0;
+  for (const outcome of outcomes) {
+    run = outcome.status === 201 ? run + 1 : 0;
+    longest = Math.max(longest, run);
+  }
+  return longest;
+}
+
+/** The app serves again: {@link PER_PHASE} successes since the database came back, {@link CLIENTS} of them in a row. */
+function servesAgain(load: Load): boolean {
+  const back = load.outcomes.filter((o) => o.phase === 'back');
+  return back.filter((o) => o.status === 201).length >= PER_PHASE && longestSuccessRun(back) >= CLIENTS;
 }
 
 function unclear(outcomes: Outcome[]): Outcome[] {
@@ -179,14 +212,14 @@ function unclear(outcomes: Outcome[]): Outcome[] {
   });
 }
 
-describe('when the database goes away under load and comes back', () => {
+describe(`when the database goes away under load and comes back (${SEED_VARIABLE}=${SEED})`, () => {
   let pg: EmbeddedPostgres;
   let engine: Engine<'postgres'>;
 
   beforeAll(async () => {
     pg = await startEmbeddedPostgresProcess();
     engine = { name: 'postgres', type: 'postgres', url: pg.url };
-  }, 90_000);
+  }, 120_000);
 
   afterAll(async () => {
     await pg?.stop();
@@ -261,15 +294,15 @@ describe('when the database goes away under load and comes back', () => {
       const { dataSource, host } = started;
       const load = new Load(testApp.url, 'restart');
       try {
-        await waitFor(() => load.count('up', (o) => o.status === 201) >= PER_PHASE, { timeoutMs: 20_000 });
+        await waitFor(() => load.count('up', (o) => o.status === 201) >= PER_PHASE, { timeoutMs: PHASE_WAIT_MS });
 
         await pg.halt();
         load.phase = 'down';
-        await waitFor(() => load.count('down', (o) => o.status !== 201) >= PER_PHASE, { timeoutMs: 20_000 });
+        await waitFor(() => load.count('down', (o) => o.status !== 201) >= PER_PHASE, { timeoutMs: PHASE_WAIT_MS });
 
         await pg.resume();
         load.phase = 'back';
-        await waitFor(() => load.count('back', (o) => o.status === 201) >= PER_PHASE, { timeoutMs: 30_000 });
+        await waitFor(() => servesAgain(load), { timeoutMs: PHASE_WAIT_MS });
       } finally {
         await load.stop();
       }
@@ -280,13 +313,12 @@ describe('when the database goes away under load and comes back', () => {
       expectOutageOutcomes(load);
       // Every failure, whenever it came, says what happened.
       expect(unclear(load.outcomes)).toEqual([]);
-      // Back: the last requests of the run all succeeded, with no restart of the app.
-      const back = load.outcomes.filter((o) => o.phase === 'back');
-      expect(back.slice(-CLIENTS).map((o) => o.status)).toEqual(back.slice(-CLIENTS).map(() => 201));
+      // Back: the app serves again by itself, with no restart (any failure on the way is a clear one, above).
+      expect(servesAgain(load)).toBe(true);
       const failedAcquisitions = load.outcomes.filter((o) => (o.body as ErrorBody | undefined)?.name === 'ConnectionAcquisitionError');
       expect(host.stats().acquisitionFailures).toBe(failedAcquisitions.length);
       await expectExactBooksAndNoLeak(load, dataSource, host, applicationName);
-    }, 90_000);
+    }, SCENARIO_TIMEOUT_MS);
   });
 
   describe('when the network to PostgreSQL goes silent', () => {
@@ -308,15 +340,15 @@ describe('when the database goes away under load and comes back', () => {
       const { dataSource, host } = started;
       const load = new Load(testApp.url, 'blackhole');
       try {
-        await waitFor(() => load.count('up', (o) => o.status === 201) >= PER_PHASE, { timeoutMs: 20_000 });
+        await waitFor(() => load.count('up', (o) => o.status === 201) >= PER_PHASE, { timeoutMs: PHASE_WAIT_MS });
 
         proxy.blackhole();
         load.phase = 'down';
-        await waitFor(() => load.count('down', (o) => o.status !== 201) >= PER_PHASE, { timeoutMs: 30_000 });
+        await waitFor(() => load.count('down', (o) => o.status !== 201) >= PER_PHASE, { timeoutMs: PHASE_WAIT_MS });
 
         proxy.restore();
         load.phase = 'back';
-        await waitFor(() => load.count('back', (o) => o.status === 201) >= PER_PHASE, { timeoutMs: 30_000 });
+        await waitFor(() => servesAgain(load), { timeoutMs: PHASE_WAIT_MS });
       } finally {
         await load.stop();
       }
@@ -328,13 +360,12 @@ describe('when the database goes away under load and comes back', () => {
         (o) => o.phase === 'down' && /timeout/i.test((o.body as ErrorBody | undefined)?.message ?? ''),
       );
       expect(timedOut.length).toBeGreaterThan(0);
-      const back = load.outcomes.filter((o) => o.phase === 'back');
-      expect(back.slice(-CLIENTS).map((o) => o.status)).toEqual(back.slice(-CLIENTS).map(() => 201));
+      expect(servesAgain(load)).toBe(true);
       await expectExactBooksAndNoLeak(load, dataSource, host, applicationName);
       // The diagnosis: the pool was not full of busy connections (the app held none of them: every
       // one was cut), the database did not answer new ones. Raising poolSize would not help.
       const blamesThePool = timedOut.filter((o) => /raise poolSize/.test((o.body as ErrorBody).message));
       expect(blamesThePool.map((o) => (o.body as ErrorBody).message)).toEqual([]);
-    }, 90_000);
+    }, SCENARIO_TIMEOUT_MS);
   });
 });

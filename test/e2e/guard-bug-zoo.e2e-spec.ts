@@ -2,7 +2,7 @@ import { TypeOrmModule } from '@nestjs/typeorm';
 import { DataSource } from 'typeorm';
 import { NestedConnectionError, TransactionalModule } from '../../lib';
 import { createApp, type TestApp } from '../support/app';
-import { engines, typeormOptions } from '../support/databases';
+import { engines, QUEUED_ACQUIRE_TIMEOUT_MS, typeormOptions } from '../support/databases';
 import { postJson } from '../support/http';
 import { expectNothingLeaked } from '../support/leaks';
 import { observer, type Observer } from '../support/observer';
@@ -23,6 +23,8 @@ const TABLE = 'guardzoo_items';
 const zoo = defineZoo(TABLE);
 const CONCURRENT_REQUESTS = 100;
 const CONCURRENT_BUGGY_REQUESTS = 20;
+/** Jest timeout of the tests that queue requests: above the pool's acquisition timeout, so that one stuck shows as such. */
+const QUEUED_TEST_TIMEOUT_MS = 2 * QUEUED_ACQUIRE_TIMEOUT_MS;
 
 describe.each(engines)('the bug zoo on $name', (engine) => {
   let db: Observer;
@@ -41,7 +43,16 @@ describe.each(engines)('the bug zoo on $name', (engine) => {
     const testApp = await createApp({
       adapter: 'express',
       imports: [
-        TypeOrmModule.forRoot(typeormOptions(engine, { poolSize, applicationName, entities: [zoo.ZooItem] })),
+        TypeOrmModule.forRoot(
+          typeormOptions(engine, {
+            poolSize,
+            applicationName,
+            entities: [zoo.ZooItem],
+            // Up to 100 requests queue for one connection: the last waits for all the others, seconds
+            // on a busy machine. The guard's failures never wait for the pool: the tests count that.
+            acquireTimeoutMs: QUEUED_ACQUIRE_TIMEOUT_MS,
+          }),
+        ),
         // No guard option: under NODE_ENV=test the default is 'throw'.
         TransactionalModule.forRoot(),
         ...zoo.imports,
@@ -144,7 +155,7 @@ describe.each(engines)('the bug zoo on $name', (engine) => {
         expect(recorder.errors.map((e) => (e as Error).name)).toEqual(responses.map(() => 'NestedConnectionError'));
         expect(await rowsOf(bug.kind)).toEqual([]);
         await expectNothingLeaked({ dataSource, db, applicationName });
-      });
+      }, QUEUED_TEST_TIMEOUT_MS);
     });
   });
 
@@ -192,6 +203,7 @@ describe.each(engines)('the bug zoo on $name', (engine) => {
         const rows = await rowsOf(kind);
         expect(rows.map((r) => r.label).sort()).toEqual(labels(kind));
       },
+      QUEUED_TEST_TIMEOUT_MS,
     );
 
     it('serves nested-transaction with 100 concurrent requests, the inner transaction a savepoint', async () => {
@@ -202,7 +214,7 @@ describe.each(engines)('the bug zoo on $name', (engine) => {
       const rows = await rowsOf('nested-transaction');
       const expected = labels('nested-transaction').flatMap((label) => [label, `${label}/webhook`]).sort();
       expect(rows.map((r) => r.label).sort()).toEqual(expected);
-    });
+    }, QUEUED_TEST_TIMEOUT_MS);
 
     it('serves nested-iteration with 100 concurrent requests, reading the rows before querying for each', async () => {
       const responses = await requests('nested-iteration');
@@ -215,6 +227,6 @@ describe.each(engines)('the bug zoo on $name', (engine) => {
       const rows = await rowsOf('nested-iteration');
       expect(rows).toHaveLength(CONCURRENT_REQUESTS * ROWS_PER_ITERATION);
       expect(new Set(rows.map((r) => r.note))).toEqual(new Set([`seen ${ones.join(',')}`]));
-    });
+    }, QUEUED_TEST_TIMEOUT_MS);
   });
 });

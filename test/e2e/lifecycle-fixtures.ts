@@ -4,7 +4,7 @@
  * Latches, SQL recording and the leak check are in test/support/.
  */
 import type { EntityManager } from 'typeorm';
-import type { MariadbObserver, PostgresObserver } from '../support/observer';
+import { DEFAULT_WAIT_MS, type MariadbObserver, type PostgresObserver } from '../support/observer';
 
 /** Either observer; `engine` tells which. */
 export type AnyObserver = PostgresObserver | MariadbObserver;
@@ -44,10 +44,10 @@ export async function inTransaction(db: AnyObserver, connectionId: number): Prom
 }
 
 /** `waitFor` options for probes that read INNODB_TRX: slower than its 100 ms cache. */
-export const INNODB_TRX_POLL = { intervalMs: 150, timeoutMs: 5000 } as const;
+export const INNODB_TRX_POLL = { intervalMs: 150, timeoutMs: DEFAULT_WAIT_MS } as const;
 
 /** `promise`, or a failure naming `what` if it has not settled within `ms` (instead of Jest's silent test timeout). */
-export async function within<T>(promise: Promise<T>, what: string, ms = 5000): Promise<T> {
+export async function within<T>(promise: Promise<T>, what: string, ms = DEFAULT_WAIT_MS): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   try {
     return await Promise.race([

@@ -1,11 +1,12 @@
 import { TypeOrmModule, getDataSourceToken } from '@nestjs/typeorm';
 import { Column, DataSource, Entity, type EntityManager, PrimaryColumn, type QueryRunner } from 'typeorm';
 import { TransactionalError, TransactionalModule, TransactionFinishedError, TransactionRunner, lockInOrder } from '../../lib';
+import { mariadbThreadIds } from '../support/app-connections';
 import { createApp, type TestApp } from '../support/app';
 import { engines, typeormOptions, type Engine } from '../support/databases';
 import { barrier, latch } from '../support/latch';
 import { expectNothingLeaked } from '../support/leaks';
-import { observer, waitFor, type Observer, type MariadbObserver } from '../support/observer';
+import { observer, waitFor, type Observer, type MariadbObserver, type PostgresObserver } from '../support/observer';
 import { RecordingSqlLogger } from '../support/recording-loggers';
 
 @Entity('lock_order_accounts')
@@ -57,19 +58,19 @@ describe.each(engines)('lockInOrder on $name', (engine: Engine) => {
     return new Map(rows.map((row) => [Number(row.id), Number(row.balance)]));
   }
 
-  /** True once a connection of this app waits for a row lock on the accounts table. */
+  /** True once a connection of this app (no other client's) waits for a row lock on the accounts table. */
   async function someoneWaitsForARowLock(): Promise<boolean> {
     if (engine.name === 'postgres') {
-      const rows = await db.query<{ count: string }>(
-        `SELECT COUNT(*) AS count FROM pg_stat_activity
-          WHERE application_name = $1 AND state = 'active' AND wait_event_type = 'Lock' AND query LIKE '%lock_order_accounts%'`,
-        [applicationName],
+      const waiting = (await (db as PostgresObserver).backends(applicationName)).filter(
+        (b) => b.state === 'active' && b.waitEventType === 'Lock' && /lock_order_accounts/.test(b.query),
       );
-      return Number(rows[0].count) === 1;
+      return waiting.length === 1;
     }
     // MariaDB shows a statement waiting for a row lock as still running it.
+    const ours = new Set(mariadbThreadIds(dataSource));
     const waiting = (await (db as MariadbObserver).processlist()).filter(
-      (p) => p.command === 'Query' && p.info !== null && /lock_order_accounts/.test(p.info) && /FOR UPDATE/.test(p.info),
+      (p) =>
+        ours.has(Number(p.id)) && p.command === 'Query' && p.info !== null && /lock_order_accounts/.test(p.info) && /FOR UPDATE/.test(p.info),
     );
     return waiting.length === 1;
   }

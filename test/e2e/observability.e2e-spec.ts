@@ -17,7 +17,14 @@ import { type ErrorBody, ErrorBodyFilter, sleepSql } from './runner-fixtures';
 const TABLE = 'observability_items';
 /** The slow routes' threshold; the module default is far above anything these tests run. */
 const SLOW_MS = 200;
+/**
+ * How long the slow statement runs: ten times the threshold, so that the monitor still finds it running
+ * when its timer fires late on a busy machine.
+ */
+const SLOW_STATEMENT_MS = SLOW_MS * 10;
 const STATS_INTERVAL_MS = 100;
+/** The acquisition timeout of the app whose pool is kept busy past it; the other app's is the generous default. */
+const SHORT_ACQUIRE_TIMEOUT_MS = 2000;
 
 @Entity(TABLE)
 class ObservedItem {
@@ -73,7 +80,7 @@ class ObservedController {
   @Transactional({ slowTransactionMs: SLOW_MS })
   async slowStatement(@Tx() tx: EntityManager) {
     const engine: EngineName = tx.dataSource.options.type === 'postgres' ? 'postgres' : 'mariadb';
-    await tx.query(sleepSql(engine, (SLOW_MS * 3) / 1000));
+    await tx.query(sleepSql(engine, SLOW_STATEMENT_MS / 1000));
     return { ok: true };
   }
 }
@@ -166,26 +173,59 @@ describe.each(engines)('observability on $name', (engine) => {
       expect(host.stats()).toMatchObject({ openUnitsOfWork: 0, connectionsHeld: 0 });
     });
 
-    it('fails a request that waited out the acquisition timeout with ConnectionAcquisitionError, and counts it', async () => {
-      const before = host.stats();
-      const holding = call('POST', `${testApp.url}/observed/hold`);
-      await hold.reached.promise;
+    describe(`with an acquisition timeout of ${SHORT_ACQUIRE_TIMEOUT_MS} ms`, () => {
+      const starvedName = `observability-starved-${engine.name}`;
+      let starvedApp: TestApp;
 
-      const starved = await call('POST', `${testApp.url}/observed/write`);
-      hold.release.resolve();
+      // An app of its own: the other one's acquisition timeout is long, for a busy machine.
+      beforeAll(async () => {
+        starvedApp = await createApp({
+          adapter: 'express',
+          imports: [
+            TypeOrmModule.forRoot(
+              typeormOptions(engine, {
+                poolSize: 1,
+                applicationName: starvedName,
+                entities: [ObservedItem],
+                acquireTimeoutMs: SHORT_ACQUIRE_TIMEOUT_MS,
+              }),
+            ),
+            TransactionalModule.forRoot({ slowTransactionMs: 60_000 }),
+          ],
+          controllers: [ObservedController],
+          providers: [{ provide: APP_FILTER, useClass: ErrorBodyFilter }],
+          // Nest's logger is one for the process: an app created without it would silence the other's.
+          logger: nestLog,
+        });
+      });
 
-      expect(starved.status).toBe(500);
-      const body = starved.body as ErrorBody;
-      expect(body.name).toBe('ConnectionAcquisitionError');
-      expect(body.message).toMatch(
-        /^POST \/observed\/write got no connection of data source 'default' after \d+ ms \(pool: 1 of 1 open, 0 idle, \d+ waiting; 1 held by units of work\): /,
-      );
-      expect(body.message).toContain('Every connection stayed in use by units of work for the whole acquisition timeout');
-      expect((await holding).status).toBe(201);
-      const after = host.stats();
-      expect(after.acquisitionFailures - before.acquisitionFailures).toBe(1);
-      expect(after.commits - before.commits).toBe(1);
-      expect(after.rollbacks - before.rollbacks).toBe(0);
+      afterAll(async () => {
+        await starvedApp?.close();
+      });
+
+      it('fails a request that waited out the acquisition timeout with ConnectionAcquisitionError, and counts it', async () => {
+        const starvedHost = starvedApp.app.get(TransactionHost);
+        const before = starvedHost.stats();
+        const holding = call('POST', `${starvedApp.url}/observed/hold`);
+        await hold.reached.promise;
+
+        const starved = await call('POST', `${starvedApp.url}/observed/write`);
+        hold.release.resolve();
+
+        expect(starved.status).toBe(500);
+        const body = starved.body as ErrorBody;
+        expect(body.name).toBe('ConnectionAcquisitionError');
+        expect(body.message).toMatch(
+          /^POST \/observed\/write got no connection of data source 'default' after \d+ ms \(pool: 1 of 1 open, 0 idle, \d+ waiting; 1 held by units of work\): /,
+        );
+        expect(body.message).toContain('Every connection stayed in use by units of work for the whole acquisition timeout');
+        expect((await holding).status).toBe(201);
+        const after = starvedHost.stats();
+        expect(after.acquisitionFailures - before.acquisitionFailures).toBe(1);
+        expect(after.commits - before.commits).toBe(1);
+        expect(after.rollbacks - before.rollbacks).toBe(0);
+        await expectNothingLeaked({ dataSource: starvedApp.app.get(DataSource), db, applicationName: starvedName });
+      });
     });
   });
 

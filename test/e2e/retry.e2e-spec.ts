@@ -22,6 +22,7 @@ import {
   Tx,
   type TransactionalModuleOptions,
 } from '../../lib';
+import { CONNECT_TIMEOUT_MS } from '../support/database-urls';
 import { createApp, type TestApp } from '../support/app';
 import { engines, postgresEngine, typeormOptions, type Engine } from '../support/databases';
 import { barrier, latch } from '../support/latch';
@@ -199,7 +200,7 @@ describe.each(engines)('retry on $name', (engine: Engine) => {
 
   beforeAll(async () => {
     db = await observer(engine);
-    if (engine.name === 'mariadb') interferer = await createConnection({ uri: engine.url, connectTimeout: 2000 });
+    if (engine.name === 'mariadb') interferer = await createConnection({ uri: engine.url, connectTimeout: CONNECT_TIMEOUT_MS });
     testApp = await createApp({
       adapter: 'express',
       imports: [

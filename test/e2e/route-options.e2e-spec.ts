@@ -23,6 +23,14 @@ import { connectionIdOf, connectionIdSql, type ErrorBody, ErrorBodyFilter, label
 const TABLE = 'route_options_items';
 const PROBE_ID = 1;
 
+/**
+ * The timeoutMs of these tests. It also ends a transaction idle for longer (PostgreSQL
+ * idle_in_transaction_session_timeout): a shorter one could end it between two statements of the
+ * handler when a busy machine pauses the test process, and fail the test for the wrong reason. The
+ * statements it must stop sleep 5 s.
+ */
+const TIMEOUT_MS = 1000;
+
 @Entity(TABLE)
 class OptionsItem {
   @PrimaryGeneratedColumn()
@@ -102,7 +110,7 @@ function controllersFor(moduleDefault: IsolationLevel, other: IsolationLevel) {
     }
 
     @Get('timeout')
-    @Transactional({ timeoutMs: 200 })
+    @Transactional({ timeoutMs: TIMEOUT_MS })
     async timeout(@Tx() tx: EntityManager) {
       const engine: EngineName = tx.dataSource.options.type === 'postgres' ? 'postgres' : 'mariadb';
       await tx.query(sleepSql(engine, 5));
@@ -320,7 +328,7 @@ describe.each(engines)('route options on $name', (engine) => {
     });
 
     it('rejects TransactionRunner.run() with TransactionTimeoutError caused by the driver error', async () => {
-      const run = runner.run((tx) => tx.query(sleepSql(engine.name, 5)), { timeoutMs: 200, name: 'slow job' });
+      const run = runner.run((tx) => tx.query(sleepSql(engine.name, 5)), { timeoutMs: TIMEOUT_MS, name: 'slow job' });
 
       await expect(run).rejects.toBeInstanceOf(TransactionTimeoutError);
       await expect(run).rejects.toMatchObject({ cause: { name: 'QueryFailedError', driverError: timeoutCause } });
@@ -337,20 +345,21 @@ describe.each(engines)('route options on $name', (engine) => {
           await serverEndedIt.promise;
           await tx.query('SELECT 1');
         },
-        { timeoutMs: 300, name: 'idle job' },
+        { timeoutMs: TIMEOUT_MS, name: 'idle job' },
       );
       const id = await holding.promise;
       const sessionSql =
         engine.name === 'postgres'
           ? 'SELECT pid FROM pg_stat_activity WHERE pid = $1'
           : 'SELECT ID FROM information_schema.PROCESSLIST WHERE ID = ?';
-      // MariaDB's idle_transaction_timeout counts whole seconds: the library rounds 300 ms up to 1 s.
-      await waitFor(async () => expect(await db.query(sessionSql, [id])).toEqual([]), { timeoutMs: 5000, intervalMs: 50 });
+      await waitFor(async () => expect(await db.query(sessionSql, [id])).toEqual([]), { intervalMs: 50 });
 
       serverEndedIt.resolve();
 
       await expect(run).rejects.toBeInstanceOf(TransactionTimeoutError);
-      await expect(run).rejects.toThrow(/^The database closed the connection of idle job \(.+\): its transaction sat idle longer than timeoutMs \(300 ms\)/);
+      await expect(run).rejects.toThrow(
+        new RegExp(`^The database closed the connection of idle job \\(.+\\): its transaction sat idle longer than timeoutMs \\(${TIMEOUT_MS} ms\\)`),
+      );
       // The pool replaced the connection the server closed.
       await expectNothingLeaked({ dataSource, db, applicationName });
       await expect(runner.run(async (tx) => connectionIdOf(await tx.query(idSql)))).resolves.not.toBe(id);
@@ -364,7 +373,7 @@ describe.each(engines)('route options on $name', (engine) => {
           limitedId = connectionIdOf(await tx.query(idSql));
           await tx.query(sleepSql(engine.name, 5));
         },
-        { timeoutMs: 200 },
+        { timeoutMs: TIMEOUT_MS },
       );
       await expect(limited).rejects.toBeInstanceOf(TransactionTimeoutError);
 
@@ -378,8 +387,8 @@ describe.each(engines)('route options on $name', (engine) => {
             : ((await tx.query(
                 'SELECT @@SESSION.max_statement_time AS statement, @@SESSION.idle_transaction_timeout AS idle',
               )) as Array<{ statement: unknown; idle: unknown }>);
-        // Longer than the previous limit of 200 ms.
-        await tx.query(sleepSql(engine.name, 0.5));
+        // Longer than the previous limit.
+        await tx.query(sleepSql(engine.name, (TIMEOUT_MS * 1.5) / 1000));
         return { id, statement: Number(settings[0].statement), idle: Number(settings[0].idle) };
       });
 

@@ -9,8 +9,18 @@ export const DEFAULT_POSTGRES_URL = 'postgres://postgres@127.0.0.1:5432/test';
 /** MariaDB/MySQL used when `MYSQL_URL` is not set (the machine's own server). */
 export const DEFAULT_MYSQL_URL = 'mysql://root@127.0.0.1:3306/test';
 
-/** Probes give up after this long: a missing server must not stall the test run. */
-export const PROBE_TIMEOUT_MS = 2000;
+/**
+ * Probes give up after this long: a missing server must not stall the test run. A refused connection
+ * fails at once; this bounds a server that does not answer, and leaves a busy machine, where setting
+ * up a connection took seconds, the time it needs.
+ */
+export const PROBE_TIMEOUT_MS = 10_000;
+
+/**
+ * Longest setup of a connection the tests open themselves (observers, lock holders): far above what it
+ * takes on an idle machine, as on a busy one it took seconds.
+ */
+export const CONNECT_TIMEOUT_MS = 20_000;
 
 /** The value of an environment variable, with empty meaning unset (`DATABASE_URL= npm test`). */
 export function envValue(name: string): string | undefined {

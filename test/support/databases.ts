@@ -106,7 +106,33 @@ export interface TestTypeormOptions {
   logger?: DataSourceOptions['logger'];
   /** Driver pool options, merged over the ones set here. */
   extra?: Record<string, unknown>;
+  /**
+   * Longest wait for a pooled connection (PostgreSQL `connectTimeoutMS`, MariaDB `connectTimeout`,
+   * which the library applies to acquisition). Default: {@link ACQUIRE_TIMEOUT_MS}. Suites that queue
+   * many requests on a small pool on purpose pass {@link QUEUED_ACQUIRE_TIMEOUT_MS}.
+   */
+  acquireTimeoutMs?: number;
 }
+
+/**
+ * Default acquisition timeout of a test data source. It bounds two waits that no test measures: for a
+ * pooled connection, and (node-postgres) for a new connection to be set up. A pool exhausted by a bug
+ * (a second connection inside a transaction, the guard off) fails after it instead of hanging the test,
+ * within Jest's 30 s. It is far above what either wait takes on an idle machine (milliseconds), because
+ * on a busy one both grow a hundredfold: with the machine's cores taken by other work, setting up a
+ * PostgreSQL connection took over 2 s, and a request behind 60 others on a pool of 4 waited over 2 s.
+ * A test of the timeout itself passes a short one.
+ */
+export const ACQUIRE_TIMEOUT_MS = 20_000;
+
+/**
+ * Acquisition timeout for suites that queue hundreds of requests on a pool of one or two connections
+ * on purpose: the last one waits for every unit of work before it, which takes tens of seconds when
+ * the machine is busy (200 requests on a pool of 1 on MariaDB took over 20 s with the cores taken by
+ * other work). The wait is not what these suites test, so it gets all the time a slow machine needs;
+ * give their tests a Jest timeout above it.
+ */
+export const QUEUED_ACQUIRE_TIMEOUT_MS = 120_000;
 
 /**
  * TypeORM options for a test data source on `engine`; usable with `TypeOrmModule.forRoot()` and
@@ -134,9 +160,9 @@ export function typeormOptions(
       ...nest,
       ...common,
       type,
-      // pg-pool's connectionTimeoutMillis: both the TCP connect and the wait for a free pooled
-      // connection, so an exhausted pool fails in 2 s instead of hanging the test.
-      connectTimeoutMS: 2000,
+      // pg-pool's connectionTimeoutMillis: both the setup of a new connection and the wait for a free
+      // pooled one, so an exhausted pool fails instead of hanging the test.
+      connectTimeoutMS: options.acquireTimeoutMs ?? ACQUIRE_TIMEOUT_MS,
       applicationName: options.applicationName,
       extra: options.extra,
     };
@@ -147,7 +173,7 @@ export function typeormOptions(
     type,
     // mysql2 pools have no acquisition timeout (TypeORM's `acquireTimeout` is a mysqljs option that
     // mysql2 3.x ignores with a warning): a request waiting for a free connection waits forever.
-    connectTimeout: 2000,
+    connectTimeout: options.acquireTimeoutMs ?? ACQUIRE_TIMEOUT_MS,
     extra: { connectAttributes: { program_name: options.applicationName }, ...options.extra },
   };
 }

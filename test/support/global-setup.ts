@@ -8,6 +8,7 @@ import {
   redactUrl,
 } from './database-urls';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from './embedded-postgres';
+import { runSeed, seedLine } from './random';
 
 /** Where the global setup leaves the embedded server for the global teardown (same process). */
 export const EMBEDDED_POSTGRES_HANDLE = Symbol.for('nestjs-request-transaction.test.embedded-postgres');
@@ -20,10 +21,13 @@ type GlobalWithHandle = typeof globalThis & { [EMBEDDED_POSTGRES_HANDLE]?: Embed
  * files (in band or in workers started after this) read through `test/support/databases.ts`.
  *
  * `EMBEDDED_POSTGRES=1` skips the local server and always starts an embedded one.
+ *
+ * It also fixes the seed of the random tests (`TEST_SEED`, drawn here when unset) and prints it.
  */
 export default async function globalSetup(): Promise<void> {
   // Jest prints its first line without a trailing newline.
   process.stdout.write('\n');
+  log(seedLine(runSeed()));
   const embedded = await setUpPostgres();
   // The PgBouncer run (TEST_ENGINES=postgres) repeats the PostgreSQL side only.
   if (envValue('TEST_ENGINES') === 'postgres') return;

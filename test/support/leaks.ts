@@ -3,7 +3,8 @@
  */
 import type { DataSource } from 'typeorm';
 import { dialectOf, type PoolStats } from '../../lib/core/dialect';
-import { waitFor, type MariadbObserver, type Observer, type PostgresObserver } from './observer';
+import { mariadbTransactionsOfApp } from './app-connections';
+import { DEFAULT_WAIT_MS, waitFor, type MariadbObserver, type Observer, type PostgresObserver } from './observer';
 
 /** The pool counters of `dataSource` (see `lib/core/dialect.ts`). */
 export function poolStats(dataSource: DataSource): PoolStats {
@@ -41,7 +42,7 @@ export interface LeakCheckOptions {
 }
 
 /**
- * Waits (up to 5 s) until the app leaked nothing: its pool is back to idle (every connection it
+ * Waits (up to `DEFAULT_WAIT_MS`) until the app leaked nothing: its pool is back to idle (every connection it
  * holds is idle, nobody waits) and no connection of the app is left inside a transaction. PostgreSQL:
  * no `idle in transaction` backend of `applicationName`, nor any other of its backends inside a
  * transaction. MariaDB: see {@link LeakCheckOptions.mariadb}; the pool must be idle for that, which is
@@ -72,22 +73,11 @@ export async function expectNothingLeaked(
         expect(answers.map(([row]) => Number(row.open))).toEqual(answers.map(() => 0));
       }
     },
-    { timeoutMs: 5000, intervalMs: db.engine === 'mariadb' && mariadb === 'observer' ? 150 : 20 },
+    { timeoutMs: DEFAULT_WAIT_MS, intervalMs: db.engine === 'mariadb' && mariadb === 'observer' ? 150 : 20 },
   );
 }
 
 /** Thread ids of the MariaDB connections of `dataSource`'s pool that have an open InnoDB transaction. */
 export async function mariadbTransactionsOf(db: MariadbObserver, dataSource: DataSource): Promise<number[]> {
-  const pool = (dataSource.driver as unknown as { pool: { _allConnections: { toArray(): Array<{ threadId: number | null }> } } })
-    .pool;
-  const ids = pool._allConnections
-    .toArray()
-    .map((connection) => connection.threadId)
-    .filter((id): id is number => id !== null);
-  if (ids.length === 0) return [];
-  const rows = await db.query<{ id: unknown }>(
-    `SELECT trx_mysql_thread_id AS id FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id IN (${ids.map(() => '?').join(', ')})`,
-    ids,
-  );
-  return rows.map((row) => Number(row.id));
+  return (await mariadbTransactionsOfApp(db, dataSource)).map((transaction) => transaction.id);
 }

@@ -1,9 +1,9 @@
 import { createConnection, type Connection, type RowDataPacket } from 'mysql2/promise';
 import { Client } from 'pg';
-import { envValue } from './database-urls';
+import { CONNECT_TIMEOUT_MS, envValue } from './database-urls';
 import { engineOf, postgresUrl, type EngineName, type EngineRef } from './databases';
 
-export { waitFor, type WaitForOptions } from './wait-for';
+export { DEFAULT_WAIT_MS, waitFor, type WaitForOptions } from './wait-for';
 
 /**
  * A raw connection (pg / mysql2, not TypeORM) that looks at the database from outside the app
@@ -25,12 +25,18 @@ export interface Backend {
   query: string;
   /** When its current transaction started; null outside a transaction. */
   xactStart: Date | null;
+  /** What it waits for, e.g. `Lock` for a row or table lock; null when it waits for nothing. */
+  waitEventType: string | null;
 }
 
-/** Observer of PostgreSQL, able to see the app's connections by `application_name`. */
+/**
+ * Observer of PostgreSQL, able to see the app's connections by `application_name` in the observer's
+ * own database: other test runs on the same server use other databases, and may run the same suites,
+ * with the same application names, at the same moment.
+ */
 export interface PostgresObserver extends Observer {
   readonly engine: 'postgres';
-  /** The connections tagged with `applicationName` (see `typeormOptions`), this observer excluded. */
+  /** The connections to this database tagged with `applicationName` (see `typeormOptions`), this observer excluded. */
   backends(applicationName: string): Promise<Backend[]>;
   /** How many of them sit in an open transaction without running anything (a leaked transaction). */
   idleInTransactionCount(applicationName: string): Promise<number>;
@@ -54,7 +60,12 @@ export interface MariadbProcess {
   info: string | null;
 }
 
-/** Observer of MariaDB. MariaDB has no `application_name`: connections are told apart by user and database. */
+/**
+ * Observer of MariaDB. MariaDB has no `application_name` it shows (the `program_name` connect attribute
+ * is only visible with performance_schema, which is off by default): connections are told apart by user
+ * and database here, and by the thread ids of the app's pool where only the app's own may count (see
+ * `test/support/app-connections.ts`).
+ */
 export interface MariadbObserver extends Observer {
   readonly engine: 'mariadb';
   /** The connections of `filter`'s user and database, this observer excluded. */
@@ -103,7 +114,7 @@ async function postgresObserver(appUrl: string): Promise<PostgresObserver> {
   const client = new Client({
     connectionString: url,
     application_name: OBSERVER_APPLICATION_NAME,
-    connectionTimeoutMillis: 2000,
+    connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
   });
   await client.connect();
   const admin = pgbouncerAdminUrl === undefined ? undefined : new Client({ connectionString: pgbouncerAdminUrl });
@@ -118,9 +129,9 @@ async function postgresObserver(appUrl: string): Promise<PostgresObserver> {
   const backends = async (applicationName: string): Promise<Backend[]> =>
     admin === undefined
       ? query<Backend>(
-          `SELECT pid, state, query, xact_start AS "xactStart"
+          `SELECT pid, state, query, xact_start AS "xactStart", wait_event_type AS "waitEventType"
              FROM pg_stat_activity
-            WHERE application_name = $1 AND pid <> pg_backend_pid()
+            WHERE application_name = $1 AND datname = current_database() AND pid <> pg_backend_pid()
             ORDER BY pid`,
           [applicationName],
         )
@@ -168,7 +179,8 @@ async function pgbouncerClients(
     linked.length === 0
       ? []
       : await query<Backend>(
-          `SELECT pid, state, query, xact_start AS "xactStart" FROM pg_stat_activity WHERE pid = ANY($1::int[])`,
+          `SELECT pid, state, query, xact_start AS "xactStart", wait_event_type AS "waitEventType"
+             FROM pg_stat_activity WHERE pid = ANY($1::int[])`,
           [linked],
         );
   const byPid = new Map(rows.map((row) => [row.pid, row]));
@@ -176,13 +188,19 @@ async function pgbouncerClients(
     .map((c): Backend => {
       const row = byPid.get(c.pid);
       if (row !== undefined) return row;
-      return { pid: 0, state: c.waiting ? 'waiting for a server connection' : 'idle', query: '', xactStart: null };
+      return {
+        pid: 0,
+        state: c.waiting ? 'waiting for a server connection' : 'idle',
+        query: '',
+        xactStart: null,
+        waitEventType: null,
+      };
     })
     .sort((a, b) => a.pid - b.pid);
 }
 
 async function mariadbObserver(url: string): Promise<MariadbObserver> {
-  const connection: Connection = await createConnection({ uri: url, connectTimeout: 2000 });
+  const connection: Connection = await createConnection({ uri: url, connectTimeout: CONNECT_TIMEOUT_MS });
   const defaults = new URL(url);
   const scope = (filter: ProcesslistFilter = {}): [string, string] => [
     filter.user ?? decodeURIComponent(defaults.username),

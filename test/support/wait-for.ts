@@ -1,6 +1,14 @@
+/**
+ * How long a test waits for a state before it fails, by default: far longer than any state takes to
+ * arrive on an idle machine (milliseconds), so that a busy one (every core taken by other work) does
+ * not fail a test that behaves. Only a failing test waits this long. Jest's per-test timeout (30 s)
+ * stays above it, so the failure that shows is the test's own, with its diff.
+ */
+export const DEFAULT_WAIT_MS = 15_000;
+
 /** Options of {@link waitFor}. */
 export interface WaitForOptions {
-  /** Give up after this long. Default: 5000. */
+  /** Give up after this long. Default: {@link DEFAULT_WAIT_MS}. */
   timeoutMs?: number;
   /** Pause between attempts. Default: 20. */
   intervalMs?: number;
@@ -18,7 +26,7 @@ export interface WaitForOptions {
  */
 export async function waitFor<T>(
   probe: () => T | Promise<T>,
-  { timeoutMs = 5000, intervalMs = 20 }: WaitForOptions = {},
+  { timeoutMs = DEFAULT_WAIT_MS, intervalMs = 20 }: WaitForOptions = {},
 ): Promise<Exclude<T, false>> {
   const deadline = Date.now() + timeoutMs;
   let attempts = 0;

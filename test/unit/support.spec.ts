@@ -1,6 +1,7 @@
 import { redactUrl } from '../support/database-urls';
-import { typeormOptions } from '../support/databases';
-import { waitFor } from '../support/wait-for';
+import { ACQUIRE_TIMEOUT_MS, typeormOptions } from '../support/databases';
+import { runSeed, SEED_VARIABLE, seededRandom, seedLine } from '../support/random';
+import { DEFAULT_WAIT_MS, waitFor } from '../support/wait-for';
 
 describe('test support', () => {
   describe('waitFor', () => {
@@ -25,33 +26,127 @@ describe('test support', () => {
       expect(attempts).toBe(4);
     });
 
-    it('rejects at the deadline with why the last attempt failed', async () => {
-      const started = Date.now();
-      const waiting = waitFor(
-        () => {
-          throw new Error('still 2 connections');
-        },
-        { timeoutMs: 150, intervalMs: 10 },
-      );
+    // The deadline on a clock the test moves itself: exact, whatever the machine's load.
+    describe('at its deadline', () => {
+      beforeEach(() => jest.useFakeTimers());
+      afterEach(() => jest.useRealTimers());
 
-      await expect(waiting).rejects.toThrow(/gave up after 150 ms .*the last attempt threw: still 2 connections/);
-      const elapsed = Date.now() - started;
-      expect(elapsed).toBeGreaterThanOrEqual(150);
-      expect(elapsed).toBeLessThan(1000);
+      /** Whether `promise` has settled, after letting pending promise callbacks run. */
+      async function settled(promise: Promise<unknown>): Promise<boolean> {
+        let done = false;
+        promise.then(
+          () => (done = true),
+          () => (done = true),
+        );
+        await jest.advanceTimersByTimeAsync(0);
+        return done;
+      }
+
+      it('rejects exactly at the deadline, with why the last attempt failed', async () => {
+        const waiting = waitFor(
+          () => {
+            throw new Error('still 2 connections');
+          },
+          { timeoutMs: 150, intervalMs: 10 },
+        );
+        const outcome = expect(waiting).rejects.toThrow(/gave up after 150 ms .*the last attempt threw: still 2 connections/);
+
+        await jest.advanceTimersByTimeAsync(149);
+        expect(await settled(waiting)).toBe(false);
+        await jest.advanceTimersByTimeAsync(1);
+        expect(await settled(waiting)).toBe(true);
+        await outcome;
+      });
+
+      it('says when the condition stayed false', async () => {
+        const waiting = waitFor(() => false, { timeoutMs: 50, intervalMs: 10 });
+        const outcome = expect(waiting).rejects.toThrow(/the last attempt returned false/);
+
+        await jest.advanceTimersByTimeAsync(50);
+        expect(await settled(waiting)).toBe(true);
+        await outcome;
+      });
+
+      it('stops waiting for a probe that never settles at the deadline', async () => {
+        const waiting = waitFor(() => new Promise<never>(() => undefined), { timeoutMs: 100 });
+        const outcome = expect(waiting).rejects.toThrow(/no attempt finished in time/);
+
+        await jest.advanceTimersByTimeAsync(99);
+        expect(await settled(waiting)).toBe(false);
+        await jest.advanceTimersByTimeAsync(1);
+        expect(await settled(waiting)).toBe(true);
+        await outcome;
+      });
+
+      it(`waits ${DEFAULT_WAIT_MS} ms by default`, async () => {
+        const waiting = waitFor(() => false);
+        const outcome = expect(waiting).rejects.toThrow(`gave up after ${DEFAULT_WAIT_MS} ms`);
+
+        await jest.advanceTimersByTimeAsync(DEFAULT_WAIT_MS - 1);
+        expect(await settled(waiting)).toBe(false);
+        await jest.advanceTimersByTimeAsync(1);
+        expect(await settled(waiting)).toBe(true);
+        await outcome;
+      });
+    });
+  });
+
+  describe('seeded randomness', () => {
+    it('gives the same numbers for the same seed and label, whatever ran before', () => {
+      const first = seededRandom('request 7', 42);
+      const drawn = [first(), first(), first()];
+      seededRandom('request 8', 42)();
+
+      const again = seededRandom('request 7', 42);
+      expect([again(), again(), again()]).toEqual(drawn);
+      expect(drawn.every((n) => n >= 0 && n < 1)).toBe(true);
     });
 
-    it('says when the condition stayed false', async () => {
-      await expect(waitFor(() => false, { timeoutMs: 50, intervalMs: 10 })).rejects.toThrow(
-        /the last attempt returned false/,
-      );
+    it('gives other numbers for another label or another seed', () => {
+      const draw = (label: string, seed: number) => {
+        const random = seededRandom(label, seed);
+        return [random(), random()];
+      };
+      expect(draw('request 7', 42)).not.toEqual(draw('request 8', 42));
+      expect(draw('request 7', 42)).not.toEqual(draw('request 7', 43));
     });
 
-    it('stops waiting for a probe that never settles at the deadline', async () => {
-      const started = Date.now();
-      const waiting = waitFor(() => new Promise<never>(() => undefined), { timeoutMs: 100 });
+    it('draws whole numbers within both bounds, and chances of 0 and 1 as such', () => {
+      const random = seededRandom('bounds', 1);
+      const ints = Array.from({ length: 1000 }, () => random.int(1, 10));
+      expect(new Set(ints)).toEqual(new Set([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]));
+      expect(Array.from({ length: 100 }, () => random.chance(0)).some(Boolean)).toBe(false);
+      expect(Array.from({ length: 100 }, () => random.chance(1)).every(Boolean)).toBe(true);
+    });
 
-      await expect(waiting).rejects.toThrow(/no attempt finished in time/);
-      expect(Date.now() - started).toBeLessThan(1000);
+    describe('the run seed', () => {
+      const saved = process.env[SEED_VARIABLE];
+      afterEach(() => {
+        if (saved === undefined) delete process.env[SEED_VARIABLE];
+        else process.env[SEED_VARIABLE] = saved;
+      });
+
+      it(`is ${SEED_VARIABLE} when set, and is printed as such`, () => {
+        process.env[SEED_VARIABLE] = '123456';
+        expect(runSeed()).toBe(123456);
+        expect(seedLine()).toContain(`${SEED_VARIABLE}=123456`);
+      });
+
+      it('is drawn once when unset, then kept for the rest of the run', () => {
+        delete process.env[SEED_VARIABLE];
+        const seed = runSeed();
+        expect(Number.isInteger(seed)).toBe(true);
+        expect(process.env[SEED_VARIABLE]).toBe(String(seed));
+        expect(runSeed()).toBe(seed);
+      });
+
+      it.each(['abc', '-1', '1.5', '4294967296'])(`refuses ${SEED_VARIABLE}=%s, saying what a seed is`, (value) => {
+        process.env[SEED_VARIABLE] = value;
+        expect(() => runSeed()).toThrow(
+          `${SEED_VARIABLE}=${value} is not a seed: random tests could not replay a run with it. ` +
+            `Set ${SEED_VARIABLE} to a whole number from 0 to 4294967295 (as printed by a run), or unset it.`,
+        );
+      });
     });
   });
 
@@ -72,7 +167,7 @@ describe('test support', () => {
         type: 'postgres',
         poolSize: 1,
         applicationName: 'spec-app',
-        connectTimeoutMS: 2000,
+        connectTimeoutMS: ACQUIRE_TIMEOUT_MS,
         synchronize: true,
         dropSchema: false,
         retryAttempts: 0,
@@ -92,11 +187,21 @@ describe('test support', () => {
         type: 'mariadb',
         name: 'second',
         poolSize: 2,
-        connectTimeout: 2000,
+        connectTimeout: ACQUIRE_TIMEOUT_MS,
         extra: { connectAttributes: { program_name: 'spec-app' }, queueLimit: 5 },
       });
       // mysql2 warns about (and ignores) the mysqljs option TypeORM would pass through.
       expect(options).not.toHaveProperty('acquireTimeout');
+    });
+
+    it('takes a longer acquisition timeout for pools that queue on purpose', () => {
+      const entities: never[] = [];
+      expect(typeormOptions('postgres', { poolSize: 1, applicationName: 'q', entities, acquireTimeoutMs: 120_000 })).toMatchObject({
+        connectTimeoutMS: 120_000,
+      });
+      expect(typeormOptions('mariadb', { poolSize: 1, applicationName: 'q', entities, acquireTimeoutMs: 120_000 })).toMatchObject({
+        connectTimeout: 120_000,
+      });
     });
   });
 });
