@@ -73,3 +73,17 @@ export function describeValue(value: unknown): string {
   }
   return String(value);
 }
+
+/**
+ * At bootstrap (or when a testing helper is attached): a private part of TypeORM or of the database
+ * driver that the library relies on is not there, or not in the shape it assumes, in the installed
+ * version. `shapes` names each missing part; the message says which versions it was written against.
+ */
+export class CompatibilityError extends TransactionalError {
+  constructor(
+    message: string,
+    readonly shapes: readonly string[],
+  ) {
+    super(message);
+  }
+}

@@ -16,6 +16,7 @@ export type { Propagation, RunOptions, UnitOfWorkInfo } from './core/transaction
 export type { DataSourceStats, DurationSummary, TransactionalStats } from './core/stats';
 export type { PoolStats } from './core/dialect';
 export {
+  CompatibilityError,
   ConnectionAcquisitionError,
   NestedConnectionError,
   NoTransactionError,

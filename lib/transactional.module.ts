@@ -2,6 +2,7 @@ import { type DynamicModule, Global, Module, type NestModule, type Provider } fr
 import { DiscoveryModule, HttpAdapterHost, ModulesContainer } from '@nestjs/core';
 import { getDataSourceToken } from '@nestjs/typeorm';
 import type { DataSource } from 'typeorm';
+import { checkCompatibility } from './compat/check-compatibility';
 import { DataSourceRegistry, DEFAULT_DATA_SOURCE } from './core/data-source-registry';
 import { dialectOf } from './core/dialect';
 import { DataSourceCounters } from './core/stats';
@@ -233,6 +234,7 @@ function register(
         `'postgres', 'mysql' and 'mariadb'.`,
     );
   }
+  checkCompatibility(dataSource, where);
   const entry = { name, dataSource, dialect, options: resolved, counters: new DataSourceCounters() };
   registry.register(entry);
   installConnectionGuard(entry, registry);

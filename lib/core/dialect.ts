@@ -1,4 +1,7 @@
 import type { DataSource, QueryRunner } from 'typeorm';
+import { mysqlConnectionClosing, mysqlPoolOf, mysqlServerVersion, type Mysql2Connection } from '../compat/mysql2';
+import { pgClientBroken, pgPoolOf } from '../compat/pg';
+import { releasePostgresConnection, runnerInternals } from '../compat/typeorm';
 
 /** Isolation levels both PostgreSQL and MySQL/MariaDB accept. */
 export const ISOLATION_LEVELS = ['READ UNCOMMITTED', 'READ COMMITTED', 'REPEATABLE READ', 'SERIALIZABLE'] as const;
@@ -128,13 +131,10 @@ const postgres: Dialect = {
     return e?.code === '57014' && /statement timeout/.test(String(e.message));
   },
   isBroken(connection) {
-    const client = connection as { _queryable?: boolean; _ending?: boolean };
-    return client._queryable === false || client._ending === true;
+    return pgClientBroken(connection);
   },
   poolStats(dataSource) {
-    const pool = (dataSource.driver as unknown as {
-      master?: { totalCount: number; idleCount: number; waitingCount: number; options: { max: number } };
-    }).master;
+    const pool = pgPoolOf(dataSource);
     return {
       total: pool?.totalCount ?? 0,
       idle: pool?.idleCount ?? 0,
@@ -144,25 +144,14 @@ const postgres: Dialect = {
   },
   async destroy(queryRunner, cause) {
     // pg-pool destroys a client released with an error instead of returning it to the idle list.
-    const qr = queryRunner as unknown as { releasePostgresConnection?: (err: unknown) => Promise<void> };
-    if (typeof qr.releasePostgresConnection === 'function') {
-      await qr.releasePostgresConnection(cause instanceof Error ? cause : new Error(String(cause)));
-    } else {
-      await queryRunner.release();
-    }
+    await releasePostgresConnection(queryRunner, cause instanceof Error ? cause : new Error(String(cause)));
   },
 };
 
 const SERVER_STATUS_IN_TRANS = 1;
 
-interface MysqlConnection {
-  query(sql: string, cb: (err: unknown, result?: unknown) => void): void;
-  destroy(): void;
-  _handshakePacket?: { serverVersion?: string };
-}
-
 function isMariaDb(connection: unknown): boolean {
-  return /mariadb/i.test((connection as MysqlConnection)._handshakePacket?.serverVersion ?? '');
+  return /mariadb/i.test(mysqlServerVersion(connection));
 }
 
 const mysql: Dialect = {
@@ -193,7 +182,7 @@ const mysql: Dialect = {
   },
   send(connection, sql) {
     return new Promise<unknown>((resolve, reject) =>
-      (connection as MysqlConnection).query(sql, (err, result) => (err ? reject(err) : resolve(result))),
+      (connection as Mysql2Connection).query(sql, (err, result) => (err ? reject(err) : resolve(result))),
     );
   },
   isRetryable(error) {
@@ -222,17 +211,10 @@ const mysql: Dialect = {
   },
   isBroken(connection) {
     // mysql2 refuses commands once it closes the connection ("Can't add new command when connection is in closed state").
-    return (connection as { _closing?: boolean })._closing === true;
+    return mysqlConnectionClosing(connection);
   },
   poolStats(dataSource) {
-    const pool = (dataSource.driver as unknown as {
-      pool?: {
-        _allConnections: { length: number };
-        _freeConnections: { length: number };
-        _connectionQueue: { length: number };
-        config: { connectionLimit: number };
-      };
-    }).pool;
+    const pool = mysqlPoolOf(dataSource);
     return {
       total: pool?._allConnections.length ?? 0,
       idle: pool?._freeConnections.length ?? 0,
@@ -241,9 +223,9 @@ const mysql: Dialect = {
     };
   },
   async destroy(queryRunner) {
-    const qr = queryRunner as unknown as { databaseConnection?: MysqlConnection; isReleased: boolean };
+    const qr = runnerInternals(queryRunner);
     // A destroyed mysql2 pool connection leaves the pool; releasing it as well would put it back.
-    qr.databaseConnection?.destroy();
+    (qr.databaseConnection as Mysql2Connection | undefined)?.destroy();
     qr.isReleased = true;
   },
 };

@@ -3,6 +3,7 @@ import type { Readable } from 'node:stream';
 import { Logger } from '@nestjs/common';
 import type { EntityManager, QueryRunner } from 'typeorm';
 import { QueryFailedError } from 'typeorm';
+import type { RunnerInternals } from '../compat/typeorm';
 import {
   ConnectionAcquisitionError,
   NoTransactionError,
@@ -396,13 +397,8 @@ async function runHooks(hooks: Hook[], outcome: Outcome, ctx: TransactionContext
   }
 }
 
-type MutableRunner = QueryRunner & {
-  isTransactionActive: boolean;
-  transactionDepth: number;
-  databaseConnection?: unknown;
-  broadcaster?: { broadcast(event: string): Promise<void> };
-};
-type Patched = MutableRunner & { [SOURCE]: SourceTransaction };
+// TypeORM's query runner fields the unit of work keeps in step (lib/compat/typeorm.ts; checked at bootstrap).
+type Patched = RunnerInternals & { [SOURCE]: SourceTransaction };
 type PatchedManager = EntityManager & { [SOURCE]: SourceTransaction };
 type Method = (...args: unknown[]) => Promise<unknown>;
 

@@ -1,5 +1,6 @@
 import { Logger } from '@nestjs/common';
 import type { QueryRunner, Repository } from 'typeorm';
+import { ACQUISITION_METHODS, acquiringDriver, relationLoaderOf } from '../compat/typeorm';
 import { callSite, captureStack } from '../core/call-site';
 import type { DataSourceEntry, DataSourceRegistry } from '../core/data-source-registry';
 import {
@@ -26,13 +27,14 @@ const NON_QUERYING = new Set(['constructor', 'create', 'merge', 'hasId', 'getId'
  * Acquisitions while the unit of work holds nothing go through untouched.
  */
 export function installConnectionGuard(entry: DataSourceEntry, registry: DataSourceRegistry): void {
-  const driver = entry.dataSource.driver as unknown as Record<string | symbol, unknown>;
+  // TypeORM has no public acquisition hook: its drivers' obtain*Connection() methods are replaced
+  // (lib/compat/typeorm.ts; checked at bootstrap by checkCompatibility()).
+  const driver = acquiringDriver(entry.dataSource);
   if (driver[GUARDED]) return;
   driver[GUARDED] = true;
   const acquireTimeoutMs = mysqlAcquireTimeout(entry);
-  for (const method of ['obtainMasterConnection', 'obtainSlaveConnection']) {
+  for (const method of ACQUISITION_METHODS) {
     const original = driver[method];
-    if (typeof original !== 'function') continue;
     const acquire =
       acquireTimeoutMs === undefined
         ? original
@@ -62,8 +64,8 @@ export function installConnectionGuard(entry: DataSourceEntry, registry: DataSou
  * unit of work that has ended, that is use after the end: refuse it.
  */
 function guardLazyRelations(entry: DataSourceEntry): void {
-  const loader = (entry.dataSource as unknown as { relationLoader?: { load: (...args: unknown[]) => unknown } }).relationLoader;
-  if (loader === undefined || typeof loader.load !== 'function') return;
+  // No public hook for lazy-relation loading (lib/compat/typeorm.ts; checked at bootstrap).
+  const loader = relationLoaderOf(entry.dataSource);
   const load = loader.load;
   loader.load = function guardedLoad(this: unknown, ...args: unknown[]) {
     const owner = ownerOf(args[2] as QueryRunner | undefined);

@@ -1,4 +1,6 @@
 import type { DataSource } from 'typeorm';
+import { requireShapes } from '../compat/shape';
+import { ACQUISITION_METHODS, acquiringDriver, acquisitionShapes } from '../compat/typeorm';
 import { callSite, captureStack, type StackHolder } from '../core/call-site';
 import { currentContext, type TransactionContext } from '../core/transaction-context';
 import { TransactionalError } from '../errors';
@@ -35,7 +37,6 @@ export interface PlainAcquisition {
 }
 
 const OUTSIDE = '(outside any unit of work)';
-type Acquire = (...args: unknown[]) => Promise<unknown>;
 type UnitRecord = UnitAudit & { held: number };
 
 /**
@@ -57,11 +58,12 @@ export class ConnectionAudit {
 
   /** Starts recording acquisitions from `dataSource`'s pool. */
   static attach(dataSource: DataSource): ConnectionAudit {
+    // TypeORM has no public acquisition hook: its drivers' obtain*Connection() methods are replaced.
+    requireShapes('ConnectionAudit.attach()', acquisitionShapes(dataSource, 'the audit records every pooled connection TypeORM takes through it.'));
     const audit = new ConnectionAudit(dataSource);
-    const driver = dataSource.driver as unknown as { [method: string]: Acquire };
-    for (const method of ['obtainMasterConnection', 'obtainSlaveConnection']) {
+    const driver = acquiringDriver(dataSource);
+    for (const method of ACQUISITION_METHODS) {
       const original = driver[method];
-      if (typeof original !== 'function') continue;
       driver[method] = async function auditedAcquisition(this: unknown, ...args: unknown[]) {
         // Before the pool answers: whether the unit of work is taking its own connection is known only now,
         // and the caller's frames are still on the stack (mysql2's pool answers in a callback that has none).

@@ -1,6 +1,9 @@
 import type { INestApplicationContext } from '@nestjs/common';
 import { getDataSourceToken } from '@nestjs/typeorm';
 import type { DataSource, DataSourceOptions } from 'typeorm';
+import { mysqlPoolGetConnectionShape, mysqlPoolOf, type Mysql2Pool } from '../compat/mysql2';
+import { type PgPool, pgPoolConnectShape, pgPoolOf } from '../compat/pg';
+import { requireShapes } from '../compat/shape';
 import { DataSourceRegistry, DEFAULT_DATA_SOURCE } from '../core/data-source-registry';
 import { TransactionalError } from '../errors';
 
@@ -24,13 +27,6 @@ export function singleConnectionPool<T extends DataSourceOptions>(options: T, { 
     default:
       throw new TransactionalError(`singleConnectionPool(): unsupported data source type '${options.type}'.`);
   }
-}
-
-interface PgPool {
-  connect(callback?: (err: unknown, client?: unknown, release?: (err?: unknown) => void) => void): unknown;
-}
-interface MysqlPool {
-  getConnection(callback: (err: unknown, connection?: unknown) => void): void;
 }
 
 /**
@@ -65,14 +61,15 @@ export class TestTransaction {
     if (this.undo) throw new TransactionalError('rollbackPerTest(): begin() was called twice without rollback().');
     const dataSource = this.app.get<DataSource>(getDataSourceToken(this.name), { strict: false });
     const entry = this.app.get(DataSourceRegistry, { strict: false }).get(this.name, 'rollbackPerTest()');
-    const driver = dataSource.driver as unknown as { master?: PgPool; pool?: MysqlPool };
+    const postgres = entry.dialect.name === 'postgres';
+    // Every acquisition gets the test's connection: the pool's connect() / getConnection() is replaced.
+    requireShapes('rollbackPerTest()', [postgres ? pgPoolConnectShape(dataSource) : mysqlPoolGetConnectionShape(dataSource)]);
     const runner = dataSource.createQueryRunner();
-    await runner.connect();
-    await runner.query(entry.dialect.name === 'postgres' ? 'BEGIN' : 'START TRANSACTION');
-    const connection = (runner as unknown as { databaseConnection: unknown }).databaseConnection;
-    const restorePool = driver.master
-      ? shareConnection(driver.master, 'connect', (cb) => cb(null, connection, () => undefined))
-      : shareConnection(driver.pool as MysqlPool, 'getConnection', (cb) => cb(null, sharedMysql(connection)));
+    const connection: unknown = await runner.connect();
+    await runner.query(postgres ? 'BEGIN' : 'START TRANSACTION');
+    const restorePool = postgres
+      ? shareConnection(pgPoolOf(dataSource) as PgPool, 'connect', (cb) => cb(null, connection, () => undefined))
+      : shareConnection(mysqlPoolOf(dataSource) as Mysql2Pool, 'getConnection', (cb) => cb(null, sharedMysql(connection)));
     entry.insideTestTransaction = true;
     this.undo = async () => {
       entry.insideTestTransaction = false;
