@@ -1,5 +1,5 @@
-import { type DynamicModule, Global, Module, type NestModule, type Provider } from '@nestjs/common';
-import { HttpAdapterHost, ModulesContainer } from '@nestjs/core';
+import { type DynamicModule, Global, Module, type Provider } from '@nestjs/common';
+import { APP_INTERCEPTOR } from '@nestjs/core';
 import { getDataSourceToken } from '@nestjs/typeorm';
 import type { DataSource } from 'typeorm';
 import { DataSourceRegistry, DEFAULT_DATA_SOURCE } from './core/data-source-registry';
@@ -8,7 +8,7 @@ import { DataSourceCounters } from './core/stats';
 import { TransactionHost, TransactionRunner } from './core/transaction-runner';
 import { TransactionalOptionsError } from './errors';
 import { installConnectionGuard } from './guard/connection-guard';
-import { watchRouteRegistrations, wrapRoutes } from './http/route-wrapper';
+import { TransactionInterceptor } from './interceptor/transaction.interceptor';
 import { createTxRepository, type EntityClassOrSchema, getTxRepositoryToken } from './repository/tx-repository';
 import {
   ASYNC_OPTIONS_TYPE,
@@ -16,30 +16,29 @@ import {
   MODULE_OPTIONS_TOKEN,
   OPTIONS_TYPE,
 } from './transactional.module-definition';
-import { resolveModuleOptions, type TransactionalModuleOptions } from './transactional.options';
+import {
+  resolveModuleOptions,
+  type TransactionalModuleExtras,
+  type TransactionalModuleOptions,
+  validateExtras,
+} from './transactional.options';
 
-/**
- * What every `forRoot()` shares within one application: one registry, one runner, and the route
- * handlers' wrapping, done once the controllers exist and before Nest registers the routes (Nest
- * calls `configure()` of every module right before it does).
- */
+/** What every `forRoot()` shares within one application: one registry, one runner, one interceptor. */
 @Global()
 @Module({
-  providers: [DataSourceRegistry, TransactionRunner, TransactionHost],
-  exports: [DataSourceRegistry, TransactionRunner, TransactionHost],
+  providers: [DataSourceRegistry, TransactionRunner, TransactionHost, TransactionInterceptor],
+  exports: [DataSourceRegistry, TransactionRunner, TransactionHost, TransactionInterceptor],
 })
-export class TransactionalCoreModule implements NestModule {
-  constructor(
-    private readonly modules: ModulesContainer,
-    private readonly runner: TransactionRunner,
-    private readonly adapterHost: HttpAdapterHost,
-  ) {}
+export class TransactionalCoreModule {}
 
-  configure(): void {
-    wrapRoutes(this.modules, this.runner);
-    watchRouteRegistrations(this.adapterHost.httpAdapter);
-  }
-}
+/**
+ * Binds `TransactionInterceptor` globally. A static module: however many `forRoot()` calls import it,
+ * Nest creates it, and so binds the interceptor, once.
+ */
+@Module({
+  providers: [{ provide: APP_INTERCEPTOR, useExisting: TransactionInterceptor }],
+})
+export class TransactionInterceptorMount {}
 
 /**
  * One HTTP request, one transaction, one pooled connection. `forRoot()` (or `forRootAsync()`) once
@@ -55,16 +54,17 @@ export class TransactionalModule extends ConfigurableModuleClass {
   static override forRoot(options: typeof OPTIONS_TYPE = {}): DynamicModule {
     // Bad static options fail here, before TypeORM opens any connection.
     resolveModuleOptions(options, where('forRoot', options.dataSource ?? DEFAULT_DATA_SOURCE));
-    return withRegistration(super.forRoot(options), 'forRoot', options.dataSource);
+    return withRegistration(super.forRoot(options), 'forRoot', options);
   }
 
   /**
-   * `forRoot()` with options from a factory. `dataSource` is given here, beside the factory.
+   * `forRoot()` with options from a factory. `dataSource` and `mount` are given here, beside the factory.
    * @example
    * TransactionalModule.forRootAsync({ inject: [ConfigService], useFactory: (c: ConfigService) => ({ guard: c.get('GUARD') }) })
    */
   static override forRootAsync(options: typeof ASYNC_OPTIONS_TYPE): DynamicModule {
-    return withRegistration(super.forRootAsync(options), 'forRootAsync', options.dataSource);
+    validateExtras(options, where('forRootAsync', options.dataSource ?? DEFAULT_DATA_SOURCE));
+    return withRegistration(super.forRootAsync(options), 'forRootAsync', options);
   }
 
   /**
@@ -93,15 +93,19 @@ function where(method: Method, name: string): string {
   return name === DEFAULT_DATA_SOURCE ? `TransactionalModule.${method}()` : `TransactionalModule.${method}({ dataSource: '${name}' })`;
 }
 
-function withRegistration(definition: DynamicModule, method: Method, dataSource: string | undefined): DynamicModule {
-  const name = dataSource ?? DEFAULT_DATA_SOURCE;
+function withRegistration(definition: DynamicModule, method: Method, extras: TransactionalModuleExtras): DynamicModule {
+  const name = extras.dataSource ?? DEFAULT_DATA_SOURCE;
   if (typeof name !== 'string' || name === '') {
     throw new TransactionalOptionsError(`${where(method, String(name))}: dataSource must be the name of a TypeORM data source.`);
   }
   return {
     ...definition,
     global: true,
-    imports: [...(definition.imports ?? []), TransactionalCoreModule],
+    imports: [
+      ...(definition.imports ?? []),
+      TransactionalCoreModule,
+      ...(extras.mount === false ? [] : [TransactionInterceptorMount]),
+    ],
     providers: [
       ...(definition.providers ?? []),
       {
@@ -131,6 +135,12 @@ function register(
   dataSource: DataSource | undefined,
   anyDataSource: DataSource | undefined,
 ): string {
+  if ((options as TransactionalModuleExtras | undefined)?.mount !== undefined) {
+    throw new TransactionalOptionsError(
+      `${where}: the options factory returned mount, which is read before any factory runs (it decides whether ` +
+        `the interceptor is bound). Give it beside useFactory: forRootAsync({ mount: false, useFactory }).`,
+    );
+  }
   const resolved = resolveModuleOptions(options ?? {}, where);
   if (dataSource === undefined) {
     throw new TransactionalOptionsError(

@@ -66,6 +66,21 @@ export interface TransactionalModuleOptions extends Omit<TransactionOptions, 're
 export interface TransactionalModuleExtras {
   /** Name of the TypeORM data source, as given to `TypeOrmModule.forRoot({ name })`. Default: `'default'`. */
   dataSource?: string;
+  /**
+   * Binds `TransactionInterceptor` globally (`APP_INTERCEPTOR`). `false` leaves it to you: place it
+   * among your own global interceptors, or bind it per controller with
+   * `@UseInterceptors(TransactionInterceptor)`; handlers it is not bound to get no unit of work. With
+   * several `forRoot()` calls (one per data source), the interceptor is bound once, unless every one
+   * says `false`. Default: `true`.
+   */
+  mount?: boolean;
+}
+
+/** Checks the extras given beside the options (and beside the factory of `forRootAsync`). */
+export function validateExtras(extras: TransactionalModuleExtras, where: string): void {
+  if (extras.mount !== undefined && typeof extras.mount !== 'boolean') {
+    throw new TransactionalOptionsError(`${where}: mount must be true or false, got ${describe(extras.mount)}.`);
+  }
 }
 
 /** Module options with every default applied: the only place defaults are merged. */
@@ -168,7 +183,8 @@ export function resolveModuleOptions(options: TransactionalModuleOptions & Trans
       `${where}: retry is set where a unit of work can be run again: @Transactional({ retry }) on a route, or TransactionRunner.run(fn, { retry }).`,
     );
   }
-  validateTransactionOptions(options, where, ['dataSource'], MODULE_OPTION_KEYS);
+  validateTransactionOptions(options, where, ['dataSource', 'mount'], MODULE_OPTION_KEYS);
+  validateExtras(options, where);
   return {
     guard: options.guard ?? defaultGuardMode(),
     isolationLevel: options.isolationLevel,
