@@ -1,5 +1,6 @@
-import { createParamDecorator } from '@nestjs/common';
+import { createParamDecorator, type ExecutionContext } from '@nestjs/common';
 import { requireManager } from '../core/transaction-context';
+import { NoTransactionError } from '../errors';
 
 /**
  * The request transaction's `EntityManager` (of the named data source, default `'default'`).
@@ -13,6 +14,36 @@ import { requireManager } from '../core/transaction-context';
  *   return this.transfers.create(tx, dto);
  * }
  */
-export const Tx = createParamDecorator((dataSource: string | undefined) =>
-  requireManager(dataSource, dataSource === undefined ? '@Tx()' : `@Tx('${dataSource}')`),
-);
+export const Tx = createParamDecorator(txParam);
+
+function txParam(dataSource: string | undefined, context: ExecutionContext): unknown {
+  const use = dataSource === undefined ? '@Tx()' : `@Tx('${dataSource}')`;
+  try {
+    return requireManager(dataSource, use);
+  } catch (error) {
+    const advice = error instanceof NoTransactionError ? transportAdvice(context) : undefined;
+    if (advice === undefined) throw error;
+    throw new NoTransactionError(`${(error as Error).message} ${advice}`);
+  }
+}
+
+/** Where a transport misses the interceptor for a reason of Nest's, the way to bind it. */
+function transportAdvice(context: ExecutionContext): string | undefined {
+  switch (context.getType<string>()) {
+    case 'ws':
+      return (
+        'If this handler should run in one: Nest binds no global interceptor to WebSocket gateways; add ' +
+        '@UseInterceptors(TransactionInterceptor) to the gateway (or the handler).'
+      );
+    case 'rpc':
+      return (
+        'If this handler should run in one: a microservice connected to an HTTP application gets its global ' +
+        'TransactionInterceptor only with app.connectMicroservice(options, { inheritAppConfig: true }); or add ' +
+        '@UseInterceptors(TransactionInterceptor) to the controller.'
+      );
+    case 'graphql':
+      return 'GraphQL resolvers get no unit of work yet: run the work in TransactionRunner.run().';
+    default:
+      return undefined;
+  }
+}
