@@ -20,6 +20,7 @@ import {
   HttpException,
   Injectable,
   type INestApplication,
+  Module,
   type NestInterceptor,
   Optional,
   type PipeTransform,
@@ -35,7 +36,7 @@ import {
   Version,
   VersioningType,
 } from '@nestjs/common';
-import { Reflector } from '@nestjs/core';
+import { APP_INTERCEPTOR, Reflector } from '@nestjs/core';
 import { RouteConfig } from '@nestjs/platform-fastify';
 import { getDataSourceToken, TypeOrmModule } from '@nestjs/typeorm';
 import { Expose } from 'class-transformer';
@@ -150,6 +151,24 @@ class RecordingInterceptor implements NestInterceptor {
     return next.handle().pipe(tap(() => step(`${this.name}, after`)));
   }
 }
+
+@Injectable()
+class RootModuleInterceptor extends RecordingInterceptor {
+  constructor() {
+    super('root module APP_INTERCEPTOR');
+  }
+}
+
+@Injectable()
+class FeatureModuleInterceptor extends RecordingInterceptor {
+  constructor() {
+    super('feature module APP_INTERCEPTOR');
+  }
+}
+
+/** A module imported after TransactionalModule that binds a global interceptor. */
+@Module({ providers: [{ provide: APP_INTERCEPTOR, useClass: FeatureModuleInterceptor }] })
+class FeatureModule {}
 
 /** Bound on the controller: records, and wraps the value. */
 @Injectable()
@@ -795,6 +814,66 @@ describe.each(engines)('TransactionInterceptor on $name', (engine) => {
       const reply = await call('GET', `${testApp.url}/items?label=late`);
       expect(reply.status).toBe(500);
       expect(reply.body).toEqual({ error: 'TransactionFinishedError', message: expect.stringMatching(/committed/) });
+    });
+  });
+
+  describe('bound with APP_INTERCEPTOR providers', () => {
+    const applicationName = `interceptor-e2e-${engine.name}-providers`;
+
+    beforeEach(async () => {
+      probe = freshProbe();
+      steps = [];
+      await clearTables();
+    });
+
+    it('runs those of the root module before it, and those of modules imported after TransactionalModule inside it', async () => {
+      const testApp = await createApp({
+        adapter: 'express',
+        imports: [database(applicationName), TransactionalModule.forRoot(), FeatureModule],
+        controllers: [ItemsController],
+        providers: [{ provide: APP_INTERCEPTOR, useClass: RootModuleInterceptor }],
+      });
+      try {
+        currentHost = testApp.app.get(TransactionHost);
+        await insertOwnedItem('ordered');
+        steps = [];
+        expect((await call('GET', `${testApp.url}/items?label=ordered`)).status).toBe(200);
+        expect(steps.filter((s) => !s.startsWith('sql '))).toEqual([
+          'root module APP_INTERCEPTOR, before: outside',
+          'feature module APP_INTERCEPTOR, before: open',
+          'feature module APP_INTERCEPTOR, after: open',
+          'root module APP_INTERCEPTOR, after: outside',
+        ]);
+        await expectNothingLeaked({ dataSource: testApp.app.get<DataSource>(getDataSourceToken()), db, applicationName });
+      } finally {
+        await testApp.close();
+      }
+    });
+
+    it('with mount: false, follows the order of the providers: TransactionInterceptor, then ClassSerializerInterceptor', async () => {
+      const testApp = await createApp({
+        adapter: 'express',
+        imports: [database(applicationName), TransactionalModule.forRoot({ mount: false })],
+        controllers: [ItemsController],
+        providers: [
+          { provide: APP_INTERCEPTOR, useExisting: TransactionInterceptor },
+          { provide: APP_INTERCEPTOR, useClass: ClassSerializerInterceptor },
+        ],
+      });
+      try {
+        currentHost = testApp.app.get(TransactionHost);
+        await insertOwnedItem('serialized');
+        steps = [];
+        expect(await call('GET', `${testApp.url}/items?label=serialized`)).toEqual({
+          status: 200,
+          body: expect.objectContaining({ label: 'serialized' }),
+        });
+        // The serializer's read of the lazy relation ran in the transaction, before COMMIT.
+        expect(steps.filter((s) => s.startsWith('sql '))).toEqual(['sql BEGIN', 'sql SELECT', 'sql SELECT', 'sql COMMIT']);
+        await expectNothingLeaked({ dataSource: testApp.app.get<DataSource>(getDataSourceToken()), db, applicationName });
+      } finally {
+        await testApp.close();
+      }
     });
   });
 });
