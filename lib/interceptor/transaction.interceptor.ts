@@ -2,6 +2,7 @@ import { type CallHandler, type ExecutionContext, Injectable, type NestIntercept
 import { SSE_METADATA } from '@nestjs/common/constants';
 import { Reflector } from '@nestjs/core';
 import { Observable } from 'rxjs';
+import { currentContext } from '../core/transaction-context';
 import { TransactionRunner } from '../core/transaction-runner';
 import { NO_TRANSACTION, TRANSACTIONAL_OPTIONS } from '../decorators/transactional.decorator';
 import type { TransactionOptions } from '../transactional.options';
@@ -19,7 +20,7 @@ interface CachedRoute {
  * outside; the interceptors bound after it, the pipes (`@Tx()` included) and the handler run inside.
  * The handler's value is emitted only after COMMIT succeeded; an error is emitted after ROLLBACK, to
  * the exception filters. `@NoTransaction()` handlers and `@Sse()` routes pass through, and so does
- * every other context type (GraphQL, for now).
+ * every other context type (GraphQL, for now); bound twice, the inner one joins the outer one's unit.
  *
  * `TransactionalModule.forRoot()` binds it globally; with `forRoot({ mount: false })` bind it yourself.
  * @example
@@ -45,7 +46,9 @@ export class TransactionInterceptor implements NestInterceptor {
     if (type !== 'http' && type !== 'rpc' && type !== 'ws') return next.handle();
     const cached = this.routes.get(context.getHandler());
     const route = cached !== undefined && cached.controller === context.getClass() ? cached.route : this.routeOf(context);
-    if (route === false) return next.handle();
+    // Pass-through routes, and a call inside an open unit of work (the interceptor bound twice, globally
+    // and on the controller): that unit of work is the call's, as TransactionRunner.run() joins it.
+    if (route === false || currentContext()?.state === 'open') return next.handle();
     return new Observable((subscriber) => new HandlerCall(route, context, next, subscriber).start());
   }
 

@@ -461,7 +461,14 @@ describe.each(engines)('TransactionInterceptor on $name', (engine) => {
       testApp = await createApp({
         adapter,
         imports: [database(applicationName), TransactionalModule.forRoot()],
-        controllers: [InterceptorController, SerializedController, ScopedController, SharedController, VersionedController],
+        controllers: [
+          InterceptorController,
+          SerializedController,
+          ScopedController,
+          SharedController,
+          VersionedController,
+          BoundController,
+        ],
         providers: [RoleGuard, CutInterceptor],
         configure: (app: INestApplication) => {
           app.use(stepMiddleware);
@@ -536,6 +543,18 @@ describe.each(engines)('TransactionInterceptor on $name', (engine) => {
       expect(response.status).toBe(202);
       expect(response.headers.get('x-intercepted')).toBe('yes');
       expect(await labelsIn(db, TABLE)).toEqual(['y']);
+    });
+
+    it('runs a controller that binds it again (besides the global binding) in one unit of work', async () => {
+      const execute = jest.spyOn(TransactionRunner.prototype, 'execute');
+      try {
+        expect(await call('POST', `${testApp.url}/bound?label=twice`)).toEqual({ status: 201, body: { unitOfWork: 'POST /bound' } });
+        expect(execute).toHaveBeenCalledTimes(1);
+      } finally {
+        execute.mockRestore();
+      }
+      expect(steps.filter((s) => s.startsWith('sql '))).toEqual(['sql BEGIN', 'sql INSERT', 'sql COMMIT']);
+      expect(await labelsIn(db, TABLE)).toEqual(['twice']);
     });
 
     it('passes the handler its own arguments only, with the unit of work’s manager for @Tx()', async () => {
