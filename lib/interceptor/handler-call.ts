@@ -27,7 +27,8 @@ type TransportContext = { getPattern?(): unknown; getSubject?(): unknown; getCha
  * succeeded, then emitted; an error is emitted after ROLLBACK. An HTTP request is watched for a client
  * disconnect from the moment its unit of work holds something to roll back, and an unsubscription
  * (an outer interceptor's timeout) rolls back at once. The call is its own observer of the handler's
- * stream and its own teardown: a request allocates no closures beyond the two promise callbacks.
+ * stream and its own teardown, so that a request allocates few closures: the subscribe function, the
+ * attempt's promise executor and the two callbacks on the unit of work's outcome.
  */
 export class HandlerCall implements UnitOfWorkOwner, Observer<unknown>, Unsubscribable {
   private ctx?: TransactionContext;
