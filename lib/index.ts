@@ -7,6 +7,7 @@ export type {
   TransactionalModuleExtras,
   TransactionalModuleOptions,
 } from './transactional.options';
+export { TransactionInterceptor } from './interceptor/transaction.interceptor';
 export { Tx } from './decorators/tx.decorator';
 export { NoTransaction, Transactional } from './decorators/transactional.decorator';
 export type { TransactionalMethodOptions } from './decorators/transactional-method';

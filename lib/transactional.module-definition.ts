@@ -5,5 +5,5 @@ import type { TransactionalModuleExtras, TransactionalModuleOptions } from './tr
 export const { ConfigurableModuleClass, MODULE_OPTIONS_TOKEN, OPTIONS_TYPE, ASYNC_OPTIONS_TYPE } =
   new ConfigurableModuleBuilder<TransactionalModuleOptions>({ moduleName: 'Transactional' })
     .setClassMethodName('forRoot')
-    .setExtras<TransactionalModuleExtras>({ dataSource: DEFAULT_DATA_SOURCE })
+    .setExtras<TransactionalModuleExtras>({ dataSource: DEFAULT_DATA_SOURCE, mount: true })
     .build();

@@ -1,5 +1,5 @@
-import { type DynamicModule, Global, Module, type NestModule, type Provider } from '@nestjs/common';
-import { DiscoveryModule, HttpAdapterHost, ModulesContainer } from '@nestjs/core';
+import { type DynamicModule, Global, Module, type Provider } from '@nestjs/common';
+import { APP_INTERCEPTOR, DiscoveryModule } from '@nestjs/core';
 import { getDataSourceToken } from '@nestjs/typeorm';
 import type { DataSource } from 'typeorm';
 import { checkCompatibility } from './compat/check-compatibility';
@@ -10,7 +10,7 @@ import { TransactionHost, TransactionRunner } from './core/transaction-runner';
 import { TransactionalMethodBinding } from './decorators/transactional-method';
 import { describeValue as describe, TransactionalOptionsError } from './errors';
 import { installConnectionGuard } from './guard/connection-guard';
-import { watchRouteRegistrations, wrapRoutes } from './http/route-wrapper';
+import { TransactionInterceptor } from './interceptor/transaction.interceptor';
 import {
   checkDataSourceName,
   checkEntity,
@@ -30,31 +30,26 @@ import {
   type ResolvedModuleOptions,
   resolveModuleOptions,
   type TransactionalModuleExtras,
+  validateExtras,
 } from './transactional.options';
 
-/**
- * What every `forRoot()` shares within one application: one registry, one runner, and the route
- * handlers' wrapping, done once the controllers exist and before Nest registers the routes (Nest
- * calls `configure()` of every module right before it does).
- */
+/** What every `forRoot()` shares within one application: one registry, one runner, one interceptor. */
 @Global()
 @Module({
   imports: [DiscoveryModule],
-  providers: [DataSourceRegistry, TransactionRunner, TransactionHost, TransactionalMethodBinding],
-  exports: [DataSourceRegistry, TransactionRunner, TransactionHost],
+  providers: [DataSourceRegistry, TransactionRunner, TransactionHost, TransactionalMethodBinding, TransactionInterceptor],
+  exports: [DataSourceRegistry, TransactionRunner, TransactionHost, TransactionInterceptor],
 })
-export class TransactionalCoreModule implements NestModule {
-  constructor(
-    private readonly modules: ModulesContainer,
-    private readonly runner: TransactionRunner,
-    private readonly adapterHost: HttpAdapterHost,
-  ) {}
+export class TransactionalCoreModule {}
 
-  configure(): void {
-    wrapRoutes(this.modules, this.runner);
-    watchRouteRegistrations(this.adapterHost.httpAdapter);
-  }
-}
+/**
+ * Binds `TransactionInterceptor` globally. A static module: however many `forRoot()` calls import it,
+ * Nest creates it, and so binds the interceptor, once.
+ */
+@Module({
+  providers: [{ provide: APP_INTERCEPTOR, useExisting: TransactionInterceptor }],
+})
+export class TransactionInterceptorMount {}
 
 /**
  * One HTTP request, one transaction, one pooled connection. `forRoot()` (or `forRootAsync()`) once
@@ -72,19 +67,20 @@ export class TransactionalModule extends ConfigurableModuleClass {
     const where = whereOf('forRoot', options);
     const checked = checkedModuleOptions(options, where);
     const resolved = resolveModuleOptions(checked, where);
-    return withRegistration(super.forRoot(checked), 'forRoot', checked.dataSource, resolved);
+    return withRegistration(super.forRoot(checked), 'forRoot', checked, resolved);
   }
 
   /**
-   * `forRoot()` with options from a factory. `dataSource` is given here, beside the factory: it is read
-   * before the factory runs, so a factory that returns it fails at bootstrap, as does one that returns
-   * anything but an options object.
+   * `forRoot()` with options from a factory. `dataSource` and `mount` are given here, beside the factory: they
+   * are read before the factory runs, so a factory that returns one fails at bootstrap, as does one that
+   * returns anything but an options object.
    * @example
    * TransactionalModule.forRootAsync({ inject: [ConfigService], useFactory: (c: ConfigService) => ({ guard: c.get('GUARD') }) })
    */
   static override forRootAsync(options: typeof ASYNC_OPTIONS_TYPE): DynamicModule {
     checkAsyncOptions(options, whereOf('forRootAsync', options));
-    return withRegistration(super.forRootAsync(options), 'forRootAsync', options.dataSource);
+    validateExtras(options, whereOf('forRootAsync', options));
+    return withRegistration(super.forRootAsync(options), 'forRootAsync', options);
   }
 
   /**
@@ -122,7 +118,7 @@ function whereOf(method: Method, options: unknown): string {
 }
 
 /** Keys of `forRootAsync()`'s argument: Nest's own, and the extras read before the factory runs. */
-const ASYNC_KEYS = ['useFactory', 'useClass', 'useExisting', 'inject', 'imports', 'provideInjectionTokensFrom', 'dataSource'];
+const ASYNC_KEYS = ['useFactory', 'useClass', 'useExisting', 'inject', 'imports', 'provideInjectionTokensFrom', 'dataSource', 'mount'];
 
 /** `forRootAsync()`'s argument: Nest would read a module option beside the factory as an extra and drop it. */
 function checkAsyncOptions(options: unknown, where: string): void {
@@ -157,10 +153,10 @@ function checkAsyncOptions(options: unknown, where: string): void {
 function withRegistration(
   definition: DynamicModule,
   method: Method,
-  dataSource: unknown,
+  extras: TransactionalModuleExtras,
   resolved?: ResolvedModuleOptions,
 ): DynamicModule {
-  const name = dataSource === undefined ? DEFAULT_DATA_SOURCE : dataSource;
+  const name = extras.dataSource === undefined ? DEFAULT_DATA_SOURCE : extras.dataSource;
   if (typeof name !== 'string' || name === '') {
     throw new TransactionalOptionsError(
       `${where(method, DEFAULT_DATA_SOURCE)}: dataSource must be the name of a TypeORM data source, a non-empty string; got ${describe(name)}.`,
@@ -169,7 +165,11 @@ function withRegistration(
   return {
     ...definition,
     global: true,
-    imports: [...(definition.imports ?? []), TransactionalCoreModule],
+    imports: [
+      ...(definition.imports ?? []),
+      TransactionalCoreModule,
+      ...(extras.mount === false ? [] : [TransactionInterceptorMount]),
+    ],
     providers: [
       ...(definition.providers ?? []),
       {
@@ -205,6 +205,12 @@ function resolveFactoryOptions(options: unknown, where: string): ResolvedModuleO
       `${where}: the options factory returned dataSource ${describe(dataSource)}, which would be ignored: the data ` +
         `source is chosen before the factory runs. Give it beside the factory: ` +
         `TransactionalModule.forRootAsync({ dataSource: ${describe(dataSource)}, useFactory, inject }).`,
+    );
+  }
+  if ((options as TransactionalModuleExtras).mount !== undefined) {
+    throw new TransactionalOptionsError(
+      `${where}: the options factory returned mount, which is read before any factory runs (it decides whether ` +
+        `the interceptor is bound). Give it beside useFactory: forRootAsync({ mount: false, useFactory }).`,
     );
   }
   return resolveModuleOptions(options, where);

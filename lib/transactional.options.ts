@@ -72,6 +72,21 @@ export interface TransactionalModuleExtras {
    * it goes beside the factory; a factory that returns it fails at bootstrap. Default: `'default'`.
    */
   dataSource?: string;
+  /**
+   * Binds `TransactionInterceptor` globally (`APP_INTERCEPTOR`). `false` leaves it to you: place it
+   * among your own global interceptors, or bind it per controller with
+   * `@UseInterceptors(TransactionInterceptor)`; handlers it is not bound to get no unit of work. With
+   * several `forRoot()` calls (one per data source), the interceptor is bound once, unless every one
+   * says `false`. Default: `true`.
+   */
+  mount?: boolean;
+}
+
+/** Checks the extras given beside the options (and beside the factory of `forRootAsync`). */
+export function validateExtras(extras: TransactionalModuleExtras, where: string): void {
+  if (extras.mount !== undefined && typeof extras.mount !== 'boolean') {
+    throw new TransactionalOptionsError(`${where}: mount must be true or false, got ${describe(extras.mount)}.`);
+  }
 }
 
 /** Module options with every default applied: the only place defaults are merged. */
@@ -223,7 +238,9 @@ export function checkedModuleOptions(options: unknown, where: string): Readonly<
       `${where}: retry is set where a unit of work can be run again: @Transactional({ retry }) on a route, or TransactionRunner.run(fn, { retry }).`,
     );
   }
-  return checkedTransactionOptions(options, where, ['dataSource'], MODULE_OPTION_KEYS);
+  const checked = checkedTransactionOptions<TransactionalModuleOptions & TransactionalModuleExtras>(options, where, ['dataSource', 'mount'], MODULE_OPTION_KEYS);
+  validateExtras(checked, where);
+  return checked;
 }
 
 /** Validates module options and applies the defaults: a frozen object built from checked values only. */

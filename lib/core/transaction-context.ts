@@ -50,29 +50,6 @@ export function currentContext(): TransactionContext | undefined {
   return store instanceof SavepointScope || store instanceof ReportedCall ? (store.ctx as TransactionContext) : undefined;
 }
 
-/**
- * Runs `fn` (a route handler the HTTP adapter calls) with its HTTP exchange as the store, outside any
- * unit of work: the response (Express) or reply (Fastify) the route wrapper finds with `currentExchange()`.
- */
-export function runWithExchange<T>(exchange: object, fn: (...args: unknown[]) => T, self: unknown, args: unknown[]): T {
-  return current.run(exchange, callWith, fn, self, args) as T;
-}
-
-/** The HTTP exchange `runWithExchange()` set for the running route handler, if any. */
-export function currentExchange(): object | undefined {
-  const store = current.getStore();
-  return store === undefined ||
-    store instanceof TransactionContext ||
-    store instanceof SavepointScope ||
-    store instanceof ReportedCall
-    ? undefined
-    : store;
-}
-
-function callWith(fn: (...args: unknown[]) => unknown, self: unknown, args: unknown[]): unknown {
-  return fn.apply(self, args);
-}
-
 /** Runs `fn` as a call the guard already reported. */
 export function runReported<T>(ctx: TransactionContext, fn: () => T): T {
   return current.run(new ReportedCall(ctx), fn);
@@ -97,7 +74,7 @@ export function requireManager(dataSource: string | undefined, use: string): Ent
   if (ctx === undefined) {
     throw new NoTransactionError(
       `${use} was used outside a unit of work${at(captureStack())}. It needs the transaction of a request handled by ` +
-        `TransactionalModule (not a @NoTransaction() route, and HTTP only), or of TransactionRunner.run(). ` +
+        `TransactionalModule (not a @NoTransaction() route), or of TransactionRunner.run(). ` +
         `Put @Transactional() on the method, wrap the work in TransactionRunner.run(), or use a plain repository where no transaction is wanted.`,
     );
   }

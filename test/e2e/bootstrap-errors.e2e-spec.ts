@@ -181,6 +181,20 @@ describe('bad options fail at bootstrap on postgres', () => {
       );
     });
 
+    it('rejects a mount that is not a boolean, given beside the factory', async () => {
+      await expectOptionsError(
+        bootstrap(() => [typeorm(), TransactionalModule.forRootAsync({ mount: 'no' as never, useFactory: () => ({}) })]),
+        "TransactionalModule.forRootAsync(): mount must be true or false, got 'no'.",
+      );
+    });
+
+    it('rejects mount returned by the factory: it is read before any factory runs', async () => {
+      await expectOptionsError(
+        bootstrap(() => [typeorm(), TransactionalModule.forRootAsync({ useFactory: () => ({ mount: false }) as never })]),
+        /^TransactionalModule\.forRootAsync\(\): the options factory returned mount, .+ forRootAsync\(\{ mount: false, useFactory \}\)\.$/,
+      );
+    });
+
     it('names a missing data source given beside the factory', async () => {
       await expectOptionsError(
         bootstrap(() => [typeorm(), TransactionalModule.forRootAsync({ dataSource: 'nope', useFactory: () => ({}) })]),

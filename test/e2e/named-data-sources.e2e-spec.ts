@@ -2,7 +2,7 @@ import { ConflictException, Controller, Post } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
 import { getDataSourceToken, InjectDataSource, TypeOrmModule } from '@nestjs/typeorm';
 import { Column, DataSource, Entity, EntityManager, PrimaryGeneratedColumn, type Repository } from 'typeorm';
-import { InjectTxRepository, TransactionalModule, TransactionHost, TransactionRunner, Tx } from '../../lib';
+import { InjectTxRepository, TransactionalModule, TransactionHost, TransactionInterceptor, TransactionRunner, Tx } from '../../lib';
 import { ConnectionAudit } from '../../lib/testing';
 import { createApp, type TestApp } from '../support/app';
 import { mariadbEngine, mysqlAvailable, postgresEngine, typeormOptions } from '../support/databases';
@@ -175,6 +175,16 @@ describe(`named data sources: default on postgres, 'reports' on ${reportsEngine.
     ]);
     expect(defaultSql.transactionControl({ settings: true })).toEqual(['BEGIN', 'COMMIT']);
     expect(reportsSql.transactionControl({ settings: true })).toEqual([begin(reportsEngine.name), 'COMMIT']);
+  });
+
+  it('binds the interceptor once for both forRoot() calls: one unit of work per request', async () => {
+    const intercept = jest.spyOn(TransactionInterceptor.prototype, 'intercept');
+    try {
+      expect((await post('/named/both')).status).toBe(201);
+      expect(intercept).toHaveBeenCalledTimes(1);
+    } finally {
+      intercept.mockRestore();
+    }
   });
 
   it('rolls both back when the handler throws', async () => {

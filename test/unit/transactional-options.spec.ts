@@ -42,8 +42,9 @@ describe('module options', () => {
     [{ readOnly: 'yes' }, "forRoot(): readOnly must be true or false, got 'yes'."],
     [
       { isolation: 'SERIALIZABLE' },
-      "forRoot(): unknown option 'isolation'. Known options: isolationLevel, readOnly, timeoutMs, guard, slowTransactionMs, logStatsIntervalMs, dataSource.",
+      "forRoot(): unknown option 'isolation'. Known options: isolationLevel, readOnly, timeoutMs, guard, slowTransactionMs, logStatsIntervalMs, dataSource, mount.",
     ],
+    [{ mount: 'no' }, "forRoot(): mount must be true or false, got 'no'."],
   ])('rejects %j with a message naming the option', (options, message) => {
     expect(() => resolveModuleOptions(options as never, 'forRoot()')).toThrow(new TransactionalOptionsError(message));
   });
