@@ -88,7 +88,7 @@ describe('TransactionalModule.forRootAsync() given a bad argument', () => {
   it('rejects an unknown key', () => {
     expectOptionsError(
       () => TransactionalModule.forRootAsync({ useFactry: useFactory } as never),
-      /^TransactionalModule\.forRootAsync\(\): unknown option 'useFactry'\. Known: useFactory, useClass, useExisting, inject, imports, provideInjectionTokensFrom, dataSource\.$/,
+      /^TransactionalModule\.forRootAsync\(\): unknown option 'useFactry'\. Known: useFactory, useClass, useExisting, inject, imports, provideInjectionTokensFrom, dataSource, mount\.$/,
     );
   });
 
