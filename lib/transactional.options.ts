@@ -1,4 +1,4 @@
-import { ISOLATION_LEVELS, type IsolationLevel } from './core/dialect';
+import { ISOLATION_LEVELS, type IsolationLevel, MAX_DURATION_MS } from './core/dialect';
 import { describeValue as describe, TransactionalOptionsError } from './errors';
 
 export type { IsolationLevel } from './core/dialect';
@@ -98,12 +98,6 @@ export interface ResolvedModuleOptions {
   slowTransactionMs?: number;
   logStatsIntervalMs?: number;
 }
-
-/**
- * The longest duration any `…Ms` option takes, in milliseconds: 2^31 - 1 (about 24.8 days). PostgreSQL
- * rejects a longer `statement_timeout`, and Node.js fires a longer timer after 1 ms.
- */
-export const MAX_DURATION_MS = 2_147_483_647;
 
 const TRANSACTION_OPTION_KEYS = ['isolationLevel', 'readOnly', 'timeoutMs', 'guard', 'slowTransactionMs', 'retry'] as const;
 /** @internal The options `forRoot()` takes (besides `dataSource`). */

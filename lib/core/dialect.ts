@@ -17,16 +17,19 @@ export interface BeginSpec {
 /** See `Dialect.afterFailure()`. */
 export type FailureScope = 'statement' | 'level' | 'transaction';
 
-/** The longest timeout the databases accept, in ms: PostgreSQL's settings are 32-bit integers. */
-export const MAX_TIMEOUT_MS = 2_147_483_647;
+/**
+ * The longest duration any `…Ms` option takes, in milliseconds: 2^31 - 1 (about 24.8 days). PostgreSQL
+ * rejects a longer `statement_timeout`, and Node.js fires a longer timer after 1 ms.
+ */
+export const MAX_DURATION_MS = 2_147_483_647;
 
 /**
  * A validated value for SQL text: BEGIN options are checked where they are declared, and checked
  * again here, so nothing but a whole number of milliseconds and a known isolation level reaches SQL.
  */
 function sqlMs(value: number): number {
-  if (!Number.isSafeInteger(value) || value <= 0 || value > MAX_TIMEOUT_MS) {
-    throw new TypeError(`timeoutMs must be a whole number of milliseconds from 1 to ${MAX_TIMEOUT_MS}, got ${String(value)}`);
+  if (!Number.isSafeInteger(value) || value <= 0 || value > MAX_DURATION_MS) {
+    throw new TypeError(`timeoutMs must be a whole number of milliseconds from 1 to ${MAX_DURATION_MS}, got ${String(value)}`);
   }
   return value;
 }
