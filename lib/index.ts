@@ -15,6 +15,7 @@ export { InjectTxRepository, getTxRepositoryToken } from './repository/tx-reposi
 export { TransactionHost, TransactionRunner } from './core/transaction-runner';
 export type { Propagation, RunOptions, UnitOfWorkInfo } from './core/transaction-runner';
 export type { DataSourceStats, DurationSummary, TransactionalStats } from './core/stats';
+export type { RouteHoldStats } from './core/route-hold-times';
 export type { PoolStats } from './core/dialect';
 export {
   CompatibilityError,

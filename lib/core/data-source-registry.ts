@@ -54,6 +54,7 @@ export class DataSourceRegistry implements OnApplicationBootstrap, OnModuleDestr
       retries: this.counters.retries,
       guardViolations: this.counters.guardViolations,
       slowTransactions: this.counters.slowTransactions,
+      idleInTransactionGaps: this.counters.idleInTransactionGaps,
       dataSources: {},
     };
     for (const entry of this.entries.values()) {

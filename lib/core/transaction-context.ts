@@ -16,9 +16,11 @@ import {
 } from '../errors';
 import type { GuardMode, TransactionOptions } from '../transactional.options';
 import { callSite, captureStack, type StackHolder } from './call-site';
+import { ConnectionClock } from './connection-clock'; // idle in transaction: hold-time accounting and gap reports
 import { ConnectionTurns, type Level } from './connection-turns';
 import { DEFAULT_DATA_SOURCE, type DataSourceEntry, type DataSourceRegistry } from './data-source-registry';
 import type { BeginSpec } from './dialect';
+import { resolveIdleInTransactionMs } from './idle-threshold';
 import { abortAdvice, describeAbort, type Abort } from './transaction-abort';
 import { RowStreams } from './row-streams';
 import { runInSavepoint } from './savepoints';
@@ -503,12 +505,11 @@ export class SourceTransaction {
   private committed = false;
   /** Which end statement went out, once it did: a connection lost after a COMMIT leaves its outcome unknown. */
   private endSent?: 'COMMIT' | 'ROLLBACK';
-  /** Set with `slowTransactionMs`: the warning's timer, and how long statements were in flight. */
+  /** Set with `slowTransactionMs`: the warning's timer. */
   private readonly slowMs?: number;
   private slowTimer?: NodeJS.Timeout;
-  private statements = 0;
-  private busyMs = 0;
-  private busySince = 0;
+  /** Time in the database vs idle in transaction, per route; `idleInTransactionMs` gaps (see connection-clock.ts). */
+  private readonly clock: ConnectionClock;
 
   constructor(
     readonly ctx: TransactionContext,
@@ -521,6 +522,7 @@ export class SourceTransaction {
       timeoutMs: o.timeoutMs ?? entry.options.timeoutMs,
     };
     this.slowMs = o.slowTransactionMs ?? entry.options.slowTransactionMs;
+    this.clock = new ConnectionClock(this, resolveIdleInTransactionMs(o.idleInTransactionMs, entry.options.idleInTransactionMs));
     this.depth = entry.insideTestTransaction ? 2 : 1;
   }
 
@@ -610,13 +612,12 @@ export class SourceTransaction {
   }
 
   private beginStatement(): void {
-    this.statements += 1;
-    if (this.inFlight++ === 0 && this.slowMs !== undefined) this.busySince = performance.now();
+    this.clock.begin(this.inFlight++ === 0); // idle in transaction
   }
 
   private endStatement(): void {
     if (--this.inFlight === 0) {
-      if (this.slowMs !== undefined) this.busyMs += performance.now() - this.busySince;
+      this.clock.end(); // idle in transaction
       this.drained?.();
     }
   }
@@ -862,7 +863,6 @@ export class SourceTransaction {
     const begin = this.depth === 1 ? this.entry.dialect.beginStatements(connection, this.spec) : ['SAVEPOINT typeorm_1'];
     const before = this.broadcast('BeforeTransactionStart');
     if (before !== undefined) await before;
-    const sent = this.slowMs === undefined ? 0 : performance.now();
     try {
       await this.send(connection, begin);
     } catch (error) {
@@ -870,7 +870,6 @@ export class SourceTransaction {
       if (this.entry.dialect.isBroken(connection)) throw this.brokenError(error);
       throw error;
     }
-    if (this.slowMs !== undefined) this.busyMs += performance.now() - sent;
     this.began = true;
     const after = this.broadcast('AfterTransactionStart');
     if (after !== undefined) await after;
@@ -929,6 +928,7 @@ export class SourceTransaction {
       this.waiting = false;
     }
     this.acquiredAt = performance.now();
+    this.clock.acquired(this.acquiredAt, this.inFlight > 0); // idle in transaction
     counters.acquisitionWait.record(this.acquiredAt - started);
     counters.connectionsHeld += 1;
     if (this.slowMs !== undefined) {
@@ -966,19 +966,20 @@ export class SourceTransaction {
     const now = performance.now();
     const heldMs = now - this.acquiredAt;
     const running = this.inFlight > 0;
-    const dbMs = this.busyMs + (running ? now - this.busySince : 0);
+    const dbMs = this.clock.databaseMsAt(now);
     const idleMs = Math.max(0, heldMs - dbMs);
     this.ctx.registry.counters.slowTransactions += 1;
     const site = callSite(this.holder);
     logger.warn(
       `${this.ctx.label} has held a connection of data source '${this.entry.name}' for ${Math.round(heldMs)} ms, ` +
         `longer than slowTransactionMs (${this.slowMs} ms)${site ? `; it took it at ${site}` : ''}. ` +
-        `${Math.round(dbMs)} ms went to ${this.statements} statement(s) in the database${running ? ' (one is running now)' : ''}, ` +
+        `${Math.round(dbMs)} ms went to ${this.clock.statements} statement(s) in the database${running ? ' (one is running now)' : ''}, ` +
         `${Math.round(idleMs)} ms to idling in transaction between them. ` +
         (idleMs >= dbMs
           ? `Idle in transaction means the connection waited on application code (an HTTP call, a slow computation): ` +
             `do that work before the first query, or after the response in an afterCommit hook.`
-          : `Most of it went to the database: a slow statement, or one waiting for a lock another transaction holds.`),
+          : `Most of it went to the database: a slow statement, or one waiting for a lock another transaction holds.`) +
+        this.clock.describeRoute(), // idle in transaction: the route's figures
     );
   }
 
@@ -991,7 +992,9 @@ export class SourceTransaction {
     }
     if (this.acquiredAt === undefined) return;
     const counters = this.entry.counters;
-    counters.held.record(performance.now() - this.acquiredAt);
+    const now = performance.now();
+    counters.held.record(now - this.acquiredAt);
+    this.clock.released(now, now - this.acquiredAt); // idle in transaction: the route's hold times
     counters.connectionsHeld -= 1;
     this.acquiredAt = undefined;
   }
@@ -1072,6 +1075,7 @@ export class SourceTransaction {
       // The database aborted the transaction: it can only roll back, and the unit of work fails.
       const refused = commit && this.abort !== undefined ? this.abortedError('COMMIT') : undefined;
       if (refused !== undefined) commit = false;
+      this.clock.ending(commit); // idle in transaction: the gap since the last statement
       try {
         await this.finishTransaction(connection, commit);
         this.committed = commit;

@@ -1,6 +1,8 @@
 import { type CallHandler, type ExecutionContext, HttpException } from '@nestjs/common';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Observer, Subscriber, Subscription, Unsubscribable } from 'rxjs';
+import type { HoldTimesCache } from '../core/connection-clock';
+import type { RouteHoldTimes } from '../core/route-hold-times';
 import type { TransactionContext, UnitOfWorkOwner } from '../core/transaction-context';
 import { isThenable, type TransactionRunner } from '../core/transaction-runner';
 import type { TransactionOptions } from '../transactional.options';
@@ -11,6 +13,8 @@ export interface Route {
   readonly options: TransactionOptions;
   /** Where the route's first unit of work took its connections (see `UnitOfWorkOwner.sites`). */
   readonly sites: Map<string, string | null>;
+  /** The route's hold times, by data source (see `HoldTimesCache`): found once, not by label on every request. */
+  readonly holdTimes: Map<string, RouteHoldTimes>;
 }
 
 /** Express and Fastify requests: the route pattern, for messages. */
@@ -30,7 +34,7 @@ type TransportContext = { getPattern?(): unknown; getSubject?(): unknown; getCha
  * stream and its own teardown, so that a request allocates few closures: the subscribe function, the
  * attempt's promise executor and the two callbacks on the unit of work's outcome.
  */
-export class HandlerCall implements UnitOfWorkOwner, Observer<unknown>, Unsubscribable {
+export class HandlerCall implements UnitOfWorkOwner, HoldTimesCache, Observer<unknown>, Unsubscribable {
   private ctx?: TransactionContext;
   private inner?: Subscription;
   private resolve?: () => void;
@@ -178,6 +182,10 @@ export class HandlerCall implements UnitOfWorkOwner, Observer<unknown>, Unsubscr
 
   get sites(): Map<string, string | null> {
     return this.route.sites;
+  }
+
+  get holdTimes(): Map<string, RouteHoldTimes> {
+    return this.route.holdTimes;
   }
 
   /** `POST /transfers`, `RPC transfers.create`, `WS message events`. */

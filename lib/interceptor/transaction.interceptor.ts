@@ -83,6 +83,7 @@ export class TransactionInterceptor implements NestInterceptor {
             ...this.reflector.get<TransactionOptions | undefined>(TRANSACTIONAL_OPTIONS, handler),
           },
           sites: new Map(),
+          holdTimes: new Map(),
         };
   }
 }

@@ -8,6 +8,7 @@ import { DataSourceRegistry, DEFAULT_DATA_SOURCE } from '../core/data-source-reg
 import { TransactionalError } from '../errors';
 
 export { ConnectionAudit, type PlainAcquisition, type UnitAudit } from './connection-audit';
+export type { IdleGap } from '../core/idle-gap-report';
 
 /**
  * TypeORM options for a test suite: a pool of one connection and a short acquisition timeout, so any
