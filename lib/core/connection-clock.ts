@@ -27,8 +27,9 @@ export interface HoldTimesCache {
  * Times one data source transaction's hold of its connection: when a statement of it was in flight
  * (time in the database) and when none was (idle in transaction). It reads the clock only when the
  * first statement in flight begins and the last one ends, and at the end; no timer. With a threshold
- * (`idleInTransactionMs`) it also keeps where each statement was made, and checks the gap since the
- * last one when the next begins and when the unit of work ends: a gap that never ends is reported when
+ * (`idleInTransactionMs`) it also keeps where each statement was made (a stack captured as it ends,
+ * formatted only for a report), and checks the gap since the last one when the next begins and when
+ * the unit of work ends: a gap that never ends is reported when
  * the unit of work does (a client disconnect, `timeoutMs`), and while it lasts by `slowTransactionMs`.
  */
 export class ConnectionClock {
@@ -42,6 +43,8 @@ export class ConnectionClock {
   /** Where the latest statement was made (kept only with a threshold). */
   private lastSite?: StackHolder;
   private held = false;
+  /** A gap found when a statement began, reported when it ends. */
+  private gapMs?: number;
 
   constructor(
     private readonly tx: ClockedTransaction,
@@ -52,21 +55,24 @@ export class ConnectionClock {
   /** A statement begins; `first`: no other statement of the transaction is in flight. */
   begin(first: boolean): void {
     this.statements += 1;
+    if (!first || !this.held) return;
+    const now = performance.now();
+    this.busySince = now;
     const threshold = this.thresholdMs;
-    if (threshold !== undefined) {
-      const site = captureStack();
-      if (first && this.lastEnd !== undefined) {
-        const now = performance.now();
-        if (now - this.lastEnd > threshold) this.report(now - this.lastEnd, threshold, callSite(site) ?? '(unknown)', false);
-      }
-      this.lastSite = site;
-    }
-    if (first && this.held) this.busySince = performance.now();
+    // Reported when this statement ends: only then do V8's async frames lead back to the code that made it.
+    if (threshold !== undefined && this.lastEnd !== undefined && now - this.lastEnd > threshold) this.gapMs = now - this.lastEnd;
   }
 
-  /** The last statement in flight ended. */
-  end(): void {
-    if (this.busySince === undefined) return;
+  /** A statement ended; `last`: no other statement of the transaction is in flight. */
+  end(last: boolean): void {
+    if (this.thresholdMs !== undefined) {
+      // Captured after the statement's await: the frames then lead back to the application (see `begin()`).
+      const site = captureStack();
+      if (this.gapMs !== undefined) this.report(this.gapMs, this.thresholdMs, callSite(site) ?? '(unknown)', false);
+      this.gapMs = undefined;
+      this.lastSite = site;
+    }
+    if (!last || this.busySince === undefined) return;
     const now = performance.now();
     this.databaseMs += now - this.busySince;
     this.busySince = undefined;

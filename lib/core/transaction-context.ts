@@ -616,10 +616,9 @@ export class SourceTransaction {
   }
 
   private endStatement(): void {
-    if (--this.inFlight === 0) {
-      this.clock.end(); // idle in transaction
-      this.drained?.();
-    }
+    const last = --this.inFlight === 0;
+    this.clock.end(last); // idle in transaction
+    if (last) this.drained?.();
   }
 
   /** The level of this connection the caller's statements belong to: its savepoint, or the transaction. */
