@@ -1,6 +1,7 @@
 import { Registry } from 'prom-client';
-import { DurationWindow, WINDOW_SIZE } from '../../lib/core/stats';
+import { DataSourceCounters, DurationWindow, type TransactionalStats, WINDOW_SIZE } from '../../lib/core/stats';
 import { MAX_ROUTES, OTHER_ROUTES, ROUTE_WINDOW_SIZE, RouteHoldTable } from '../../lib/core/route-hold-times';
+import { statsLine } from '../../lib/core/data-source-registry';
 import { TransactionalOptionsError } from '../../lib/errors';
 import type { TransactionHost } from '../../lib/core/transaction-runner';
 
@@ -58,6 +59,33 @@ describe('RouteHoldTable', () => {
     for (let i = 0; i < ROUTE_WINDOW_SIZE; i++) table.of('r').record(1000, 0);
     for (let i = 0; i < ROUTE_WINDOW_SIZE; i++) table.of('r').record(1, 0);
     expect(table.snapshot().r.idleMs).toEqual({ count: 2 * ROUTE_WINDOW_SIZE, p50: 1, p99: 1, max: 1 });
+  });
+});
+
+describe('statsLine()', () => {
+  const statsOf = (counters: DataSourceCounters, gaps: number): TransactionalStats => ({
+    openUnitsOfWork: 0,
+    connectionsHeld: 0,
+    commits: 0,
+    rollbacks: 0,
+    acquisitionFailures: 0,
+    retries: 0,
+    guardViolations: 0,
+    slowTransactions: 0,
+    idleInTransactionGaps: gaps,
+    dataSources: { default: counters.snapshot({ total: 1, idle: 1, waiting: 0, max: 1 }) },
+  });
+
+  it('counts the idle-in-transaction gaps of the interval and names the route idle in transaction longest', () => {
+    const counters = new DataSourceCounters();
+    const before = statsOf(counters, 3);
+    counters.routes.of('GET /me').record(3, 2);
+    counters.routes.of('POST /users').record(1210, 10);
+    counters.routes.of('POST /orders').record(60, 10);
+    expect(statsLine('default', statsOf(counters, 5), before, 1000)).toMatch(
+      / 0 slow transactions, 2 idle-in-transaction gaps; most idle in transaction: POST \/users \(p99 1200 ms\)$/,
+    );
+    expect(statsLine('default', before, before, 1000)).toMatch(/ 0 idle-in-transaction gaps$/);
   });
 });
 
