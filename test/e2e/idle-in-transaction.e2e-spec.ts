@@ -212,6 +212,24 @@ describe.each(engines)('idle in transaction on $name', (engine) => {
     expect(routes(host.stats())['nightly-mail'].idleMs.max).toBeGreaterThanOrEqual(LEAST_GAP_MS);
   });
 
+  it('takes idleInTransactionMs per run(), and rejects a bad one before running anything', async () => {
+    const runner = testApp.app.get(TransactionRunner);
+    await runner.run(
+      async (tx) => {
+        await firstStatement(tx);
+        await otherWork();
+        await secondStatement(tx);
+      },
+      { name: 'patient-job', idleInTransactionMs: GAP_MS * 10 },
+    );
+    expect(audit.idleGaps()).toEqual([]);
+    let ran = false;
+    await expect(runner.run(() => (ran = true), { idleInTransactionMs: -1 })).rejects.toThrow(
+      'TransactionRunner.run(): idleInTransactionMs must be a whole number of milliseconds, or 0 or false to turn the report off; got -1.',
+    );
+    expect(ran).toBe(false);
+  });
+
   it.each([
     ['before its first query', 'before'],
     ['in an afterCommit hook', 'after-commit'],
@@ -259,6 +277,8 @@ describe.each(engines)('idle in transaction on $name', (engine) => {
     expect(between.heldMs.p50).toBeGreaterThanOrEqual(between.idleMs.p50);
     // The quick route queued behind it for the only connection: that wait is not idle in transaction.
     expect(quick.idleMs.p50).toBeLessThan(between.idleMs.p50);
+    // Nor is it time in the database.
+    expect(quick.databaseMs.p50).toBeLessThan(between.idleMs.p50);
     expect(quick.databaseMs.max).toBeGreaterThan(0);
 
     const registry = new Registry();
