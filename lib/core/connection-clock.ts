@@ -29,8 +29,8 @@ export interface HoldTimesCache {
  * first statement in flight begins and the last one ends, and at the end; no timer. With a threshold
  * (`idleInTransactionMs`) it also keeps where each statement was made (a stack captured as it ends,
  * formatted only for a report), and checks the gap since the last one when the next begins and when
- * the unit of work ends: a gap that never ends is reported when
- * the unit of work does (a client disconnect, `timeoutMs`), and while it lasts by `slowTransactionMs`.
+ * the unit of work ends. No timer per statement: a gap that never ends is reported when the unit of
+ * work does (a client disconnect, `timeoutMs`), and while it lasts by `slowTransactionMs`'s one timer.
  */
 export class ConnectionClock {
   /** Statements begun, BEGIN's own excluded. */
