@@ -1,13 +1,14 @@
 /**
  * Throughput bench: the same NestJS app (same entities, routes, pool and database) written by hand with a
- * QueryRunner per request, with TransactionalModule (guard 'off' and 'throw'), with typeorm-transactional
- * and with @nestjs-cls/transactional, on Express and Fastify, plus the same routes on node's http and
- * `pg` alone (the ceiling). Four workloads: a write transfer, a read, a route without database, an
- * 80/20 read/write mix. One server process per variant stays up for the whole adapter (the raw-pg one
+ * QueryRunner per request (bare, and behind a no-op global interceptor), with TransactionalModule (guard
+ * 'off' and 'throw'; bound per controller), with typeorm-transactional and with @nestjs-cls/transactional,
+ * a realistic app (ValidationPipe, ClassSerializerInterceptor, auth guard) by hand and with the module, on
+ * Express and Fastify, plus the same routes on node's http and `pg` alone (the ceiling). Four workloads: a write transfer, a read, a route without database, an
+ * 80/20 read/write mix. The summary checks the targets (variants.ts, TARGETS): met or missed. One server process per variant stays up for the whole adapter (the raw-pg one
  * for the whole run); measured runs are interleaved, each round rotating the order, so drift in machine
  * load hits every variant alike. See bench/README.md.
  *
- *   npm run bench                                   # build, compile bench/, run with the defaults (≈ 20 min)
+ *   npm run bench                                   # build, compile bench/, run with the defaults (≈ 25 min)
  *   npm run bench -- --quick                        # a few minutes: one short round, to see it work
  *   npm run bench -- --rounds=6 --duration=5 --svg=docs/bench.svg
  *   node bench/dist/run.js --adapters=fastify --workloads=transfer,read
