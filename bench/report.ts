@@ -196,7 +196,12 @@ export function summaryTable(samples: Sample[], variants: Variant[], subject: Va
         const p = ratio(mine, 'hand-interceptor', BASELINE);
         const m = ratio(mine, subject, BASELINE);
         // Only where the module is measurably behind hand-written code (by 1 % or more): else no distance to share out.
-        const share = p && m && m.median <= 0.99 ? `${Math.round(((1 - p.median) / (1 - m.median)) * 100)} %` : p && m ? 'no distance' : 'n/a';
+        let share = 'n/a';
+        if (p && m) {
+          if (m.median > 0.99) share = 'no distance';
+          else if (p.median >= 1) share = 'none: the pipeline measured no cost';
+          else share = `${Math.round(((1 - p.median) / (1 - m.median)) * 100)} %`;
+        }
         extra = ` ${fmtSpread(p)} | ${share} |`;
       }
       lines.push(`| ${adapter} | ${workload} | ${cellsOf.join(' | ')} |${extra}`);
