@@ -10,7 +10,7 @@ import { getDataSourceToken } from '@nestjs/typeorm';
 import { DataSource } from 'typeorm';
 import { TransactionHost } from '../../lib';
 import { engines, postgresUrl, typeormOptions, type Engine } from '../support/databases';
-import { call, postJson } from '../support/http';
+import { postJson } from '../support/http';
 import { poolStats } from '../support/leaks';
 import { observer, type Observer } from '../support/observer';
 import { waitFor } from '../support/wait-for';
@@ -71,11 +71,10 @@ describe.each(engines)("the README's example on $name", (engine) => {
     return reply.body.id;
   }
 
-  it('opens accounts and reads them through @Tx()', async () => {
+  it('opens an account through @Tx()', async () => {
     const id = await open(100);
 
     expect(await balances(id)).toEqual([100]);
-    expect(await call('GET', `${url}/accounts/${id}`)).toEqual({ status: 200, body: { id, balance: 100 } });
   });
 
   it('commits a transfer: both updates are in the database when the response arrives', async () => {

@@ -1,4 +1,4 @@
-import { Body, Controller, Get, Param, ParseIntPipe, Post } from '@nestjs/common';
+import { Body, Controller, Post } from '@nestjs/common';
 import { Transactional, Tx } from 'nestjs-request-transaction';
 import { EntityManager } from 'typeorm';
 import { Account } from './account.entity';
@@ -10,16 +10,11 @@ export class AccountsController {
 
   @Post()
   open(@Body() body: { balance: number }, @Tx() tx: EntityManager): Promise<Account> {
-    return tx.save(Account, { balance: body.balance });
-  }
-
-  @Get(':id')
-  get(@Param('id', ParseIntPipe) id: number, @Tx() tx: EntityManager): Promise<Account> {
-    return tx.findOneByOrFail(Account, { id });
+    return tx.save(Account, { balance: body.balance }); // the request's transaction, explicitly
   }
 
   @Post('transfers')
-  @Transactional({ retry: true }) // after a deadlock, the whole request runs again in a fresh transaction
+  @Transactional({ retry: true }) // after a deadlock, the request runs again in a fresh transaction
   transfer(@Body() body: { from: number; to: number; amount: number }): Promise<void> {
     return this.accounts.transfer(body.from, body.to, body.amount);
   }

@@ -5,13 +5,13 @@ import { Account } from './account.entity';
 
 @Injectable()
 export class AccountsService {
-  // Every call of this repository runs in the current request's transaction, on its one connection.
+  // Each call of this repository runs in the current request's transaction, on its one connection.
   constructor(@InjectTxRepository(Account) private readonly accounts: Repository<Account>) {}
 
   async transfer(from: number, to: number, amount: number): Promise<void> {
     await this.accounts.decrement({ id: from }, 'balance', amount);
     await this.accounts.increment({ id: to }, 'balance', amount);
     const source = await this.accounts.findOneByOrFail({ id: from });
-    if (source.balance < 0) throw new ConflictException('Insufficient funds'); // ROLLBACK: both updates undone
+    if (source.balance < 0) throw new ConflictException('Insufficient funds'); // ROLLBACK undoes both updates
   }
 }
