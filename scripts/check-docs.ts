@@ -5,9 +5,10 @@
  * Each block is written to .docs-check/ as a file of its own (a block that declares nothing is made a
  * module, so blocks never share a scope), and tsc checks them all with the project's compiler options,
  * `nestjs-request-transaction` mapped to lib/ as in jest.config.ts. Errors are reported at the
- * document's line. A block marked `<!-- file: … -->` must equal that repository file byte for byte.
+ * document's line. A block marked `<!-- file: … -->` must equal that repository file byte for byte. The
+ * README's example is such blocks; every document's blocks may import its files by name (`./app.module`).
  */
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import * as ts from 'typescript';
 import { type DocBlock, documentationBlocks } from './docs-blocks';
@@ -41,9 +42,21 @@ function main(): void {
 
   rmSync(OUT, { recursive: true, force: true });
   const written = new Map<string, Written>();
+  // Every document's blocks may import the README example's files by name (`./app.module`).
+  const example = blocks.filter((b) => b.document === 'README.md' && b.file !== undefined);
+  const copies = new Set<string>(); // reported where the README shows them, not once per copy
   for (const block of blocks.filter((b) => !b.fragment)) {
     const folder = join(OUT, block.document.replace(/[/.]/g, '_'));
-    mkdirSync(folder, { recursive: true });
+    if (!existsSync(folder)) {
+      mkdirSync(folder, { recursive: true });
+      if (block.document !== 'README.md') {
+        for (const file of example) {
+          const copy = join(folder, basename(file.file!));
+          writeFileSync(copy, file.code);
+          copies.add(copy);
+        }
+      }
+    }
     const path = join(folder, block.file ? basename(block.file) : `line-${block.line}.ts`);
     const isModule = /^\s*(import|export)\s/m.test(block.code);
     writeFileSync(path, isModule ? block.code : `${block.code}export {};\n`);
@@ -64,6 +77,7 @@ function main(): void {
       const message = ts.flattenDiagnosticMessageText(diagnostic.messageText, '\n');
       const source = diagnostic.file;
       const origin = source ? written.get(resolve(source.fileName)) : undefined;
+      if (source && copies.has(resolve(source.fileName))) continue;
       if (!source || diagnostic.start === undefined) {
         problems.push(`TS${diagnostic.code}: ${message}`);
       } else if (!origin) {

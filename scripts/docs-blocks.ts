@@ -6,7 +6,8 @@
  *   package (`nestjs-request-transaction` and its subpaths map to lib/). Each block is its own file.
  * - `<!-- file: test/readme/app.module.ts -->` on the line before a block: the block is that file of the
  *   repository, byte for byte. The file is compiled with the project and run by the test suite; the
- *   blocks of one document marked so can import each other by their file names (`./account.entity`).
+ *   blocks of one document marked so can import each other by their file names (`./account.entity`), and
+ *   the blocks of every document can import the README example's files so (`./app.module`).
  * - ```` ```ts fragment ````: not compiled (a signature, a piece of a class). Keep them few.
  *
  * Blocks in other languages (`sh`, `text`, none) are not checked.
