@@ -1,34 +1,18 @@
 /**
  * The README's example, run: test/readme/ holds its files, which test/unit/docs.spec.ts (and
- * `npm run docs:check`) keep byte-identical to the README's blocks. Its AppModule is booted as it is:
- * on PostgreSQL with the README's own TypeOrmModule.forRoot() (DATABASE_URL), and on MariaDB with the
- * data source replaced by one on MariaDB, since the README's forRoot() names PostgreSQL.
+ * `npm run docs:check`) keep byte-identical to the README's blocks. Its AppModule is booted as it is
+ * (test/support/readme-app.ts), on PostgreSQL and MariaDB.
  */
 import type { INestApplication } from '@nestjs/common';
-import { Test } from '@nestjs/testing';
 import { getDataSourceToken } from '@nestjs/typeorm';
-import { DataSource } from 'typeorm';
+import type { DataSource } from 'typeorm';
 import { TransactionHost } from '../../lib';
-import { engines, postgresUrl, typeormOptions, type Engine } from '../support/databases';
+import { engines } from '../support/databases';
 import { postJson } from '../support/http';
 import { poolStats } from '../support/leaks';
 import { observer, type Observer } from '../support/observer';
+import { bootReadmeApp } from '../support/readme-app';
 import { waitFor } from '../support/wait-for';
-
-/** Boots the README's AppModule, imported only now: its forRoot() reads DATABASE_URL when the module loads. */
-async function bootReadmeApp(engine: Engine): Promise<INestApplication> {
-  process.env.DATABASE_URL = postgresUrl();
-  const { AppModule } = await import('../readme/app.module');
-  const { Account } = await import('../readme/account.entity');
-  let builder = Test.createTestingModule({ imports: [AppModule] });
-  if (engine.name === 'mariadb') {
-    const options = typeormOptions(engine, { poolSize: 10, applicationName: 'readme-example', entities: [Account] });
-    builder = builder.overrideProvider(getDataSourceToken()).useFactory({ factory: () => new DataSource(options).initialize() });
-  }
-  const app = (await builder.compile()).createNestApplication({ logger: false });
-  await app.listen(0, '127.0.0.1');
-  return app;
-}
 
 describe.each(engines)("the README's example on $name", (engine) => {
   let app: INestApplication;
@@ -36,8 +20,7 @@ describe.each(engines)("the README's example on $name", (engine) => {
   let db: Observer;
 
   beforeAll(async () => {
-    app = await bootReadmeApp(engine);
-    url = (await app.getUrl()).replace('[::1]', '127.0.0.1');
+    ({ app, url } = await bootReadmeApp(engine));
     db = await observer(engine);
   });
 
