@@ -5,8 +5,9 @@
  * Each block is written to .docs-check/ as a file of its own (a block that declares nothing is made a
  * module, so blocks never share a scope), and tsc checks them all with the project's compiler options,
  * `nestjs-request-transaction` mapped to lib/ as in jest.config.ts. Errors are reported at the
- * document's line. A block marked `<!-- file: … -->` must equal that repository file byte for byte. The
- * README's example is such blocks; every document's blocks may import its files by name (`./app.module`).
+ * document's line (.docs-check/ is then left in place, to look at). A block marked `<!-- file: … -->`
+ * must equal that repository file byte for byte. The README's example is such blocks; every document's
+ * blocks may import its files by name (`./app.module`).
  */
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
@@ -98,8 +99,10 @@ function main(): void {
       (fragments.length ? ` (${fragments.map((b) => `${b.document}:${b.line}`).join(', ')})` : ''),
   );
   if (problems.length) {
-    console.error(`\n${problems.join('\n')}\n\n${problems.length} problem(s) in the documentation's code.`);
+    console.error(`\n${problems.join('\n')}\n\n${problems.length} problem(s) in the documentation's code (the files: ${OUT}).`);
     process.exitCode = 1;
+  } else {
+    rmSync(OUT, { recursive: true, force: true });
   }
 }
 
