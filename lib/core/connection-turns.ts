@@ -1,16 +1,16 @@
 /**
  * A level of a unit of work's connection: its own transaction, or one of its savepoints opened by
- * `tx.transaction()`. Levels nest; a closed level hands its statements to the level around it.
+ * `tx.transaction()`. Levels nest; an ended level hands its statements to the level around it.
  */
 export interface Level {
   readonly parent?: Level;
-  closed: boolean;
+  ended: boolean;
 }
 
 /** The innermost level of `level` that is still open. */
 export function openLevel(level: Level): Level {
   let open = level;
-  while (open.closed && open.parent !== undefined) open = open.parent;
+  while (open.ended && open.parent !== undefined) open = open.parent;
   return open;
 }
 
@@ -28,7 +28,7 @@ interface Waiter {
  * Waiters go in call order.
  */
 export class ConnectionTurns {
-  readonly root: Level = { closed: false };
+  readonly root: Level = { ended: false };
   /** The innermost open level: only its statements run. */
   private active: Level = this.root;
   private busy = false;
@@ -62,13 +62,13 @@ export class ConnectionTurns {
     waiter.resolve();
   }
 
-  /** While holding the connection: from now on `level` (a savepoint just opened or just closed) runs. */
+  /** While holding the connection: from now on `level` (a savepoint just opened or just ended) runs. */
   enter(level: Level): void {
     this.active = level;
   }
 
   /** The unit of work ended: every waiter goes on, to find it finished. */
-  releaseAll(): void {
+  giveAll(): void {
     this.ended = true;
     const waiting = this.waiting;
     this.waiting = undefined;
