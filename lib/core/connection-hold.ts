@@ -59,8 +59,8 @@ export class ConnectionHold {
     return connection;
   }
 
-  /** The connection went back to the pool, or was discarded: counts how long it was held. */
-  released(): void {
+  /** The connection was released to the pool, or discarded: nothing is held now; counts how long it was. */
+  clear(): void {
     if (this.acquiredAt === undefined) return;
     const counters = this.entry.counters;
     counters.held.record(performance.now() - this.acquiredAt);

@@ -33,8 +33,8 @@ export class ConnectionTurns {
   private active: Level = this.root;
   private busy = false;
   private waiting?: Waiter[];
-  /** The unit of work ended: nobody waits any more. */
-  private ended = false;
+  /** The unit of work settled: nobody waits any more. */
+  private settled = false;
 
   /** Takes the connection for `level` if it is free for it now: true if it did (then call `give()`). */
   tryTake(level: Level): boolean {
@@ -45,7 +45,7 @@ export class ConnectionTurns {
 
   /** Resolves once the connection is `level`'s; then call `give()`. */
   take(level: Level): Promise<void> {
-    if (this.tryTake(level) || this.ended) return Promise.resolve();
+    if (this.tryTake(level) || this.settled) return Promise.resolve();
     return new Promise((resolve) => (this.waiting ??= []).push({ level, resolve }));
   }
 
@@ -67,9 +67,9 @@ export class ConnectionTurns {
     this.active = level;
   }
 
-  /** The unit of work ended: every waiter goes on, to find it finished. */
+  /** The unit of work settled: every waiter goes on, to find it settled. */
   giveAll(): void {
-    this.ended = true;
+    this.settled = true;
     const waiting = this.waiting;
     this.waiting = undefined;
     if (waiting !== undefined) for (const waiter of waiting) waiter.resolve();

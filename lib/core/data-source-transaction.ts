@@ -245,13 +245,13 @@ export class DataSourceTransaction {
     }
   }
 
-  /** The connection went back to the pool (or was discarded): counts the transaction's end. */
+  /** The connection was released (or discarded): counts the transaction's end. */
   private recordEnd(): void {
     this.slowMonitor?.stop();
     if (this.began) {
       if (this.committed) this.entry.counters.commits += 1;
       else this.entry.counters.rollbacks += 1;
     }
-    this.connectionHold.released();
+    this.connectionHold.clear();
   }
 }
