@@ -8,13 +8,12 @@ import type { DataSourceEntry } from './data-source-registry';
 import type { BeginSpec } from './dialect';
 import { bindQueryRunner, callOriginal, type BoundRunner } from './query-runner-binding';
 import { isStream, openStreamError, RowStreams } from './row-streams';
-import { SavepointScope } from './savepoint-scope';
+import { levelOfCaller } from './savepoint-scope';
 import { SlowTransactionMonitor } from './slow-transaction-monitor';
 import { StatementAccounting } from './statement-accounting';
 import { AbortState } from './transaction-abort';
-import type { Savepoint, UnitOfWork } from './unit-of-work';
-import { unitOfWorkStorage } from './unit-of-work-storage';
 import { discard, endTransaction } from './transaction-end';
+import type { UnitOfWork } from './unit-of-work';
 
 /**
  * The transaction of one unit of work on one data source: a QueryRunner whose connection is taken,
@@ -114,7 +113,7 @@ export class DataSourceTransaction {
   async run(runner: BoundRunner, method: 'query' | 'stream', args: unknown[]): Promise<unknown> {
     let problem = this.unusable();
     if (problem !== undefined) throw problem;
-    const level = this.levelOfCaller();
+    const level = levelOfCaller(this, this.turns.root);
     if (!this.turns.tryTake(level)) await this.turns.take(level);
     try {
       problem = this.unusable();
@@ -158,19 +157,12 @@ export class DataSourceTransaction {
     }
   }
 
-  /** The level of this connection the caller's statements belong to: its savepoint, or the transaction. */
-  levelOfCaller(): Level {
-    const store = unitOfWorkStorage.getStore();
-    if (!(store instanceof SavepointScope)) return this.turns.root;
-    return (store as Savepoint).on(this) ?? this.turns.root;
-  }
-
   /** Why this transaction cannot take `use` now, if it cannot. */
   unusable(use = 'a query', allowAborted = false): Error | undefined {
     if (this.unitOfWork.state !== 'open') return this.unitOfWork.finishedError(use);
     if (this.loss.lost !== undefined) return this.lostError();
     if (this.streams?.open === true) return openStreamError(this.unitOfWork.label, use);
-    if (this.abort.current !== undefined && !allowAborted) return this.abortedError(use);
+    if (this.abort.current !== undefined && !allowAborted) return this.abort.error(use, this.unitOfWork.label);
     return undefined;
   }
 
@@ -179,11 +171,6 @@ export class DataSourceTransaction {
     const connection = this.connection;
     if (connection === undefined || this.loss.lost !== undefined || error instanceof TransactionalError) return;
     await this.abort.noteFailure(connection, error, this.queryRunner);
-  }
-
-  /** The error for `use` refused in an aborted transaction or savepoint. */
-  abortedError(use: string): TransactionalError {
-    return this.abort.error(use, this.unitOfWork.label);
   }
 
   /** Tracks a stream of rows the runner returned: the connection is busy until it ends. */

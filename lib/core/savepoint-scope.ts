@@ -1,5 +1,15 @@
 import type { Level } from './connection-turns';
 import type { HookScope } from './hook-scopes';
+import { unitOfWorkStorage } from './unit-of-work-storage';
+
+/**
+ * The level of `source`'s connection the caller's statements belong to: the innermost open savepoint
+ * of the caller's chain on it, or `root` (its transaction) outside one.
+ */
+export function levelOfCaller(source: object, root: Level): Level {
+  const store = unitOfWorkStorage.getStore();
+  return store instanceof SavepointScope ? (store.on(source) ?? root) : root;
+}
 
 /**
  * A savepoint opened by `tx.transaction()` (or `run(fn, { propagation: 'nested' })`), while its

@@ -2,7 +2,7 @@ import type { EntityManager } from 'typeorm';
 import { TransactionalError } from '../errors';
 import { sendStatement } from './control-statements';
 import type { DataSourceTransaction } from './data-source-transaction';
-import { SavepointScope } from './savepoint-scope';
+import { levelOfCaller, SavepointScope } from './savepoint-scope';
 import type { Savepoint } from './unit-of-work';
 import { unitOfWorkStorage } from './unit-of-work-storage';
 
@@ -51,7 +51,7 @@ export async function runInSavepoint<T>(transaction: DataSourceTransaction, args
   }
   if (!failed && transaction.abort.within(savepoint.depth)) {
     failed = true;
-    failure = transaction.abortedError(USE);
+    failure = transaction.abort.error(USE, unitOfWork.label);
   }
   try {
     await transaction.broadcast(failed ? 'BeforeTransactionRollback' : 'BeforeTransactionCommit');
@@ -106,7 +106,7 @@ async function openSavepoint(transaction: DataSourceTransaction, connection: unk
 async function endSavepoint(transaction: DataSourceTransaction, connection: unknown, depth: number, keep: boolean): Promise<void> {
   const runner = transaction.queryRunner;
   if (keep) {
-    if (transaction.abort.within(depth)) throw transaction.abortedError('RELEASE SAVEPOINT');
+    if (transaction.abort.within(depth)) throw transaction.abort.error('RELEASE SAVEPOINT', transaction.unitOfWork.label);
     await sendStatement(transaction.entry, transaction.queryRunner, connection, `RELEASE SAVEPOINT typeorm_${depth}`);
   } else if (!transaction.abort.ended) {
     try {
@@ -129,7 +129,7 @@ export async function manualSavepoint(transaction: DataSourceTransaction, method
   const event = EVENTS[method];
   await transaction.broadcast(`Before${event}`);
   const depth = transaction.queryRunner.transactionDepth - 1;
-  await transaction.exclusive(transaction.levelOfCaller(), `queryRunner.${method}()`, method === 'rollbackTransaction', async (connection) => {
+  await transaction.exclusive(levelOfCaller(transaction, transaction.turns.root), `queryRunner.${method}()`, method === 'rollbackTransaction', async (connection) => {
     if (method === 'startTransaction') await openSavepoint(transaction, connection);
     else await endSavepoint(transaction, connection, depth, method === 'commitTransaction');
   });
