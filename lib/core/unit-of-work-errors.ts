@@ -22,7 +22,7 @@ export function partialCommitError(label: string, committed: string[], failed: s
  * Turns a database timeout into a `TransactionTimeoutError`, and the failure of a statement whose
  * connection ended under it into the lost-connection error; other errors pass unchanged.
  */
-export function explainError(label: string, transactions: Iterable<DataSourceTransaction>, error: unknown): unknown {
+export function explainError(label: string, transactions: readonly DataSourceTransaction[], error: unknown): unknown {
   if (error instanceof TransactionalError) return error;
   for (const transaction of transactions) {
     if (transaction.loss.explains(error, transaction.entry.dialect)) return transaction.lostError();

@@ -234,7 +234,8 @@ export class UnitOfWork {
 
   /** A database timeout as `TransactionTimeoutError`, a lost connection as its error; see `explainError()`. */
   explain(error: unknown): unknown {
-    return explainError(this.label, this.opened(), error);
+    // An array: the explanation walks the data sources more than once.
+    return explainError(this.label, [...this.opened()], error);
   }
 
   /** The error for use of this unit of work after it settled (or while it settles). */

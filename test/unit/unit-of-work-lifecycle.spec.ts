@@ -2,7 +2,13 @@ import type { EntityManager } from 'typeorm';
 import { currentUnitOfWork } from '../../lib/core/current-unit-of-work';
 import { UnitOfWork } from '../../lib/core/unit-of-work';
 import type { UnitOfWorkOwner } from '../../lib/core/unit-of-work-owner';
-import { OpenStreamError, PartialCommitError, TransactionalError, TransactionFinishedError } from '../../lib/errors';
+import {
+  OpenStreamError,
+  PartialCommitError,
+  TransactionalError,
+  TransactionFinishedError,
+  TransactionTimeoutError,
+} from '../../lib/errors';
 import { waitFor } from '../support/wait-for';
 import { databaseError, fakeApp, type FakeApp } from './support/fake-data-source';
 
@@ -101,6 +107,25 @@ describe('settling a unit of work', () => {
     expect(app.pools.default.statements()).toEqual(['BEGIN', 'M1', 'COMMIT']);
     expect(app.pools.reports.statements()).toEqual(['BEGIN', 'R1', 'COMMIT', 'ROLLBACK']);
     expect(unit.state).toBe('rolledBack');
+  });
+});
+
+describe('the errors of a settled unit of work', () => {
+  it('turns a statement the database stopped for its timeout into TransactionTimeoutError, after the ROLLBACK', async () => {
+    const app = fakeApp();
+    const timeout = databaseError('canceling statement due to statement timeout', { code: '57014' });
+    app.pool.respond = (sql) => {
+      if (sql === 'SLOW') throw timeout;
+      return { command: 'OK', rows: [] };
+    };
+    const run = app.runner.run((tx) => tx.query('SLOW'), { timeoutMs: 50 });
+    await expect(run).rejects.toBeInstanceOf(TransactionTimeoutError);
+    await expect(run).rejects.toMatchObject({ cause: { driverError: timeout } });
+    expect(app.pool.statements()).toEqual([
+      'BEGIN; SET LOCAL statement_timeout = 50; SET LOCAL idle_in_transaction_session_timeout = 50',
+      'SLOW',
+      'ROLLBACK',
+    ]);
   });
 });
 
