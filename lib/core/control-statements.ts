@@ -9,7 +9,12 @@ import type { BoundRunner } from './query-runner-binding';
  * ROLLBACK and savepoint statements bypass the query runner, so no state check, no event and no extra
  * promise stands in the way.
  */
-export function sendStatements(entry: DataSourceEntry, runner: BoundRunner | undefined, connection: unknown, statements: string[]): Promise<unknown> {
+export function sendStatements(
+  entry: DataSourceEntry,
+  runner: BoundRunner | undefined,
+  connection: unknown,
+  statements: string[],
+): Promise<unknown> {
   if (statements.length === 1) return sendStatement(entry, runner, connection, statements[0]);
   return sendEach(entry, runner, connection, statements);
 }

@@ -129,7 +129,9 @@ export async function manualSavepoint(transaction: DataSourceTransaction, method
   const event = EVENTS[method];
   await transaction.broadcast(`Before${event}`);
   const depth = transaction.queryRunner.transactionDepth - 1;
-  await transaction.exclusive(levelOfCaller(transaction, transaction.turns.root), `queryRunner.${method}()`, method === 'rollbackTransaction', async (connection) => {
+  const level = levelOfCaller(transaction, transaction.turns.root);
+  // A ROLLBACK TO still goes to an aborted savepoint: it is what clears the abort.
+  await transaction.exclusive(level, `queryRunner.${method}()`, method === 'rollbackTransaction', async (connection) => {
     if (method === 'startTransaction') await openSavepoint(transaction, connection);
     else await endSavepoint(transaction, connection, depth, method === 'commitTransaction');
   });

@@ -65,11 +65,6 @@ export class AbortState {
     this.current = { depth: this.ownDepth, ended: false, cause, site: captureStack() };
   }
 
-  /** The error for a COMMIT PostgreSQL answered with ROLLBACK: a statement sent around the library aborted it. */
-  refusedCommit(label: string): TransactionAbortedError {
-    return refusedCommitError(label);
-  }
-
   /** The error for `use` refused in `label`'s aborted transaction or savepoint. */
   error(use: string, label: string): TransactionAbortedError {
     return abortedError(this.current as Abort, use, label, this.dialect, this.ownDepth);
@@ -120,7 +115,7 @@ function abortedError(abort: Abort, use: string, label: string, dialect: Dialect
 }
 
 /** PostgreSQL answered COMMIT with ROLLBACK: the transaction was aborted by a statement the library did not run. */
-function refusedCommitError(label: string): TransactionAbortedError {
+export function refusedCommitError(label: string): TransactionAbortedError {
   return new TransactionAbortedError(
     `PostgreSQL answered the COMMIT of ${label} with ROLLBACK: a statement of its transaction had failed, ` +
       `sent on its connection outside the unit of work's manager, and the database aborted the transaction. ` +

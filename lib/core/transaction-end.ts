@@ -2,6 +2,7 @@ import { sendStatements } from './control-statements';
 import type { DataSourceTransaction } from './data-source-transaction';
 import { callOriginal } from './query-runner-binding';
 import { openStreamError, type RowStreams } from './row-streams';
+import { refusedCommitError } from './transaction-abort';
 
 // How a data-source transaction ends, once BEGIN went through and no statement is in flight: COMMIT
 // or ROLLBACK, then its connection released to the pool; or, when the connection's state is unknown
@@ -75,7 +76,9 @@ async function sendEnd(transaction: DataSourceTransaction, connection: unknown, 
   if (transaction.loss.lost !== undefined) throw transaction.loss.lost;
   transaction.endSent = commit ? 'COMMIT' : 'ROLLBACK';
   const answer = await sendStatements(transaction.entry, runner, connection, [sql]);
-  if (commit && depth === 1 && transaction.entry.dialect.commitRefused(answer)) throw transaction.abort.refusedCommit(transaction.unitOfWork.label);
+  if (commit && depth === 1 && transaction.entry.dialect.commitRefused(answer)) {
+    throw refusedCommitError(transaction.unitOfWork.label);
+  }
   runner.isTransactionActive = false;
   runner.transactionDepth = depth - 1;
   const after = transaction.broadcast(commit ? 'AfterTransactionCommit' : 'AfterTransactionRollback');
