@@ -19,7 +19,11 @@ export default defineConfig(
     linterOptions: { reportUnusedDisableDirectives: 'error' },
     rules: {
       '@typescript-eslint/return-await': ['error', 'in-try-catch'],
-      '@typescript-eslint/prefer-nullish-coalescing': 'error',
+      // `??`, not `||`, for defaults: 0 and false are real values. An empty string is not: an empty
+      // environment variable or message means none, and `||` says so.
+      '@typescript-eslint/prefer-nullish-coalescing': ['error', { ignorePrimitives: { string: true } }],
+      // A `let` read by a closure (a signal handler) before its one assignment cannot be a const.
+      'prefer-const': ['error', { ignoreReadBeforeAssign: true }],
       eqeqeq: ['error', 'always', { null: 'ignore' }],
       // A leading underscore names a parameter or binding kept for its position (a signature to match,
       // a tuple slot): unused by design.
@@ -52,6 +56,9 @@ export default defineConfig(
       '@typescript-eslint/no-unsafe-argument': 'off',
       '@typescript-eslint/no-unsafe-return': 'off',
       '@typescript-eslint/no-explicit-any': 'off',
+      // Tests hand methods over by reference on purpose: to Nest and Reflect for their metadata
+      // (`Controller.prototype.handle`), to then() as a Deferred's resolve.
+      '@typescript-eslint/unbound-method': 'off',
     },
   },
   {
