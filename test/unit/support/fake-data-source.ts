@@ -28,17 +28,19 @@ export class FakeConnection extends EventEmitter {
   query(sql: string, callback?: (error: unknown, result?: unknown) => void): Promise<unknown> | void {
     this.pool.sent.push(sql);
     let result: unknown;
+    let failed = false;
     let failure: unknown;
     try {
       result = this.pool.respond(sql, this);
     } catch (error) {
+      failed = true;
       failure = error;
     }
     if (callback !== undefined) {
-      queueMicrotask(() => (failure === undefined ? callback(null, result) : callback(failure)));
+      queueMicrotask(() => (failed ? callback(failure) : callback(null, result)));
       return;
     }
-    return failure === undefined ? Promise.resolve(result) : Promise.reject(failure);
+    return failed ? Promise.reject(failure) : Promise.resolve(result);
   }
 
   /** mysql2's destroy(). */
