@@ -5,7 +5,7 @@ import { ROUTE_WINDOW_SIZE, type RouteHoldTimes } from './route-hold-times';
 
 /** What the clock needs of the transaction it times: its unit of work and its data source. */
 export interface ClockedTransaction {
-  readonly ctx: {
+  readonly unitOfWork: {
     readonly label: string;
     readonly registry: DataSourceRegistry;
     readonly owner: object;
@@ -33,8 +33,6 @@ export interface HoldTimesCache {
  * work does (a client disconnect, `timeoutMs`), and while it lasts by `slowTransactionMs`'s one timer.
  */
 export class ConnectionClock {
-  /** Statements begun, BEGIN's own excluded. */
-  statements = 0;
   private databaseMs = 0;
   /** While a statement is in flight on the held connection: when the first of them began (or the connection came). */
   private busySince?: number;
@@ -54,7 +52,6 @@ export class ConnectionClock {
 
   /** A statement begins; `first`: no other statement of the transaction is in flight. */
   begin(first: boolean): void {
-    this.statements += 1;
     if (!first || !this.held) return;
     const now = performance.now();
     this.busySince = now;
@@ -91,7 +88,7 @@ export class ConnectionClock {
     const now = performance.now();
     const threshold = this.thresholdMs;
     if (threshold !== undefined && this.lastEnd !== undefined && this.busySince === undefined && now - this.lastEnd > threshold) {
-      const reason = this.tx.ctx.cancelled;
+      const reason = this.tx.unitOfWork.cancelled;
       const end = `the end of the unit of work (${commit ? 'COMMIT' : 'ROLLBACK'}${reason ? `: ${reason}` : ''})`;
       this.report(now - this.lastEnd, threshold, end, true);
     }
@@ -103,9 +100,11 @@ export class ConnectionClock {
     return this.databaseMs + (this.busySince === undefined ? 0 : now - this.busySince);
   }
 
-  /** The connection went back to the pool at `now`, after `heldMs`: records the route's hold times. */
-  released(now: number, heldMs: number): void {
-    this.routeTimes().record(heldMs, this.databaseMsAt(now));
+  /** The connection taken at `acquiredAt` went back to the pool (or was discarded): records the route's hold times. */
+  released(acquiredAt: number | undefined): void {
+    if (acquiredAt === undefined) return;
+    const now = performance.now();
+    this.routeTimes().record(now - acquiredAt, this.databaseMsAt(now));
     this.busySince = undefined;
     this.held = false;
   }
@@ -116,13 +115,13 @@ export class ConnectionClock {
     if (heldMs.count === 0) return '';
     const figures = (d: { p50: number; p99: number; max: number }) => `p50 ${d.p50} ms, p99 ${d.p99} ms, max ${d.max} ms`;
     return (
-      ` Over its latest ${Math.min(heldMs.count, ROUTE_WINDOW_SIZE)} unit(s) of work, ${this.tx.ctx.label} held this connection ` +
+      ` Over its latest ${Math.min(heldMs.count, ROUTE_WINDOW_SIZE)} unit(s) of work, ${this.tx.unitOfWork.label} held this connection ` +
       `${figures(heldMs)}; in the database ${figures(databaseMs)}; idle in transaction ${figures(idleMs)}.`
     );
   }
 
   private routeTimes(): RouteHoldTimes {
-    const { ctx, entry } = this.tx;
+    const { unitOfWork: ctx, entry } = this.tx;
     const cache = (ctx.owner as HoldTimesCache).holdTimes;
     let times = cache?.get(entry.name);
     if (times === undefined) {
@@ -133,7 +132,7 @@ export class ConnectionClock {
   }
 
   private report(idleMs: number, thresholdMs: number, after: string, atEnd: boolean): void {
-    const { ctx, entry } = this.tx;
+    const { unitOfWork: ctx, entry } = this.tx;
     const before = callSite(this.lastSite) ?? '(unknown)';
     const gap = { unit: ctx.label, dataSource: entry.name, idleMs: Math.round(idleMs), thresholdMs, before, after, atEnd };
     reportIdleGap(gap, ctx.registry, entry.dataSource);
