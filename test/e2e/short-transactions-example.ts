@@ -1,6 +1,6 @@
 import { Body, Controller, Injectable, Logger, Post } from '@nestjs/common';
 import { Column, Entity, EntityManager, IsNull, PrimaryGeneratedColumn } from 'typeorm';
-import { TransactionHost, TransactionRunner, Tx } from '../../lib';
+import { TransactionHost, TransactionRunner, Tx } from 'nestjs-request-transaction';
 
 @Entity('short_tx_users')
 export class User {

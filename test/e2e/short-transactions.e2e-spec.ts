@@ -1,5 +1,3 @@
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { getDataSourceToken, TypeOrmModule } from '@nestjs/typeorm';
 import { DataSource, IsNull, Not } from 'typeorm';
@@ -31,15 +29,6 @@ class TestMailer extends Mailer {
     this.sent.push(`${subject} -> ${to}`);
   }
 }
-
-describe('docs/short-transactions.md', () => {
-  it("shows this suite's example as it is", () => {
-    const doc = readFileSync(join(__dirname, '../../docs/short-transactions.md'), 'utf8');
-    const example = readFileSync(join(__dirname, 'short-transactions-example.ts'), 'utf8');
-    const block = /```ts\n(import \{ Body, Controller[\s\S]*?)```/.exec(doc)?.[1];
-    expect(block).toBe(example.replace("from '../../lib';", "from 'nestjs-request-transaction';"));
-  });
-});
 
 describe.each(engines)('keeping a mail out of the transaction on $name', (engine) => {
   const applicationName = `short-tx-${engine.name}`;
