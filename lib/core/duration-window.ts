@@ -36,4 +36,3 @@ export class DurationWindow {
 function round(ms: number): number {
   return Math.round(ms * 100) / 100;
 }
-

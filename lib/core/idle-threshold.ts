@@ -24,7 +24,7 @@ export function checkIdleInTransactionMs(value: unknown, where: string): void {
   }
   if ((value as number) > MAX_DURATION_MS) {
     throw new TransactionalOptionsError(
-      `${where}: idleInTransactionMs ${String(value)} is above the limit of ${MAX_DURATION_MS} ms (about 24.8 days): ` +
+      `${where}: idleInTransactionMs ${value as number} is above the limit of ${MAX_DURATION_MS} ms (about 24.8 days): ` +
         `no gap between two statements of a transaction would ever be reported. Use at most ${MAX_DURATION_MS}, or false to turn the report off.`,
     );
   }

@@ -270,7 +270,8 @@ describe.each(engines)('idle in transaction on $name', (engine) => {
     const stats = host.stats();
     const between = routes(stats)['POST /idle/between'];
     const quick = routes(stats)['POST /idle/quick'];
-    for (const times of [between.heldMs, between.databaseMs, between.idleMs]) expect(times.count - count('POST /idle/between')).toBe(4);
+    for (const times of [between.heldMs, between.databaseMs, between.idleMs])
+      expect(times.count - count('POST /idle/between')).toBe(4);
     for (const times of [quick.heldMs, quick.databaseMs, quick.idleMs]) expect(times.count - count('POST /idle/quick')).toBe(20);
     // The route that waits while holding its connection shows it in its idle time; the hold includes it.
     expect(between.idleMs.p50).toBeGreaterThanOrEqual(LEAST_GAP_MS);

@@ -82,9 +82,12 @@ export class OutboxRelay {
   /** Sends what the outbox holds; returns how many went out. A mail that fails stays for the next call. */
   async relay(batch = 20): Promise<number> {
     // Each unit of work is one short statement: no connection is held while a mail is on its way.
-    const pending = await this.runner.run((tx) => tx.find(OutboxMail, { where: { sentAt: IsNull() }, order: { id: 'ASC' }, take: batch }), {
-      name: 'outbox relay: read',
-    });
+    const pending = await this.runner.run(
+      (tx) => tx.find(OutboxMail, { where: { sentAt: IsNull() }, order: { id: 'ASC' }, take: batch }),
+      {
+        name: 'outbox relay: read',
+      },
+    );
     let sent = 0;
     for (const mail of pending) {
       try {
