@@ -1,5 +1,6 @@
 import { type DynamicModule, Global, Module, type Provider } from '@nestjs/common';
 import { APP_INTERCEPTOR, DiscoveryModule } from '@nestjs/core';
+import { GraphQLSetupCheck } from './graphql/graphql-setup-check';
 import { getDataSourceToken } from '@nestjs/typeorm';
 import type { DataSource } from 'typeorm';
 import { checkCompatibility } from './compat/check-compatibility';
@@ -47,7 +48,7 @@ export class TransactionalCoreModule {}
  * Nest creates it, and so binds the interceptor, once.
  */
 @Module({
-  providers: [{ provide: APP_INTERCEPTOR, useExisting: TransactionInterceptor }],
+  providers: [{ provide: APP_INTERCEPTOR, useExisting: TransactionInterceptor }, GraphQLSetupCheck],
 })
 export class TransactionInterceptorMount {}
 
