@@ -87,8 +87,8 @@ export function graphQLModule(server: Server): DynamicModule {
 @Resolver(() => OrderModel)
 export class OrdersResolver {
   constructor(
-    @InjectTxRepository(GqlOrderLine) private readonly lines: Repository<GqlOrderLine>,
-    @InjectRepository(GqlOrderLine) private readonly plainLines: Repository<GqlOrderLine>,
+    @InjectTxRepository(GqlOrderLine) private readonly lineRepository: Repository<GqlOrderLine>,
+    @InjectRepository(GqlOrderLine) private readonly plainLineRepository: Repository<GqlOrderLine>,
     private readonly host: TransactionHost,
   ) {}
 
@@ -113,7 +113,7 @@ export class OrdersResolver {
 
   @ResolveField(() => [LineModel])
   lines(@Parent() order: OrderModel): Promise<LineModel[]> {
-    return this.lines.findBy({ orderId: order.id });
+    return this.lineRepository.findBy({ orderId: order.id });
   }
 
   /** The unit of work the field resolver runs in. */
@@ -125,6 +125,6 @@ export class OrdersResolver {
   /** The bug the guard catches: a plain repository, a second pooled connection. */
   @ResolveField(() => [LineModel])
   plainLines(@Parent() order: OrderModel): Promise<LineModel[]> {
-    return this.plainLines.findBy({ orderId: order.id });
+    return this.plainLineRepository.findBy({ orderId: order.id });
   }
 }
