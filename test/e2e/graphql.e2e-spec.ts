@@ -195,16 +195,18 @@ describe.each(engines)('GraphQL on $name', (engine) => {
         sql.clear();
 
         const reply = await gql({
-          query: 'query Guarded($id: Int!) { order(id: $id) { id plainLines { id } } }',
+          query: 'query Guarded($id: Int!) { ping order(id: $id) { id plainLines { id } } }',
           variables: { id: created.body.data.createOrder.id },
         });
 
+        // A query keeps its partial data: the field that resolved, and null where the error was.
+        expect(reply.body.data).toEqual({ ping: 'pong', order: null });
         expect(reply.body.errors).toHaveLength(1);
         const message: string = reply.body.errors[0].message;
         expect(message).toContain('Repository<GqlOrderLine>.findBy()');
         expect(message).toContain('query Guarded, field Order.plainLines');
         expect(message).toContain('OrdersResolver.plainLines');
-        // A query that failed has nothing to keep: rolled back, its partial data left as the server built it.
+        // A query whose result has an error rolls back all the same.
         expect(sql.transactionControl().slice(-1)).toEqual(['ROLLBACK']);
       });
     });
