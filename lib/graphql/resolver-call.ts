@@ -74,7 +74,8 @@ class ResolverObserver {
  */
 export function clientSafe(error: TransactionalError, label: string): TransactionalError {
   if (process.env.NODE_ENV !== 'production') return error;
-  logger.error(error.stack ?? error.message);
+  // The message as it is now (a resolver's field added), and the stack for the call sites.
+  logger.error(error.message, error.stack);
   return new TransactionalError(`The transaction of ${label} failed; the server log has the detail.`);
 }
 
