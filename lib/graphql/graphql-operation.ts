@@ -1,4 +1,5 @@
-import type { TransactionContext, UnitOfWorkOwner } from '../core/transaction-context';
+import type { UnitOfWork } from '../core/unit-of-work';
+import type { UnitOfWorkOwner } from '../core/unit-of-work-owner';
 import type { TransactionRunner } from '../core/transaction-runner';
 import type { TransactionOptions } from '../transactional.options';
 
@@ -15,7 +16,7 @@ export interface OperationEnd {
 }
 
 /** The value the operation's work is rejected with when its result carried errors: not an error of the work. */
-const FAILED = Object.freeze({ reason: 'the GraphQL result carried errors' });
+const FAILED = new Error('the GraphQL result carried errors');
 
 /**
  * Operations by their GraphQL context object. The server creates one context object per operation
@@ -34,7 +35,7 @@ export class GraphQLOperation implements UnitOfWorkOwner {
   /** `mutation createOrder`, once a resolver told it. */
   private name = 'GraphQL operation';
   private kind?: string;
-  private ctx?: TransactionContext;
+  private unitOfWork?: UnitOfWork;
   private result?: unknown;
   private finish?: (end: OperationEnd) => void;
   private routeSites?: Map<string, string | null>;
@@ -60,8 +61,8 @@ export class GraphQLOperation implements UnitOfWorkOwner {
    * The operation's unit of work, opened by its first resolver with that resolver's options (retry
    * excluded: resolvers that already ran cannot run again). Later resolvers join it.
    */
-  join(runner: TransactionRunner, options: TransactionOptions, sites: Map<string, string | null>, node: OperationNode | undefined): TransactionContext {
-    if (this.ctx !== undefined) return this.ctx;
+  join(runner: TransactionRunner, options: TransactionOptions, sites: Map<string, string | null>, node: OperationNode | undefined): UnitOfWork {
+    if (this.unitOfWork !== undefined) return this.unitOfWork;
     if (node !== undefined) {
       this.kind = node.operation;
       this.name = `${node.operation} ${node.name?.value ?? '(anonymous)'}`;
@@ -69,11 +70,11 @@ export class GraphQLOperation implements UnitOfWorkOwner {
     this.routeSites = sites;
     // The work is the operation itself: pending until its server ends it. execute() enters it at once.
     this.result = runner.execute({ ...options, retry: false }, this);
-    return this.ctx!;
+    return this.unitOfWork!;
   }
 
-  attempt(ctx: TransactionContext): Promise<void> {
-    this.ctx = ctx;
+  attempt(unitOfWork: UnitOfWork): Promise<void> {
+    this.unitOfWork = unitOfWork;
     return new Promise<void>((resolve, reject) => {
       this.finish = (end) => (end.failed ? reject(FAILED) : resolve());
     });

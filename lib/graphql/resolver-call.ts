@@ -28,10 +28,10 @@ export function interceptResolver(route: Route, context: ExecutionContext, next:
   if (info?.operation?.operation === 'subscription') return next.handle();
   const operation = GraphQLOperation.of(context.getArgByIndex<unknown>(2));
   if (operation === undefined) throw missingPlugin(context, info);
-  const ctx = operation.join(route.runner, route.options, route.sites, info?.operation);
+  const unitOfWork = operation.join(route.runner, route.options, route.sites, info?.operation);
   return new Observable((subscriber) =>
     // Nest binds handle() to the async context it is called in: the resolver runs in the unit of work.
-    unitOfWorkStorage.run(ctx, () => next.handle().subscribe(new ResolverObserver(subscriber, operation, info))),
+    unitOfWorkStorage.run(unitOfWork, () => next.handle().subscribe(new ResolverObserver(subscriber, operation, info))),
   );
 }
 
