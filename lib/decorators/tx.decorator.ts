@@ -50,8 +50,8 @@ function transportAdvice(context: ExecutionContext): string | undefined {
       );
     case 'graphql':
       return (
-        'In GraphQL, subscriptions get no unit of work (run each event\'s work in TransactionRunner.run()), and ' +
-        'queries and mutations get one per operation when GraphQLModule has fieldResolverEnhancers: [\'interceptors\'] ' +
+        "In GraphQL, subscriptions get no unit of work (run each event's work in TransactionRunner.run()), and " +
+        "queries and mutations get one per operation when GraphQLModule has fieldResolverEnhancers: ['interceptors'] " +
         'and the server hook (apolloUnitOfWorkPlugin() or mercuriusUnitOfWorkHooks()).'
       );
     default:

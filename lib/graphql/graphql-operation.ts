@@ -61,7 +61,12 @@ export class GraphQLOperation implements UnitOfWorkOwner {
    * The operation's unit of work, opened by its first resolver with that resolver's options (retry
    * excluded: resolvers that already ran cannot run again). Later resolvers join it.
    */
-  join(runner: TransactionRunner, options: TransactionOptions, sites: Map<string, string | null>, node: OperationNode | undefined): UnitOfWork {
+  join(
+    runner: TransactionRunner,
+    options: TransactionOptions,
+    sites: Map<string, string | null>,
+    node: OperationNode | undefined,
+  ): UnitOfWork {
     if (this.unitOfWork !== undefined) return this.unitOfWork;
     if (node !== undefined) {
       this.kind = node.operation;

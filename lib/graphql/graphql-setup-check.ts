@@ -25,10 +25,14 @@ export class GraphQLSetupCheck implements OnApplicationBootstrap {
     if (options === undefined) return;
     const missing: string[] = [];
     if (!hasHook(options)) {
-      missing.push('the server hook: plugins: [apolloUnitOfWorkPlugin()] (Apollo) or hooks: mercuriusUnitOfWorkHooks() (Mercurius)');
+      missing.push(
+        'the server hook: plugins: [apolloUnitOfWorkPlugin()] (Apollo) or hooks: mercuriusUnitOfWorkHooks() (Mercurius)',
+      );
     }
     if (!(options.fieldResolverEnhancers ?? []).includes('interceptors')) {
-      missing.push(`fieldResolverEnhancers: ['interceptors'], so that @ResolveField() resolvers run in the operation's unit of work`);
+      missing.push(
+        `fieldResolverEnhancers: ['interceptors'], so that @ResolveField() resolvers run in the operation's unit of work`,
+      );
     }
     if (missing.length === 0) return;
     throw new TransactionalOptionsError(
@@ -59,7 +63,8 @@ export class GraphQLSetupCheck implements OnApplicationBootstrap {
 }
 
 function hasHook(options: GraphQLModuleOptions): boolean {
-  const marked = (value: unknown) => typeof value === 'object' || typeof value === 'function' ? value !== null && UNIT_OF_WORK_PLUGIN in value : false;
+  const marked = (value: unknown) =>
+    typeof value === 'object' || typeof value === 'function' ? value !== null && UNIT_OF_WORK_PLUGIN in value : false;
   if (options.plugins?.some(marked) === true) return true;
   const pre = options.hooks?.preExecution;
   return Array.isArray(pre) ? pre.some(marked) : marked(pre);

@@ -29,7 +29,10 @@ export async function settleResult(operation: GraphQLOperation, result: MutableR
 }
 
 function formatCommitError(error: unknown, label: string): { message: string; extensions: { code: string } } {
-  const wrapped = error instanceof TransactionalError ? error : new TransactionalError(`The COMMIT of ${label} failed: ${String((error as Error)?.message ?? error)}`, { cause: error });
+  const wrapped =
+    error instanceof TransactionalError
+      ? error
+      : new TransactionalError(`The COMMIT of ${label} failed: ${String((error as Error)?.message ?? error)}`, { cause: error });
   const safe = clientSafe(wrapped, label);
   if (safe === wrapped) logger.error(wrapped.message);
   return { message: safe.message, extensions: { code: 'INTERNAL_SERVER_ERROR' } };

@@ -62,7 +62,10 @@ class ResolverObserver {
       const field = `${this.info.parentType?.name ?? '?'}.${this.info.fieldName}`;
       // The message names the unit of work as `… of mutation createOrder`: the field goes beside it.
       const at = error.message.indexOf(label);
-      error.message = at < 0 ? `${error.message} (field ${field})` : `${error.message.slice(0, at + label.length)}, field ${field}${error.message.slice(at + label.length)}`;
+      error.message =
+        at < 0
+          ? `${error.message} (field ${field})`
+          : `${error.message.slice(0, at + label.length)}, field ${field}${error.message.slice(at + label.length)}`;
     }
     return clientSafe(error, label);
   }
@@ -80,7 +83,10 @@ export function clientSafe(error: TransactionalError, label: string): Transactio
 }
 
 function missingPlugin(context: ExecutionContext, info: ResolveInfo | undefined): TransactionalOptionsError {
-  const field = info !== undefined ? `${info.parentType?.name ?? '?'}.${info.fieldName}` : `${context.getClass().name}.${context.getHandler().name}()`;
+  const field =
+    info !== undefined
+      ? `${info.parentType?.name ?? '?'}.${info.fieldName}`
+      : `${context.getClass().name}.${context.getHandler().name}()`;
   return new TransactionalOptionsError(
     `The resolver ${field} ran in a GraphQL operation that TransactionalModule was not told of: a unit of work ` +
       `per operation needs the server's hook, so that it commits before the response is sent. Add ` +

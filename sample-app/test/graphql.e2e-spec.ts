@@ -1,7 +1,16 @@
 import { engines } from '../../test/support/databases';
 import { call } from '../../test/support/http';
 import { observer, type Observer } from '../../test/support/observer';
-import { type AppUnderTest, balances, countRows, emptyTables, expectNothingLeaked, openAccount, startApp, tablesOf } from './harness';
+import {
+  type AppUnderTest,
+  balances,
+  countRows,
+  emptyTables,
+  expectNothingLeaked,
+  openAccount,
+  startApp,
+  tablesOf,
+} from './harness';
 
 describe.each(engines)('POST /graphql on $name (one unit of work per operation)', (engine) => {
   const tables = tablesOf('sa_graphql_');
@@ -24,7 +33,8 @@ describe.each(engines)('POST /graphql on $name (one unit of work per operation)'
     await expectNothingLeaked(app, db);
   });
 
-  const TRANSFER = 'mutation Transfer($from: Int!, $to: Int!, $amount: Int!) { transfer(from: $from, to: $to, amount: $amount) { id amount } }';
+  const TRANSFER =
+    'mutation Transfer($from: Int!, $to: Int!, $amount: Int!) { transfer(from: $from, to: $to, amount: $amount) { id amount } }';
 
   it('commits the mutation’s ledger entry, credit and debit together', async () => {
     const alice = await openAccount(app, 'Alice', 1_000);
@@ -33,7 +43,12 @@ describe.each(engines)('POST /graphql on $name (one unit of work per operation)'
     const reply = await call('POST', `${app.url}/graphql`, { query: TRANSFER, variables: { from: alice, to: bob, amount: 250 } });
 
     expect(reply.body).toEqual({ data: { transfer: { id: expect.any(Number), amount: 250 } } });
-    expect(await balances(db, tables)).toEqual(new Map([[alice, 750], [bob, 250]]));
+    expect(await balances(db, tables)).toEqual(
+      new Map([
+        [alice, 750],
+        [bob, 250],
+      ]),
+    );
     expect(await countRows(db, tables.ledgerEntries)).toBe(1);
   });
 
@@ -45,7 +60,12 @@ describe.each(engines)('POST /graphql on $name (one unit of work per operation)'
 
     expect(reply.body.data).toBeNull();
     expect(reply.body.errors).toEqual([expect.objectContaining({ message: `Account ${alice} cannot cover 101 cents.` })]);
-    expect(await balances(db, tables)).toEqual(new Map([[alice, 100], [bob, 0]]));
+    expect(await balances(db, tables)).toEqual(
+      new Map([
+        [alice, 100],
+        [bob, 0],
+      ]),
+    );
     expect(await countRows(db, tables.ledgerEntries)).toBe(0);
   });
 
@@ -55,10 +75,14 @@ describe.each(engines)('POST /graphql on $name (one unit of work per operation)'
     await call('POST', `${app.url}/graphql`, { query: TRANSFER, variables: { from: alice, to: bob, amount: 10 } });
     const query = 'query Account($id: Int!) { account(id: $id) { owner balance sent { amount toAccountId } } }';
 
-    const replies = await Promise.all(Array.from({ length: 30 }, () => call('POST', `${app.url}/graphql`, { query, variables: { id: alice } })));
+    const replies = await Promise.all(
+      Array.from({ length: 30 }, () => call('POST', `${app.url}/graphql`, { query, variables: { id: alice } })),
+    );
 
     for (const reply of replies) {
-      expect(reply.body).toEqual({ data: { account: { owner: 'Alice', balance: 990, sent: [{ amount: 10, toAccountId: bob }] } } });
+      expect(reply.body).toEqual({
+        data: { account: { owner: 'Alice', balance: 990, sent: [{ amount: 10, toAccountId: bob }] } },
+      });
     }
   });
 });

@@ -42,21 +42,26 @@ describe('GraphQLModule options', () => {
       (thrown: unknown) => thrown,
     );
     expect(error).toBeInstanceOf(TransactionalOptionsError);
-    expect((error as Error).message).toContain('plugins: [apolloUnitOfWorkPlugin()] (Apollo) or hooks: mercuriusUnitOfWorkHooks() (Mercurius)');
+    expect((error as Error).message).toContain(
+      'plugins: [apolloUnitOfWorkPlugin()] (Apollo) or hooks: mercuriusUnitOfWorkHooks() (Mercurius)',
+    );
     expect((error as Error).message).not.toContain('fieldResolverEnhancers');
   });
 
   it.each([
     ['Apollo', 'express', apollo({ plugins: [apolloUnitOfWorkPlugin()] })],
     ['Mercurius', 'fastify', mercurius({ hooks: mercuriusUnitOfWorkHooks() })],
-  ] as const)('without interceptors on field resolvers (%s): the bootstrap fails, naming the option', async (_name, adapter, graphql) => {
-    const error = await start(adapter, graphql).then(
-      (app) => app.close(),
-      (thrown: unknown) => thrown,
-    );
-    expect(error).toBeInstanceOf(TransactionalOptionsError);
-    expect((error as Error).message).toContain(`fieldResolverEnhancers: ['interceptors']`);
-  });
+  ] as const)(
+    'without interceptors on field resolvers (%s): the bootstrap fails, naming the option',
+    async (_name, adapter, graphql) => {
+      const error = await start(adapter, graphql).then(
+        (app) => app.close(),
+        (thrown: unknown) => thrown,
+      );
+      expect(error).toBeInstanceOf(TransactionalOptionsError);
+      expect((error as Error).message).toContain(`fieldResolverEnhancers: ['interceptors']`);
+    },
+  );
 
   it.each([
     ['Apollo', 'express', apollo({ fieldResolverEnhancers: ['interceptors'], plugins: [apolloUnitOfWorkPlugin()] })],

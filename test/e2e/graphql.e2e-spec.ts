@@ -99,7 +99,8 @@ describe.each(engines)('GraphQL on $name', (engine) => {
       return Number(rows[0].n);
     }
 
-    const CREATE = 'mutation CreateOrder($label: String!, $line: String!) { createOrder(label: $label, line: $line) { id label } }';
+    const CREATE =
+      'mutation CreateOrder($label: String!, $line: String!) { createOrder(label: $label, line: $line) { id label } }';
 
     describe('a mutation writing two rows', () => {
       it('commits both, in one transaction, before the response', async () => {
@@ -160,26 +161,38 @@ describe.each(engines)('GraphQL on $name', (engine) => {
           variables: { id: created.body.data.createOrder.id },
         });
 
-        expect(reply.body).toEqual({ data: { order: { id: created.body.data.createOrder.id, label, unitOfWork: 'query OrderWithLines', lines: [{ label: line }] } } });
+        expect(reply.body).toEqual({
+          data: {
+            order: { id: created.body.data.createOrder.id, label, unitOfWork: 'query OrderWithLines', lines: [{ label: line }] },
+          },
+        });
         const runners = new Set(sql.sent().map((entry) => entry.queryRunner));
         expect(runners.size).toBe(1);
         expect(sql.transactionControl().map(statementKind)).toEqual([statementKind(beginStatement(engine.name)), 'COMMIT']);
       });
 
-      it('serves dozens of parallel operations on a pool of one without waiting on itself', async () => {
-        const ids: number[] = [];
-        for (let i = 0; i < 3; i++) {
-          const created = await gql({ query: CREATE, variables: { label: unique('order'), line: unique('line') } });
-          ids.push(created.body.data.createOrder.id);
-        }
-        const query = 'query OrderWithLines($id: Int!) { order(id: $id) { id unitOfWork lines { id } } }';
+      it(
+        'serves dozens of parallel operations on a pool of one without waiting on itself',
+        async () => {
+          const ids: number[] = [];
+          for (let i = 0; i < 3; i++) {
+            const created = await gql({ query: CREATE, variables: { label: unique('order'), line: unique('line') } });
+            ids.push(created.body.data.createOrder.id);
+          }
+          const query = 'query OrderWithLines($id: Int!) { order(id: $id) { id unitOfWork lines { id } } }';
 
-        const replies = await Promise.all(Array.from({ length: 40 }, (_, i) => gql({ query, variables: { id: ids[i % ids.length] } })));
+          const replies = await Promise.all(
+            Array.from({ length: 40 }, (_, i) => gql({ query, variables: { id: ids[i % ids.length] } })),
+          );
 
-        for (const [i, reply] of replies.entries()) {
-          expect(reply.body).toEqual({ data: { order: { id: ids[i % ids.length], unitOfWork: 'query OrderWithLines', lines: [expect.anything()] } } });
-        }
-      }, QUEUED_ACQUIRE_TIMEOUT_MS);
+          for (const [i, reply] of replies.entries()) {
+            expect(reply.body).toEqual({
+              data: { order: { id: ids[i % ids.length], unitOfWork: 'query OrderWithLines', lines: [expect.anything()] } },
+            });
+          }
+        },
+        QUEUED_ACQUIRE_TIMEOUT_MS,
+      );
 
       it('takes no connection and sends nothing when it runs no statement', async () => {
         const reply = await gql({ query: 'query Ping { ping }' });
@@ -253,7 +266,10 @@ describe.each(engines)('GraphQL on $name', (engine) => {
         const body = JSON.stringify(reply.body.errors);
         expect(reply.body.errors[0].message).toBe('The transaction of query Guarded failed; the server log has the detail.');
         expect(body).not.toMatch(/\.ts\b|\.js\b|OrdersResolver|GqlOrderLine/);
-        const logged = logs.library('error').map((entry) => entry.message).join('\n');
+        const logged = logs
+          .library('error')
+          .map((entry) => entry.message)
+          .join('\n');
         expect(logged).toContain('query Guarded, field Order.plainLines');
         expect(logged).toContain('OrdersResolver.plainLines');
       });

@@ -29,7 +29,8 @@ export class WalletResolver {
     const entry = await tx.save(LedgerEntry, { fromAccountId: from, toAccountId: to, amount });
     await tx.increment(Account, { id: to }, 'balance', amount);
     const debit = await tx.decrement(Account, { id: from, balance: MoreThanOrEqual(amount) }, 'balance', amount);
-    if (debit.affected !== 1) throw new GraphQLError(`Account ${from} cannot cover ${amount} cents.`, { extensions: { code: 'INSUFFICIENT_FUNDS' } });
+    if (debit.affected !== 1)
+      throw new GraphQLError(`Account ${from} cannot cover ${amount} cents.`, { extensions: { code: 'INSUFFICIENT_FUNDS' } });
     return entry;
   }
 
