@@ -9,6 +9,7 @@ import { DataSourceCounters } from './core/stats';
 import { TransactionHost, TransactionRunner } from './core/transaction-runner';
 import { TransactionalMethodBinding } from './decorators/transactional-method';
 import { describeValue as describe, TransactionalOptionsError } from './errors';
+import { GraphQLSetupCheck } from './graphql/graphql-setup-check';
 import { installConnectionGuard } from './guard/connection-guard';
 import { TransactionInterceptor } from './interceptor/transaction.interceptor';
 import {
@@ -47,7 +48,7 @@ export class TransactionalCoreModule {}
  * Nest creates it, and so binds the interceptor, once.
  */
 @Module({
-  providers: [{ provide: APP_INTERCEPTOR, useExisting: TransactionInterceptor }],
+  providers: [{ provide: APP_INTERCEPTOR, useExisting: TransactionInterceptor }, GraphQLSetupCheck],
 })
 export class TransactionInterceptorMount {}
 

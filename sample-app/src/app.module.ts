@@ -6,6 +6,7 @@ import { AccountsModule } from './accounts/accounts.module';
 import { DatabaseErrorFilter } from './common/database-error.filter';
 import type { Variant } from './common/variant';
 import { type DatabaseSettings, typeormOptions } from './database';
+import { WalletGraphQLModule } from './graphql/wallet-graphql.module';
 import { PeopleModule } from './people/people.module';
 import { ReportsModule } from './reports/reports.module';
 import { TransfersModule } from './transfers/transfers.module';
@@ -26,6 +27,7 @@ export class AppModule {
         ReportsModule.forVariant(variant),
         WebhooksModule.forVariant(variant),
         PeopleModule.forVariant(variant),
+        WalletGraphQLModule,
       ],
       providers: [{ provide: APP_FILTER, useClass: DatabaseErrorFilter }],
     };
