@@ -11,6 +11,7 @@ import { TransactionalMethodBinding } from './decorators/transactional-method';
 import { describeValue as describe, TransactionalOptionsError } from './errors';
 import { installConnectionGuard } from './guard/connection-guard';
 import { TransactionInterceptor } from './interceptor/transaction.interceptor';
+import { checkSingleConnectionPool } from './testing/single-connection-pool';
 import {
   checkDataSourceName,
   checkEntity,
@@ -241,6 +242,7 @@ function register(
     );
   }
   checkCompatibility(dataSource, where);
+  checkSingleConnectionPool(dataSource, name, dialect.poolStats(dataSource).max, where);
   const entry = { name, dataSource, dialect, options: resolved, counters: new DataSourceCounters() };
   registry.register(entry);
   installConnectionGuard(entry, registry);
