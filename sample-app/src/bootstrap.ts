@@ -1,9 +1,9 @@
 import type { AddressInfo } from 'node:net';
-import type { INestApplication, LoggerService, LogLevel } from '@nestjs/common';
+import type { INestApplication, LoggerService, LogLevel, Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { DataSource } from 'typeorm';
 import { AppModule } from './app.module';
-import type { Variant } from './common/variant';
+import { DatabaseSettingsModule } from './database';
 
 /** Options of {@link bootstrap}. */
 export interface BootstrapOptions {
@@ -17,8 +17,8 @@ export interface BootstrapOptions {
   poolSize?: number;
   /** Longest wait for a pooled connection, in ms; then the request fails with a 503. Default: 5000. */
   acquireTimeoutMs?: number;
-  /** Default: `'library'`. See {@link Variant}. */
-  variant?: Variant;
+  /** The root module. Default: {@link AppModule}; the load demo runs its naive variant too. */
+  module?: Type<unknown>;
   /** Tags the app's database connections. Default: `'wallet-sample-app'`. */
   applicationName?: string;
   /**
@@ -54,7 +54,9 @@ export async function bootstrap(options: BootstrapOptions): Promise<SampleApp> {
     applicationName: options.applicationName ?? 'wallet-sample-app',
     tablePrefix: options.tablePrefix,
   };
-  const app = await NestFactory.create(AppModule.forRoot(database, options.variant ?? 'library'), {
+  // The root module, with the settings its TypeOrmModule.forRootAsync() reads.
+  const root = { module: options.module ?? AppModule, imports: [DatabaseSettingsModule.forRoot(database)] };
+  const app = await NestFactory.create(root, {
     logger: options.logger,
     // Throw on a failed start (the default is process.exit(1)): the caller decides.
     abortOnError: false,

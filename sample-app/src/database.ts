@@ -1,3 +1,4 @@
+import { type DynamicModule, Global, Module } from '@nestjs/common';
 import type { TypeOrmModuleOptions } from '@nestjs/typeorm';
 import { Account } from './accounts/account.entity';
 import { AuditEntry } from './people/audit-entry.entity';
@@ -20,6 +21,18 @@ export interface DatabaseSettings {
   applicationName: string;
   /** Prepended to every table name (TypeORM `entityPrefix`). */
   tablePrefix?: string;
+}
+
+/** The injection token of the {@link DatabaseSettings}: `TypeOrmModule.forRootAsync()` reads them. */
+export const DATABASE_SETTINGS = 'DATABASE_SETTINGS';
+
+/** Provides the {@link DatabaseSettings} to the whole application (`bootstrap()` imports it). */
+@Global()
+@Module({})
+export class DatabaseSettingsModule {
+  static forRoot(settings: DatabaseSettings): DynamicModule {
+    return { module: DatabaseSettingsModule, providers: [{ provide: DATABASE_SETTINGS, useValue: settings }], exports: [DATABASE_SETTINGS] };
+  }
 }
 
 /**
