@@ -1,9 +1,9 @@
 import type { AddressInfo } from 'node:net';
-import type { INestApplication, LoggerService, LogLevel, Type } from '@nestjs/common';
+import { type INestApplication, Logger, type LoggerService, type LogLevel, type Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { DataSource } from 'typeorm';
 import { AppModule } from './app.module';
-import { DatabaseSettingsModule } from './database';
+import { DatabaseSettingsModule, DatabaseUnreachableError, isConnectionFailure, redactUrl } from './database';
 
 /** Options of {@link bootstrap}. */
 export interface BootstrapOptions {
@@ -56,13 +56,23 @@ export async function bootstrap(options: BootstrapOptions): Promise<SampleApp> {
   };
   // The root module, with the settings its TypeOrmModule.forRootAsync() reads.
   const root = { module: options.module ?? AppModule, imports: [DatabaseSettingsModule.forRoot(database)] };
-  const app = await NestFactory.create(root, {
-    logger: options.logger,
-    // Throw on a failed start (the default is process.exit(1)): the caller decides.
-    abortOnError: false,
-    // Cut idle keep-alive sockets on close instead of waiting for the clients to hang up.
-    forceCloseConnections: true,
-  });
+  let app: INestApplication;
+  try {
+    app = await NestFactory.create(root, {
+      logger: options.logger,
+      // Throw on a failed start (the default is process.exit(1)): the caller decides, and says it once.
+      abortOnError: false,
+      // Nest's own logs wait until the app is up (flushLogs below): a failed start logs nothing more.
+      bufferLogs: true,
+      autoFlushLogs: false,
+      // Cut idle keep-alive sockets on close instead of waiting for the clients to hang up.
+      forceCloseConnections: true,
+    });
+  } catch (error) {
+    Logger.detachBuffer();
+    throw isConnectionFailure(error) ? new DatabaseUnreachableError(redactUrl(options.databaseUrl), error) : error;
+  }
+  app.flushLogs();
   try {
     await app.listen(options.port ?? 0, options.host ?? '127.0.0.1');
   } catch (error) {
