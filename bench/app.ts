@@ -28,9 +28,11 @@ import { TypeOrmModule, type TypeOrmModuleOptions } from '@nestjs/typeorm';
 import { DataSource, type EntityManager, type Logger as TypeOrmLogger, type QueryRunner } from 'typeorm';
 import { Account, entities, Transfer } from './entities';
 import { loadLibrary } from './library';
+import { perControllerControllers } from './per-controller';
 import type { RunningServer, TracedStatement } from './protocol';
+import { handRealisticController, moduleRealisticController, realisticProviders } from './realistic';
 import { balances, reposOf, transfer, type TransferDto } from './units';
-import type { AdapterName, Variant } from './variants';
+import { type AdapterName, IDLE_ACCOUNTING_OFF, type Variant } from './variants';
 
 export interface BenchAppOptions {
   variant: Variant;
@@ -228,6 +230,18 @@ function moduleController(): Type {
 @Module({})
 class BenchModule {}
 
+/** The `forRoot()` options of `module-idle-off`: BENCH_IDLE_OFF_OPTIONS (JSON), else IDLE_ACCOUNTING_OFF. */
+function idleAccountingOff(): Record<string, unknown> {
+  const fromEnv = process.env.BENCH_IDLE_OFF_OPTIONS;
+  const options = fromEnv ? (JSON.parse(fromEnv) as Record<string, unknown>) : IDLE_ACCOUNTING_OFF;
+  if (options === undefined) {
+    throw new Error(
+      "module-idle-off: no forRoot() options known that turn the idle-in-transaction accounting off. Set IDLE_ACCOUNTING_OFF in bench/variants.ts (or BENCH_IDLE_OFF_OPTIONS='{\"option\":value}') once the module has that option.",
+    );
+  }
+  return options;
+}
+
 async function rootModule(options: BenchAppOptions): Promise<DynamicModule> {
   const typeOrmOptions = {
     ...dataSourceOptions(options.databaseUrl, options.poolSize, options.synchronousCommit),
@@ -247,17 +261,26 @@ async function rootModule(options: BenchAppOptions): Promise<DynamicModule> {
           : [{ provide: APP_INTERCEPTOR, useClass: options.variant === 'hand-interceptor' ? NoopInterceptor : AlsInterceptor }];
       return { module: BenchModule, imports: [TypeOrmModule.forRoot(typeOrmOptions)], controllers: [HandwrittenController], providers };
     }
+    case 'hand-realistic':
+      return { module: BenchModule, imports: [TypeOrmModule.forRoot(typeOrmOptions)], controllers: [handRealisticController(inQueryRunner)], providers: realisticProviders };
     case 'module-off':
-    case 'module-throw': {
+    case 'module-throw':
+    case 'module-idle-off':
+    case 'module-realistic':
+    case 'module-per-controller': {
       const { TransactionalModule } = loadLibrary();
+      const variant = options.variant;
+      const moduleOptions = {
+        guard: variant === 'module-off' ? ('off' as const) : ('throw' as const),
+        ...(variant === 'module-per-controller' ? { mount: false } : {}),
+        ...(variant === 'module-idle-off' ? idleAccountingOff() : {}),
+      };
       return {
         module: BenchModule,
-        imports: [
-          TypeOrmModule.forRoot(typeOrmOptions),
-          TransactionalModule.forRoot({ guard: options.variant === 'module-throw' ? 'throw' : 'off' }),
-          TransactionalModule.forFeature([Account, Transfer]),
-        ],
-        controllers: [moduleController()],
+        imports: [TypeOrmModule.forRoot(typeOrmOptions), TransactionalModule.forRoot(moduleOptions), TransactionalModule.forFeature([Account, Transfer])],
+        controllers:
+          variant === 'module-realistic' ? [moduleRealisticController()] : variant === 'module-per-controller' ? perControllerControllers() : [moduleController()],
+        providers: variant === 'module-realistic' ? realisticProviders : [],
       };
     }
     case 'typeorm-transactional':

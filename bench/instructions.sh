@@ -38,10 +38,12 @@ case "$threads" in
   main) separate=yes ;;
   *) echo "BENCH_IC_THREADS must be all or main, got $threads" >&2; exit 1 ;;
 esac
-transfer=(-m POST -H content-type=application/json -b '{"from":1,"to":2,"amount":1}')
+# The bearer token the realistic app's auth guard checks (bench/workloads.ts); the other variants ignore it.
+auth=(-H 'authorization=Bearer bench')
+transfer=(-m POST -H content-type=application/json "${auth[@]}" -b '{"from":1,"to":2,"amount":1}')
 case "$route" in
   transfer) request=("${transfer[@]}") ;;
-  ping) request=(-m GET) ;;
+  ping) request=(-m GET "${auth[@]}") ;;
   *) echo "BENCH_IC_ROUTE must be transfer or ping, got $route" >&2; exit 1 ;;
 esac
 autocannon=node_modules/.bin/autocannon

@@ -1,4 +1,4 @@
-import type { DynamicModule } from '@nestjs/common';
+import type { DynamicModule, Type } from '@nestjs/common';
 
 /**
  * The library under test, loaded at run time as a user loads it: by package name, which resolves
@@ -8,9 +8,11 @@ import type { DynamicModule } from '@nestjs/common';
  */
 export interface Library {
   TransactionalModule: {
-    forRoot(options: { guard: 'throw' | 'warn' | 'off' }): DynamicModule;
+    /** `mount: false`: the interceptor is not bound globally. Other keys (`module-idle-off`) are passed as given. */
+    forRoot(options: { guard: 'throw' | 'warn' | 'off'; mount?: boolean; [option: string]: unknown }): DynamicModule;
     forFeature(entities: Function[]): DynamicModule;
   };
+  TransactionInterceptor: Type;
   Tx(dataSource?: string): ParameterDecorator;
   Transactional(options: { guard: 'throw' | 'warn' | 'off' }): MethodDecorator;
 }

@@ -2,7 +2,7 @@
  * Statistics and the Markdown report: medians with min–max, and ratios taken round by round (two
  * variants measured minutes apart on a shared machine are compared only within the same round).
  */
-import { ADAPTERS, type AdapterName, BASELINE, CEILING, LABELS, PEERS, SAME_PROCESS, type Variant } from './variants';
+import { ADAPTERS, type AdapterName, BASELINE, CEILING, LABELS, PEERS, SAME_PROCESS, TARGETS, type Variant } from './variants';
 import { type Workload, WORKLOAD_INFO, WORKLOADS } from './workloads';
 
 export interface Sample {
@@ -85,9 +85,9 @@ export function cpuRatio(samples: Sample[], a: Variant, b: Variant): Spread | un
 
 const failures = (samples: Sample[]) => samples.reduce((n, s) => n + s.errors + s.timeouts + s.non2xx, 0);
 
-/** The variants every row is compared with, among those measured: the baseline, each peer, the ceiling. */
+/** The variants every row is compared with, among those measured: the baseline, the baseline behind a no-op interceptor, each peer, the ceiling. */
 function references(variants: Variant[]): Variant[] {
-  return [BASELINE, ...PEERS, CEILING].filter((v) => variants.includes(v));
+  return [BASELINE, 'hand-interceptor' as Variant, ...PEERS, CEILING].filter((v) => variants.includes(v));
 }
 
 /** One table: one adapter, one workload. */
@@ -138,25 +138,177 @@ export function workloadTable(adapter: AdapterName, workload: Workload, samples:
   return lines;
 }
 
-/** Where the module stands: its req/s ratio against the baseline, each peer and the ceiling, per adapter and workload. */
+/** A ratio against its target: `0.98 (0.93–1.02) met`, or `**0.95** (0.90–1.01) missed`; judged on the median. */
+function judged(r: Spread | undefined, atLeast: number): string {
+  if (!r) return 'n/a';
+  return r.median >= atLeast ? `${fmtSpread(r)} met` : `**${fmt2(r.median)}** (${fmt2(r.min)}–${fmt2(r.max)}) missed`;
+}
+
+/** The samples of one adapter and workload. */
+const cell = (samples: Sample[], adapter: AdapterName, workload: Workload) => samples.filter((s) => s.adapter === adapter && s.workload === workload);
+
+/** The adapters and workloads on which both variants were measured. */
+function cells(samples: Sample[], a: Variant, b: Variant): { adapter: AdapterName; workload: Workload; mine: Sample[] }[] {
+  const out = [];
+  for (const adapter of ADAPTERS) {
+    for (const workload of WORKLOADS) {
+      const mine = cell(samples, adapter, workload);
+      if (mine.some((s) => s.variant === a) && mine.some((s) => s.variant === b)) out.push({ adapter, workload, mine });
+    }
+  }
+  return out;
+}
+
+const target = (subject: Variant, reference: Variant) => TARGETS.find((t) => t.subject === subject && t.reference === reference);
+
+/**
+ * Where the module stands, per adapter and workload: its req/s ratio against hand-written code behind
+ * a no-op interceptor and against @nestjs-cls/transactional (each with its target, met or missed),
+ * against typeorm-transactional, hand-written code and the ceiling; and how much of its distance to
+ * hand-written code is Nest's interceptor pipeline (hand-written + no-op interceptor ÷ hand-written).
+ */
 export function summaryTable(samples: Sample[], variants: Variant[], subject: Variant = 'module-throw'): string[] {
   if (!variants.includes(subject)) return [];
-  const refs = references(variants).filter((v) => v !== subject);
+  const refs = (['hand-interceptor', 'nestjs-cls-transactional', 'typeorm-transactional', BASELINE, CEILING] as Variant[]).filter((v) => variants.includes(v));
+  const pipeline = variants.includes('hand-interceptor') && variants.includes(BASELINE);
   if (refs.length === 0) return [];
+  const header = (r: Variant) => {
+    const t = target(subject, r);
+    return `÷ ${LABELS[r]}${t ? ` (target ≥ ${fmt2(t.atLeast)})` : ''}`;
+  };
   const lines = [
     `### Summary: ${LABELS[subject]}, req/s ÷ each (median of the per-round ratios, min–max)`,
     '',
-    `| adapter | workload | ${refs.map((r) => LABELS[r]).join(' | ')} |`,
-    `|---|---|${refs.map(() => '---|').join('')}`,
+    `| adapter | workload | ${refs.map(header).join(' | ')} |${pipeline ? " Nest's pipeline: hand-written + no-op interceptor ÷ hand-written | the pipeline's share of the module's distance to hand-written |" : ''}`,
+    `|---|---|${refs.map(() => '---|').join('')}${pipeline ? '---|---|' : ''}`,
   ];
   for (const adapter of ADAPTERS) {
     for (const workload of WORKLOADS) {
-      const mine = samples.filter((s) => s.adapter === adapter && s.workload === workload);
+      const mine = cell(samples, adapter, workload);
       if (!mine.some((s) => s.variant === subject)) continue;
-      lines.push(`| ${adapter} | ${workload} | ${refs.map((r) => fmtSpread(ratio(mine, subject, r))).join(' | ')} |`);
+      const cellsOf = refs.map((r) => {
+        const t = target(subject, r);
+        const value = ratio(mine, subject, r);
+        return t?.workloads.includes(workload) ? judged(value, t.atLeast) : fmtSpread(value);
+      });
+      let extra = '';
+      if (pipeline) {
+        const p = ratio(mine, 'hand-interceptor', BASELINE);
+        const m = ratio(mine, subject, BASELINE);
+        // Only where the module is measurably behind hand-written code (by 1 % or more): else no distance to share out.
+        let share = 'n/a';
+        if (p && m) {
+          if (m.median > 0.99) share = 'no distance';
+          else if (p.median >= 1) share = 'none: the pipeline measured no cost';
+          else share = `${Math.round(((1 - p.median) / (1 - m.median)) * 100)} %`;
+        }
+        extra = ` ${fmtSpread(p)} | ${share} |`;
+      }
+      lines.push(`| ${adapter} | ${workload} | ${cellsOf.join(' | ')} |${extra}`);
     }
   }
+  if (pipeline) {
+    lines.push(
+      '',
+      "The module ÷ hand-written is the product of Nest's pipeline (hand-written + no-op interceptor ÷ hand-written: what any " +
+        'global interceptor costs) and the module ÷ hand-written + no-op interceptor (what the module adds on top of it). ' +
+        "The share is (1 − pipeline) ÷ (1 − module ÷ hand-written), from the medians, where the module is 1 % or more behind " +
+        'hand-written code; above 100 %, the module measured faster than hand-written code behind the no-op interceptor.',
+    );
+  }
   return lines;
+}
+
+/** The realistic app: the module against hand-written code, both with a ValidationPipe, ClassSerializerInterceptor and an auth guard. */
+export function realisticTable(samples: Sample[], variants: Variant[]): string[] {
+  const [subject, reference] = ['module-realistic', 'hand-realistic'] as Variant[];
+  if (!variants.includes(subject) || !variants.includes(reference)) return [];
+  const t = target(subject, reference)!;
+  const lines = [
+    `### Realistic app (global ValidationPipe with a class-validator DTO, ClassSerializerInterceptor, auth guard): req/s ratios`,
+    '',
+    `| adapter | workload | ${LABELS[subject]} ÷ ${LABELS[reference]} (target ≥ ${fmt2(t.atLeast)}) | ${LABELS[reference]} ÷ ${LABELS[BASELINE]} (what the app's pipeline costs) | ${LABELS[subject]} ÷ ${LABELS['module-throw']} |`,
+    '|---|---|---|---|---|',
+  ];
+  for (const { adapter, workload, mine } of cells(samples, subject, reference)) {
+    lines.push(
+      `| ${adapter} | ${workload} | ${t.workloads.includes(workload) ? judged(ratio(mine, subject, reference), t.atLeast) : fmtSpread(ratio(mine, subject, reference))} | ` +
+        `${fmtSpread(ratio(mine, reference, BASELINE))} | ${fmtSpread(ratio(mine, subject, 'module-throw'))} |`,
+    );
+  }
+  return lines;
+}
+
+/** `mount: false`, the interceptor bound per controller: the route without a database, which then runs no interceptor. */
+export function perControllerTable(samples: Sample[], variants: Variant[]): string[] {
+  const subject: Variant = 'module-per-controller';
+  if (!variants.includes(subject) || !variants.includes(BASELINE)) return [];
+  const lines = [
+    `### The module bound per controller (forRoot({ mount: false }), @UseInterceptors(TransactionInterceptor) on the database controller): req/s ratios`,
+    '',
+    `| adapter | workload | ${LABELS[subject]} ÷ ${LABELS[BASELINE]} | ${LABELS['module-throw']} (bound globally) ÷ ${LABELS[BASELINE]} | ${LABELS[subject]} ÷ ${LABELS['module-throw']} |`,
+    '|---|---|---|---|---|',
+  ];
+  for (const { adapter, workload, mine } of cells(samples, subject, BASELINE)) {
+    lines.push(
+      `| ${adapter} | ${workload} | ${fmtSpread(ratio(mine, subject, BASELINE))} | ${fmtSpread(ratio(mine, 'module-throw', BASELINE))} | ${fmtSpread(ratio(mine, subject, 'module-throw'))} |`,
+    );
+  }
+  return lines;
+}
+
+/** The idle-in-transaction accounting's cost: the module with it (its default) ÷ without it, and the CPU per request. */
+export function idleTable(samples: Sample[], variants: Variant[]): string[] {
+  const [subject, reference] = ['module-throw', 'module-idle-off'] as Variant[];
+  if (!variants.includes(subject) || !variants.includes(reference)) return [];
+  const lines = [
+    `### The idle-in-transaction accounting: ${LABELS[subject]} (accounting on, the default) ÷ ${LABELS[reference]}`,
+    '',
+    '| adapter | workload | req/s | CPU per request, off ÷ on | within the noise (1 inside the req/s min–max) |',
+    '|---|---|---|---|---|',
+  ];
+  for (const { adapter, workload, mine } of cells(samples, subject, reference)) {
+    const r = ratio(mine, subject, reference);
+    lines.push(`| ${adapter} | ${workload} | ${fmtSpread(r)} | ${fmtSpread(cpuRatio(mine, subject, reference))} | ${r ? (r.min <= 1 && r.max >= 1 ? 'yes' : 'no') : 'n/a'} |`);
+  }
+  return lines;
+}
+
+/** Each target: on how many adapter × workload cells it was met, and the cells where it was missed. */
+export function targetsTable(samples: Sample[], variants: Variant[]): string[] {
+  const lines = [
+    '### Targets (req/s ratio, median of the per-round ratios; met when the median reaches the target)',
+    '',
+    '| target | met | missed |',
+    '|---|---|---|',
+  ];
+  for (const t of TARGETS) {
+    const what = `${t.what}: ${LABELS[t.subject]} ÷ ${LABELS[t.reference]} ≥ ${fmt2(t.atLeast)} on ${t.workloads.join(', ')}`;
+    if (!variants.includes(t.subject) || !variants.includes(t.reference)) {
+      lines.push(`| ${what} | not measured | |`);
+      continue;
+    }
+    const measured = cells(samples, t.subject, t.reference).filter((c) => t.workloads.includes(c.workload));
+    const missed: string[] = [];
+    let met = 0;
+    for (const { adapter, workload, mine } of measured) {
+      const r = ratio(mine, t.subject, t.reference);
+      if (r && r.median >= t.atLeast) met++;
+      else missed.push(`${adapter} ${workload} ${fmtSpread(r)}`);
+    }
+    lines.push(`| ${what} | ${met} of ${measured.length} | ${missed.length ? `**${missed.join('; ')}**` : 'none'} |`);
+  }
+  return lines;
+}
+
+/** Every table of the module's standing: the summary, the realistic app, per controller, the idle accounting, the targets. */
+export function standingReport(samples: Sample[], variants: Variant[]): string[] {
+  const out: string[] = [];
+  for (const table of [summaryTable, realisticTable, perControllerTable, idleTable, targetsTable]) {
+    const lines = table(samples, variants);
+    if (lines.length > 0) out.push(...lines, '');
+  }
+  return out;
 }
 
 /** RSS and heap after a forced GC: at start, after the warm-up, after each round and at the end. */

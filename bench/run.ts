@@ -1,13 +1,14 @@
 /**
  * Throughput bench: the same NestJS app (same entities, routes, pool and database) written by hand with a
- * QueryRunner per request, with TransactionalModule (guard 'off' and 'throw'), with typeorm-transactional
- * and with @nestjs-cls/transactional, on Express and Fastify, plus the same routes on node's http and
- * `pg` alone (the ceiling). Four workloads: a write transfer, a read, a route without database, an
- * 80/20 read/write mix. One server process per variant stays up for the whole adapter (the raw-pg one
+ * QueryRunner per request (bare, and behind a no-op global interceptor), with TransactionalModule (guard
+ * 'off' and 'throw'; bound per controller), with typeorm-transactional and with @nestjs-cls/transactional,
+ * a realistic app (ValidationPipe, ClassSerializerInterceptor, auth guard) by hand and with the module, on
+ * Express and Fastify, plus the same routes on node's http and `pg` alone (the ceiling). Four workloads: a write transfer, a read, a route without database, an
+ * 80/20 read/write mix. The summary checks the targets (variants.ts, TARGETS): met or missed. One server process per variant stays up for the whole adapter (the raw-pg one
  * for the whole run); measured runs are interleaved, each round rotating the order, so drift in machine
  * load hits every variant alike. See bench/README.md.
  *
- *   npm run bench                                   # build, compile bench/, run with the defaults (≈ 20 min)
+ *   npm run bench                                   # build, compile bench/, run with the defaults (≈ 25 min)
  *   npm run bench -- --quick                        # a few minutes: one short round, to see it work
  *   npm run bench -- --rounds=6 --duration=5 --svg=docs/bench.svg
  *   node bench/dist/run.js --adapters=fastify --workloads=transfer,read
@@ -39,9 +40,22 @@ import { renderChart } from './chart';
 import { Account } from './entities';
 import { libraryPath } from './library';
 import type { MemoryReply, ServerStats, TraceReply } from './protocol';
-import { fmt0, memoryTable, type MemorySnapshot, type ProcessMemory, type Sample, summaryTable, workloadTable } from './report';
-import { ADAPTERS, type AdapterName, ALL_VARIANTS, BASELINE, CEILING, DEFAULT_VARIANTS, isNestVariant, LABELS, SAME_PROCESS, type Variant } from './variants';
-import { type BenchRequest, nextRequest, ROUTES, type Workload, WORKLOAD_INFO, WORKLOADS } from './workloads';
+import { fmt0, memoryTable, type MemorySnapshot, type ProcessMemory, type Sample, standingReport, workloadTable } from './report';
+import {
+  ADAPTERS,
+  type AdapterName,
+  ALL_VARIANTS,
+  BASELINE,
+  CEILING,
+  DEFAULT_VARIANTS,
+  isNestVariant,
+  LABELS,
+  ONLY_ON,
+  runsOn,
+  SAME_PROCESS,
+  type Variant,
+} from './variants';
+import { AUTHORIZATION, type BenchRequest, nextRequest, ROUTES, type Workload, WORKLOADS } from './workloads';
 
 // ---------------------------------------------------------------------------------------------
 // settings
@@ -81,6 +95,8 @@ const config = {
   adapters: list<AdapterName>('adapters', 'BENCH_ADAPTERS', ADAPTERS),
   variants: list<Variant>('variants', 'BENCH_VARIANTS', ALL_VARIANTS, DEFAULT_VARIANTS),
   workloads: list<Workload>('workloads', 'BENCH_WORKLOADS', WORKLOADS),
+  /** Variants asked for but measured on none of the workloads asked for (variants.ts, ONLY_ON): not started. */
+  idle: [] as Variant[],
   memoryRequests: Math.round(Number(setting('memory-requests', 'BENCH_MEMORY_REQUESTS', quick ? '0' : '100000'))),
   svg: setting('svg', 'BENCH_SVG', ''),
   check: on(setting('check', 'BENCH_CHECK', '1')),
@@ -88,6 +104,8 @@ const config = {
   profile: setting('profile', 'BENCH_PROFILE', ''),
   databaseUrl: process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test',
 };
+config.idle = config.variants.filter((v) => !config.workloads.some((w) => runsOn(v, w)));
+config.variants = config.variants.filter((v) => !config.idle.includes(v));
 for (const [variant, { host }] of Object.entries(SAME_PROCESS) as [Variant, { host: Variant }][]) {
   if (config.variants.includes(variant) && !config.variants.includes(host)) {
     throw new Error(`${variant} is served by the ${host} server: list ${host} too`);
@@ -313,6 +331,33 @@ const EXPECTED: { route: 'transfer' | 'balances' | 'ping'; statements: number }[
   { route: 'ping', statements: 0 },
 ];
 
+const REALISTIC: Variant[] = ['hand-realistic', 'module-realistic'];
+
+/**
+ * The realistic app's pipe and guard are at work: a transfer with an invalid body is refused (400) and
+ * sends no statement; a request without the token is refused (401).
+ */
+async function realisticRefusals(proc: Proc): Promise<{ ok: boolean; text: string }> {
+  const invalid = await fetch(`${proc.url}${ROUTES.transfer}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: AUTHORIZATION },
+    body: JSON.stringify({ from: 1, to: 2, amount: 'all of it' }),
+  });
+  await invalid.text();
+  const invalidTrace = (await ask<TraceReply>(proc, 'trace')).statements;
+  const anonymous = await fetch(`${proc.url}${ROUTES.balances}?from=1&to=2`);
+  await anonymous.text();
+  const anonymousTrace = (await ask<TraceReply>(proc, 'trace')).statements;
+  const ok = invalid.status === 400 && anonymous.status === 401 && invalidTrace.length + anonymousTrace.length === 0;
+  return {
+    ok,
+    text: ok
+      ? 'invalid body: 400, no token: 401, no statement'
+      : `the ValidationPipe or the auth guard is not at work: invalid body HTTP ${invalid.status} (want 400), no token HTTP ` +
+        `${anonymous.status} (want 401), statements ${JSON.stringify([...invalidTrace, ...anonymousTrace])} (want none)`,
+  };
+}
+
 async function preflight(): Promise<string[]> {
   const lines: string[] = [];
   const adapter = config.adapters[0];
@@ -334,10 +379,12 @@ async function preflight(): Promise<string[]> {
             route === 'transfer'
               ? await fetch(`${proc.url}${ROUTES.transfer}${suffix}`, {
                   method: 'POST',
-                  headers: { 'content-type': 'application/json' },
+                  headers: { 'content-type': 'application/json', authorization: AUTHORIZATION },
                   body: JSON.stringify({ from, to, amount: 1 }),
                 })
-              : await fetch(`${proc.url}${ROUTES[route]}${route === 'ping' ? '' : suffix}${route === 'balances' ? `?from=${from}&to=${to}` : ''}`);
+              : await fetch(`${proc.url}${ROUTES[route]}${route === 'ping' ? '' : suffix}${route === 'balances' ? `?from=${from}&to=${to}` : ''}`, {
+                  headers: { authorization: AUTHORIZATION },
+                });
           await response.text();
           if (route === 'transfer' && response.ok) writes2xx++;
           const trace = (await ask<TraceReply>(proc, 'trace')).statements;
@@ -357,6 +404,11 @@ async function preflight(): Promise<string[]> {
           if (ok) seen.push(statements === 0 ? `${what}: no statement` : `${what}: ${first.split(' ')[0]} + ${statements} + COMMIT on one connection`);
           else problems.push(`${variant} ${what} (HTTP ${response.status}): ${JSON.stringify(trace)}`);
         }
+      }
+      if (REALISTIC.includes(variant)) {
+        const refused = await realisticRefusals(proc);
+        if (refused.ok) seen.push(refused.text);
+        else problems.push(`${variant}: ${refused.text}`);
       }
       lines.push(`- ${LABELS[variant]}: ${seen.join('; ')}`);
     } finally {
@@ -479,7 +531,7 @@ function versionOf(pkg: string): string {
 function runsPerRound(): number {
   let runs = 0;
   for (const workload of config.workloads) {
-    runs += config.variants.filter((v) => !SAME_PROCESS[v] || WORKLOAD_INFO[workload].touchesDb).length;
+    runs += config.variants.filter((v) => runsOn(v, workload)).length;
   }
   return runs;
 }
@@ -488,9 +540,24 @@ function runsPerRound(): number {
 
 const rotate = <T>(items: T[], by: number) => items.map((_, i) => items[(i + by) % items.length]);
 
-/** Loads a server with the mix (or the first workload run) until it has served `config.memoryRequests` requests. */
+/** The workloads a variant is measured on, among those of this run. */
+const workloadsOf = (variant: Variant) => config.workloads.filter((w) => runsOn(variant, w));
+
+/** Servers measured on some workloads only, left out of the memory top-up: `name (workloads)`. */
+const notToppedUp: string[] = [];
+
+/**
+ * Loads a server with the mix (or the first workload run) until it has served `config.memoryRequests`
+ * requests. A server measured on some workloads only and not on the mix (variants.ts, ONLY_ON) is left
+ * as it is: the memory check is the mix's, and topping it up would add minutes to the run.
+ */
 async function topUp(target: Target, samples: Sample[]): Promise<void> {
-  const workload: Workload = config.workloads.includes('mix') ? 'mix' : config.workloads[0];
+  const own = workloadsOf(target.variant);
+  if (ONLY_ON[target.variant] && !own.includes('mix')) {
+    if (target.proc.served < config.memoryRequests) notToppedUp.push(`${target.proc.name} (${own.join(', ')})`);
+    return;
+  }
+  const workload: Workload = own.includes('mix') ? 'mix' : own[0];
   const measured = samples.filter((s) => s.variant === target.variant && s.workload === workload).map((s) => s.rps);
   let rate = measured.length > 0 ? Math.min(...measured) : 500;
   while (target.proc.served < config.memoryRequests) {
@@ -522,10 +589,11 @@ async function main(): Promise<void> {
   const command = `${settings} node ${relative(process.cwd(), __filename)}`;
   // Seconds: measured runs (each with its warm-up and a few tenths for quiescing), then per server its
   // start and first warm-up, and the preflight (a start and a few requests per Nest variant).
-  const nestVariants = config.variants.filter((v) => isNestVariant(v) && !SAME_PROCESS[v]).length;
+  const nestServers = config.variants.filter((v) => isNestVariant(v) && !SAME_PROCESS[v]);
+  const startAndWarm = nestServers.reduce((s, v) => s + 2 + workloadsOf(v).length * FIRST_WARMUP_S, 0);
   const estimate =
-    config.adapters.length * (config.rounds * runsPerRound() * (config.warmup + config.duration + 0.3) + nestVariants * (2 + config.workloads.length * FIRST_WARMUP_S)) +
-    (config.check ? nestVariants * 2.5 : 0);
+    config.adapters.length * (config.rounds * runsPerRound() * (config.warmup + config.duration + 0.3) + startAndWarm) +
+    (config.check ? nestServers.length * 2.5 : 0);
   if (config.variants.includes(CEILING) && !/^postgres(ql)?:/.test(config.databaseUrl)) {
     throw new Error(`${CEILING} speaks PostgreSQL only: leave it out (--variants=...) for ${config.databaseUrl.replace(/\/\/[^@]*@/, '//…@')}`);
   }
@@ -545,6 +613,10 @@ async function main(): Promise<void> {
       `${config.duration} s measured after ${config.warmup} s warm-up per run; ${config.connections} connections` +
       `${config.rate > 0 ? ` at a fixed ${config.rate} req/s (compare CPU/req and p99, not req/s)` : ''}; pool ${config.pool}; ` +
       `${config.accounts} accounts; expected wall time ≈ ${Math.ceil(estimate / 60)} min (more if servers need topping up to ${fmt0(config.memoryRequests)} requests)`,
+    ...Object.entries(ONLY_ON)
+      .filter(([v]) => config.variants.includes(v as Variant))
+      .map(([v, only]) => `- ${v} is measured on ${only!.filter((w) => config.workloads.includes(w)).join(', ')} only`),
+    ...config.idle.map((v) => `- ${v} not started: it is measured on ${ONLY_ON[v]!.join(', ')} only`),
   ];
   console.log(header.join('\n'));
 
@@ -586,7 +658,7 @@ async function main(): Promise<void> {
         await snapshot(procs, 'start');
         for (const proc of fresh) {
           const target = targets.find((t) => t.proc === proc && t.suffix === '')!;
-          for (const workload of config.workloads) {
+          for (const workload of workloadsOf(target.variant)) {
             await load(target, workload, FIRST_WARMUP_S);
             await quiesce(proc);
           }
@@ -595,7 +667,7 @@ async function main(): Promise<void> {
 
         for (let round = 0; round < config.rounds; round++) {
           for (const [w, workload] of config.workloads.entries()) {
-            const eligible = targets.filter((t) => !t.suffix || WORKLOAD_INFO[workload].touchesDb);
+            const eligible = targets.filter((t) => runsOn(t.variant, workload));
             for (const [position, target] of rotate(eligible, round + w).entries()) {
               await load(target, workload, config.warmup);
               await quiesce(target.proc);
@@ -657,7 +729,10 @@ async function main(): Promise<void> {
   for (const adapter of config.adapters) {
     for (const workload of config.workloads) out.push(...workloadTable(adapter, workload, samples, config.variants), '');
   }
-  out.push(...summaryTable(samples, config.variants), '', ...memoryTable(memory), '');
+  out.push(...standingReport(samples, config.variants), ...memoryTable(memory), '');
+  if (notToppedUp.length > 0) {
+    out.push(`Measured on some workloads only and not topped up to ${fmt0(config.memoryRequests)} requests: ${notToppedUp.join('; ')}.`, '');
+  }
   const failed = samples.reduce((n, s) => n + s.errors + s.timeouts + s.non2xx, 0);
   out.push(
     failed === 0

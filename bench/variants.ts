@@ -3,21 +3,37 @@
  * without Nest or TypeORM at all. Plain data (no Nest, no TypeORM imports): the runner, the server
  * entry point and the report all read it.
  */
+import type { Workload } from './workloads';
 
-/** Measured by default, in this order (the first is the baseline of every ratio). */
+/**
+ * Measured by default, in this order (the first is the baseline of every ratio):
+ * - `hand-interceptor`: `handwritten` plus a global no-op interceptor: Nest's interceptor pipeline, which
+ *   any interceptor pays; the module's first target is measured against it;
+ * - `hand-realistic`, `module-realistic`: `handwritten` and `module-throw` in an app as most apps run:
+ *   a global `ValidationPipe` (a class-validator DTO on the write route), `ClassSerializerInterceptor`
+ *   and an auth guard (a header check); on the database routes only;
+ * - `module-per-controller`: the module with `forRoot({ mount: false })` and
+ *   `@UseInterceptors(TransactionInterceptor)` on the database controller only: the route without a
+ *   database runs no interceptor at all. On that route only.
+ */
 export const DEFAULT_VARIANTS = [
   'handwritten',
+  'hand-interceptor',
   'module-off',
   'module-throw',
   'module-throw-route-off',
   'typeorm-transactional',
   'nestjs-cls-transactional',
   'raw-pg',
+  'hand-realistic',
+  'module-realistic',
+  'module-per-controller',
 ] as const;
 
 /**
  * Opt-in diagnostics (`--variants=...`), each isolating one ingredient of a variant's cost:
- * - `hand-interceptor`: `handwritten` plus a global no-op interceptor (Nest's interceptor pipeline);
+ * - `module-idle-off`: `module-throw` with the idle-in-transaction accounting turned off, on the write
+ *   route only: what that accounting costs (needs `IDLE_ACCOUNTING_OFF` below);
  * - `hand-interceptor-als`: that interceptor also runs the handler inside `AsyncLocalStorage.run()`;
  * - `hand-als`: `handwritten` with the request run inside `AsyncLocalStorage.run()` by a middleware, no
  *   interceptor (on Node 20, promise hooks for every promise, plus the middleware layer);
@@ -29,7 +45,7 @@ export const DEFAULT_VARIANTS = [
  *   opens the CLS context itself and routes without it pay nothing.
  */
 export const DIAGNOSTIC_VARIANTS = [
-  'hand-interceptor',
+  'module-idle-off',
   'hand-interceptor-als',
   'hand-als',
   'hand-als-handler',
@@ -58,6 +74,66 @@ export const SAME_PROCESS: Partial<Record<Variant, { host: Variant; routeSuffix:
   'module-throw-route-off': { host: 'module-throw', routeSuffix: '-guard-off' },
 };
 
+/**
+ * Variants measured on some workloads only (every other variant runs every workload): what they are
+ * for is on those routes, and leaving out the rest keeps the default run short.
+ */
+export const ONLY_ON: Partial<Record<Variant, readonly Workload[]>> = {
+  'module-throw-route-off': ['transfer', 'read', 'mix'],
+  'hand-realistic': ['transfer', 'read'],
+  'module-realistic': ['transfer', 'read'],
+  'module-per-controller': ['nodb'],
+  'module-idle-off': ['transfer'],
+};
+
+/** Whether a variant is measured on a workload. */
+export function runsOn(variant: Variant, workload: Workload): boolean {
+  return ONLY_ON[variant]?.includes(workload) ?? true;
+}
+
+/**
+ * The `forRoot()` options that turn the idle-in-transaction accounting off, for `module-idle-off`
+ * (BENCH_IDLE_OFF_OPTIONS, JSON, overrides them). Undefined while the module has no such option: the
+ * variant then refuses to start.
+ */
+export const IDLE_ACCOUNTING_OFF: Record<string, unknown> | undefined = undefined;
+
+/**
+ * The targets the summary checks, each a req/s ratio (median of the per-round ratios) that must reach
+ * `atLeast` on every adapter and on each of `workloads`.
+ */
+export interface PerformanceTarget {
+  subject: Variant;
+  reference: Variant;
+  atLeast: number;
+  workloads: readonly Workload[];
+  what: string;
+}
+
+export const TARGETS: readonly PerformanceTarget[] = [
+  {
+    subject: 'module-throw',
+    reference: 'hand-interceptor',
+    atLeast: 0.97,
+    workloads: ['transfer', 'read', 'nodb', 'mix'],
+    what: 'the module against hand-written code behind a no-op global interceptor',
+  },
+  {
+    subject: 'module-throw',
+    reference: 'nestjs-cls-transactional',
+    atLeast: 1.0,
+    workloads: ['transfer', 'read', 'nodb', 'mix'],
+    what: 'the module against @nestjs-cls/transactional',
+  },
+  {
+    subject: 'module-realistic',
+    reference: 'hand-realistic',
+    atLeast: 0.95,
+    workloads: ['transfer', 'read'],
+    what: 'in a realistic app (ValidationPipe, ClassSerializerInterceptor, auth guard), the module against hand-written code',
+  },
+];
+
 /** Short labels for tables and the chart. */
 export const LABELS: Record<Variant, string> = {
   handwritten: 'hand-written',
@@ -68,6 +144,10 @@ export const LABELS: Record<Variant, string> = {
   'nestjs-cls-transactional': '@nestjs-cls/transactional',
   'raw-pg': 'raw pg (no Nest, no TypeORM)',
   'hand-interceptor': 'hand-written + no-op interceptor',
+  'hand-realistic': 'realistic app, hand-written',
+  'module-realistic': 'realistic app, module',
+  'module-per-controller': 'module, mount: false, per controller',
+  'module-idle-off': "module 'throw', idle accounting off",
   'hand-interceptor-als': 'hand-written + interceptor + ALS',
   'hand-als': 'hand-written + ALS (middleware)',
   'hand-als-handler': 'hand-written + ALS (in the handler)',

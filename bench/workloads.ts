@@ -29,6 +29,12 @@ export const WORKLOAD_INFO: Record<Workload, WorkloadInfo> = {
   mix: { title: 'mix: 80 % GET /balances, 20 % POST /transfer', touchesDb: true },
 };
 
+/**
+ * Every request carries this bearer token: the realistic app's auth guard checks it, every other
+ * variant ignores it (each gets the same bytes).
+ */
+export const AUTHORIZATION = 'Bearer bench';
+
 /** Share of writes in the `mix` workload. */
 export const MIX_WRITE_SHARE = 0.2;
 
@@ -52,14 +58,14 @@ function transferRequest(accounts: number, suffix: string): BenchRequest {
   return {
     method: 'POST',
     path: ROUTES.transfer + suffix,
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', authorization: AUTHORIZATION },
     body: JSON.stringify({ from, to, amount: 1 + Math.floor(Math.random() * 100) }),
   };
 }
 
 function balancesRequest(accounts: number, suffix: string): BenchRequest {
   const [from, to] = pair(accounts);
-  return { method: 'GET', path: `${ROUTES.balances}${suffix}?from=${from}&to=${to}`, headers: {} };
+  return { method: 'GET', path: `${ROUTES.balances}${suffix}?from=${from}&to=${to}`, headers: { authorization: AUTHORIZATION } };
 }
 
 /**
@@ -73,7 +79,7 @@ export function nextRequest(workload: Workload, accounts: number, suffix = ''): 
     case 'read':
       return balancesRequest(accounts, suffix);
     case 'nodb':
-      return { method: 'GET', path: ROUTES.ping, headers: {} };
+      return { method: 'GET', path: ROUTES.ping, headers: { authorization: AUTHORIZATION } };
     case 'mix':
       return Math.random() < MIX_WRITE_SHARE ? transferRequest(accounts, suffix) : balancesRequest(accounts, suffix);
   }
