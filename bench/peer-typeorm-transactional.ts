@@ -14,7 +14,7 @@
  */
 import { type DynamicModule, Injectable, Module } from '@nestjs/common';
 import { InjectRepository, TypeOrmModule, type TypeOrmModuleOptions } from '@nestjs/typeorm';
-import { DataSource, type DataSourceOptions, Repository } from 'typeorm';
+import { DataSource, Repository } from 'typeorm';
 import { addTransactionalDataSource, initializeTransactionalContext, StorageDriver, Transactional } from 'typeorm-transactional';
 import { Account, Transfer } from './entities';
 import { peerController } from './peer-controller';
@@ -55,7 +55,7 @@ export function typeormTransactionalModule(typeOrmOptions: TypeOrmModuleOptions,
         useFactory: () => typeOrmOptions,
         dataSourceFactory: async (options) => {
           if (!options) throw new Error('TypeORM options are missing');
-          return addTransactionalDataSource(new DataSource(options as DataSourceOptions));
+          return addTransactionalDataSource(new DataSource(options));
         },
       }),
       TypeOrmModule.forFeature([Account, Transfer]),

@@ -34,7 +34,7 @@ import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'n
 import { cpus, loadavg } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
-import { DataSource, type DataSourceOptions } from 'typeorm';
+import { DataSource } from 'typeorm';
 import { dataSourceOptions } from './app';
 import { renderChart } from './chart';
 import { Account } from './entities';
@@ -433,11 +433,11 @@ let db: DataSource | undefined;
 const INITIAL_BALANCE = 1_000_000_000;
 
 async function openDatabase(): Promise<string> {
-  db = new DataSource({ ...dataSourceOptions(config.databaseUrl, 1, config.syncCommit), synchronize: true } as DataSourceOptions);
+  db = new DataSource({ ...dataSourceOptions(config.databaseUrl, 1, config.syncCommit), synchronize: true });
   await db.initialize();
   const postgres = db.options.type === 'postgres';
   if (postgres) {
-    const [{ locked }] = (await db.query(`SELECT pg_try_advisory_lock(hashtext('nestjs-request-transaction bench')) AS locked`)) as { locked: boolean }[];
+    const [{ locked }] = await db.query<{ locked: boolean }[]>(`SELECT pg_try_advisory_lock(hashtext('nestjs-request-transaction bench')) AS locked`);
     if (!locked) {
       throw new Error(
         'another bench run is using the bench tables of this database (it holds the advisory lock ' +
@@ -453,7 +453,7 @@ async function openDatabase(): Promise<string> {
     await db.createQueryBuilder().insert().into(Account).values(rows).execute();
   }
   if (postgres) await db.query('VACUUM ANALYZE bench_accounts');
-  const [{ version }] = (await db.query('SELECT version() AS version')) as { version: string }[];
+  const [{ version }] = await db.query<{ version: string }[]>('SELECT version() AS version');
   return version;
 }
 
@@ -464,8 +464,8 @@ async function openDatabase(): Promise<string> {
  */
 async function audit(): Promise<{ ok: boolean; text: string }> {
   const bound = writeLoads * config.connections;
-  const [{ n }] = (await db!.query('SELECT COUNT(*) AS n FROM bench_transfers')) as { n: string }[];
-  const [{ total }] = (await db!.query('SELECT SUM(balance) AS total FROM bench_accounts')) as { total: string }[];
+  const [{ n }] = await db!.query<{ n: string }[]>('SELECT COUNT(*) AS n FROM bench_transfers');
+  const [{ total }] = await db!.query<{ total: string }[]>('SELECT SUM(balance) AS total FROM bench_accounts');
   const extra = Number(n) - writes2xx;
   const rowsOk = extra >= 0 && extra <= bound;
   const balanceOk = BigInt(total) === BigInt(INITIAL_BALANCE) * BigInt(config.accounts);

@@ -157,7 +157,9 @@ function withRegistration(
   extras: TransactionalModuleExtras,
   resolved?: ResolvedModuleOptions,
 ): DynamicModule {
-  const name = extras.dataSource === undefined ? DEFAULT_DATA_SOURCE : extras.dataSource;
+  // unknown, not string: a caller in JavaScript can pass null, which is reported below, not defaulted.
+  const given: unknown = extras.dataSource;
+  const name = given === undefined ? DEFAULT_DATA_SOURCE : given;
   if (typeof name !== 'string' || name === '') {
     throw new TransactionalOptionsError(
       `${where(method, DEFAULT_DATA_SOURCE)}: dataSource must be the name of a TypeORM data source, a non-empty string; got ${describe(name)}.`,

@@ -39,7 +39,7 @@ import {
 import { APP_FILTER, NestFactory } from '@nestjs/core';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { Client } from 'pg';
-import { Column, DataSource, Entity, type EntityManager, PrimaryColumn, PrimaryGeneratedColumn } from 'typeorm';
+import { Column, Entity, type EntityManager, PrimaryColumn, PrimaryGeneratedColumn } from 'typeorm';
 import {
   lockInOrder,
   NoTransaction,
@@ -143,7 +143,7 @@ class SoakController {
   @Post('killed')
   async killed(@Body() dto: TransferDto, @Tx() tx: EntityManager) {
     await move(tx, dto);
-    const [{ pid }] = (await tx.query('SELECT pg_backend_pid() AS pid')) as Array<{ pid: number }>;
+    const [{ pid }] = await tx.query<Array<{ pid: number }>>('SELECT pg_backend_pid() AS pid');
     await killer.query('SELECT pg_terminate_backend($1)', [pid]);
     // Until the app's connection has seen its end: the next statement must fail, not race the kill.
     for (let i = 0; i < 100; i++) {
@@ -171,7 +171,7 @@ class SoakController {
   @Get('total')
   @Transactional({ readOnly: true, isolationLevel: 'REPEATABLE READ' })
   async total(@Tx() tx: EntityManager) {
-    const [{ total }] = (await tx.query('SELECT SUM(balance)::int AS total FROM soak_accounts')) as Array<{ total: number }>;
+    const [{ total }] = await tx.query<Array<{ total: number }>>('SELECT SUM(balance)::int AS total FROM soak_accounts');
     return { total };
   }
 

@@ -59,3 +59,9 @@ export function callSite(holder: StackHolder | undefined): string | undefined {
   }
   return holder.site ?? undefined;
 }
+
+/** ` (at Class.method (file.ts:42:7))` for messages, or nothing when no application frame was found. */
+export function atCallSite(holder: StackHolder | undefined): string {
+  const site = callSite(holder);
+  return site ? ` (at ${site})` : '';
+}

@@ -1,16 +1,16 @@
 /**
  * A level of a unit of work's connection: its own transaction, or one of its savepoints opened by
- * `tx.transaction()`. Levels nest; a closed level hands its statements to the level around it.
+ * `tx.transaction()`. Levels nest; an ended level hands its statements to the level around it.
  */
 export interface Level {
   readonly parent?: Level;
-  closed: boolean;
+  ended: boolean;
 }
 
 /** The innermost level of `level` that is still open. */
 export function openLevel(level: Level): Level {
   let open = level;
-  while (open.closed && open.parent !== undefined) open = open.parent;
+  while (open.ended && open.parent !== undefined) open = open.parent;
   return open;
 }
 
@@ -28,13 +28,13 @@ interface Waiter {
  * Waiters go in call order.
  */
 export class ConnectionTurns {
-  readonly root: Level = { closed: false };
+  readonly root: Level = { ended: false };
   /** The innermost open level: only its statements run. */
   private active: Level = this.root;
   private busy = false;
   private waiting?: Waiter[];
-  /** The unit of work ended: nobody waits any more. */
-  private ended = false;
+  /** The unit of work settled: nobody waits any more. */
+  private settled = false;
 
   /** Takes the connection for `level` if it is free for it now: true if it did (then call `give()`). */
   tryTake(level: Level): boolean {
@@ -45,7 +45,7 @@ export class ConnectionTurns {
 
   /** Resolves once the connection is `level`'s; then call `give()`. */
   take(level: Level): Promise<void> {
-    if (this.tryTake(level) || this.ended) return Promise.resolve();
+    if (this.tryTake(level) || this.settled) return Promise.resolve();
     return new Promise((resolve) => (this.waiting ??= []).push({ level, resolve }));
   }
 
@@ -62,14 +62,14 @@ export class ConnectionTurns {
     waiter.resolve();
   }
 
-  /** While holding the connection: from now on `level` (a savepoint just opened or just closed) runs. */
+  /** While holding the connection: from now on `level` (a savepoint just opened or just ended) runs. */
   enter(level: Level): void {
     this.active = level;
   }
 
-  /** The unit of work ended: every waiter goes on, to find it finished. */
-  releaseAll(): void {
-    this.ended = true;
+  /** The unit of work settled: every waiter goes on, to find it settled. */
+  giveAll(): void {
+    this.settled = true;
     const waiting = this.waiting;
     this.waiting = undefined;
     if (waiting !== undefined) for (const waiter of waiting) waiter.resolve();

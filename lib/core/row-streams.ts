@@ -1,4 +1,11 @@
 import { finished, type Readable } from 'node:stream';
+import { OpenStreamError } from '../errors';
+import { atCallSite, captureStack } from './call-site';
+
+/** Whether `value` (what the runner's `stream()` resolved with) is a stream to track. */
+export function isStream(value: unknown): value is Readable {
+  return typeof (value as Readable | undefined)?.on === 'function';
+}
 
 /**
  * The streams of rows read through one connection (TypeORM's `queryRunner.stream()`): the connection
@@ -41,4 +48,22 @@ export class RowStreams {
     }
     return Promise.all(closing).then(() => undefined);
   }
+}
+
+/** The error for `use` (a statement, or the COMMIT/ROLLBACK) of `label`'s transaction while a stream of rows is open. */
+export function openStreamError(label: string, use: string): OpenStreamError {
+  const ending = use === 'COMMIT' || use === 'ROLLBACK';
+  return new OpenStreamError(
+    `${use} in the transaction of ${label}${ending ? '' : ' was refused'}${atCallSite(captureStack())}: a stream ` +
+      `of rows read through its connection is still open, and the connection is busy until the stream is read ` +
+      `to its end. ` +
+      (ending
+        ? `A stream returned as the response (StreamableFile, a piped Readable) would be read only after the unit of ` +
+          `work ended, so it cannot come from its transaction: the unit of work was rolled back and its connection ` +
+          `closed. `
+        : `A query made while iterating over the stream's rows would wait for the stream forever (the rows wait ` +
+          `for the query). `) +
+      `Read the rows to their end inside the unit of work before anything else (for await … of stream), collect ` +
+      `them first, or stream from a @NoTransaction() route with a QueryRunner of its own.`,
+  );
 }

@@ -5,7 +5,9 @@ import { describeValue, NoTransactionError, TransactionAbortedError, Transaction
 import { checkedTransactionOptions, resolveRetry, type RetryOptions, type TransactionOptions } from '../transactional.options';
 import { DEFAULT_DATA_SOURCE, DataSourceRegistry } from './data-source-registry';
 import type { TransactionalStats } from './stats';
-import { currentContext, requireManager, TransactionContext, type ContextState, type UnitOfWorkOwner } from './transaction-context';
+import { currentUnitOfWork, requireManager } from './current-unit-of-work';
+import { UnitOfWork, type UnitOfWorkState } from './unit-of-work';
+import type { UnitOfWorkOwner } from './unit-of-work-owner';
 
 /**
  * How `TransactionRunner.run()` relates to a unit of work already open around it:
@@ -49,7 +51,7 @@ export class TransactionRunner {
     // A frozen copy, read once: the options object may change under a unit of work that waits to retry.
     const checked = checkedTransactionOptions<RunOptions>(options, 'TransactionRunner.run()', RUN_OPTION_KEYS);
     const { name, dataSource = DEFAULT_DATA_SOURCE, propagation = 'required', ...transaction } = checked;
-    const open = currentContext();
+    const open = currentUnitOfWork();
     if (open !== undefined && open.state === 'open') {
       const tx = open.manager(dataSource, 'TransactionRunner.run()');
       return propagation === 'nested' ? tx.transaction(async (savepoint) => fn(savepoint)) : fn(tx);
@@ -59,7 +61,7 @@ export class TransactionRunner {
     const label = name ?? 'TransactionRunner.run()';
     return this.execute(transaction, {
       describe: () => label,
-      attempt: (ctx) => fn(ctx.manager(dataSource, label)),
+      attempt: (unitOfWork) => fn(unitOfWork.manager(dataSource, label)),
     }) as Promise<T>;
   }
 
@@ -73,22 +75,22 @@ export class TransactionRunner {
    */
   execute(options: TransactionOptions, owner: UnitOfWorkOwner): unknown {
     const retry = options.retry === undefined || options.retry === false ? undefined : resolveRetry(options.retry);
-    if (retry === undefined || retry.attempts === 1) return this.complete(new TransactionContext(this.registry, options, owner));
+    if (retry === undefined || retry.attempts === 1) return this.complete(new UnitOfWork(this.registry, options, owner));
     return this.retrying(retry, options, owner);
   }
 
   private async retrying(retry: Required<RetryOptions>, options: TransactionOptions, owner: UnitOfWorkOwner): Promise<unknown> {
     for (let attempt = 1; ; attempt++) {
-      const ctx = new TransactionContext(this.registry, options, owner);
+      const unitOfWork = new UnitOfWork(this.registry, options, owner);
       try {
-        return await this.complete(ctx);
+        return await this.complete(unitOfWork);
       } catch (error) {
-        if (attempt >= retry.attempts || !ctx.isRetryable(error) || owner.canRetry?.() === false) throw error;
+        if (attempt >= retry.attempts || !unitOfWork.isRetryable(error) || owner.canRetry?.() === false) throw error;
         const ceiling = Math.min(retry.maxDelayMs, retry.baseDelayMs * 2 ** (attempt - 1));
         const wait = Math.floor(Math.random() * ceiling);
         this.registry.counters.retries += 1;
         logger.warn(
-          `${ctx.label}: attempt ${attempt} of ${retry.attempts} failed (${describeError(error)}); running it again in ${wait} ms.`,
+          `${unitOfWork.label}: attempt ${attempt} of ${retry.attempts} failed (${describeError(error)}); running it again in ${wait} ms.`,
         );
         await delay(wait);
         // The client may have gone while we waited.
@@ -98,19 +100,19 @@ export class TransactionRunner {
   }
 
   /**
-   * Runs the work inside `ctx` and settles it: the result is returned only after COMMIT succeeded;
+   * Runs the work inside `unitOfWork` and settles it: the result is returned only after COMMIT succeeded;
    * an error rolls back first and is then rethrown (a database timeout as `TransactionTimeoutError`).
    */
-  private complete(ctx: TransactionContext): unknown {
+  private complete(unitOfWork: UnitOfWork): unknown {
     let result: unknown;
     try {
-      result = ctx.enter();
+      result = unitOfWork.enter();
     } catch (error) {
-      return this.fail(ctx, error);
+      return this.fail(unitOfWork, error);
     }
     // A value returned synchronously with nothing to commit comes back as it is.
-    if (!isThenable(result) && ctx.commitUntouched()) return result;
-    return this.completeLater(ctx, result);
+    if (!isThenable(result) && unitOfWork.commitUntouched()) return result;
+    return this.completeLater(unitOfWork, result);
   }
 
   /**
@@ -118,23 +120,23 @@ export class TransactionRunner {
    * async function rather than chained: two `.then()` steps, and the promise the first is resolved
    * with, cost a request three promises; this costs it one.
    */
-  private async completeLater(ctx: TransactionContext, pending: unknown): Promise<unknown> {
+  private async completeLater(unitOfWork: UnitOfWork, pending: unknown): Promise<unknown> {
     let value: unknown;
     try {
       value = await pending;
     } catch (error) {
-      return this.fail(ctx, error);
+      return this.fail(unitOfWork, error);
     }
-    if (ctx.commitUntouched()) return value;
-    const outcome = await ctx.settle(true);
+    if (unitOfWork.commitUntouched()) return value;
+    const outcome = await unitOfWork.settle(true);
     // Settled earlier by someone else: an aborted request.
-    if (outcome !== 'committed') throw ctx.finishedError('the handler returned and its result');
+    if (outcome !== 'committed') throw unitOfWork.finishedError('the handler returned and its result');
     return value;
   }
 
-  private async fail(ctx: TransactionContext, error: unknown): Promise<never> {
-    await ctx.settle(false);
-    throw ctx.explain(error);
+  private async fail(unitOfWork: UnitOfWork, error: unknown): Promise<never> {
+    await unitOfWork.settle(false);
+    throw unitOfWork.explain(error);
   }
 }
 
@@ -156,7 +158,7 @@ function describeError(error: unknown): string {
 export interface UnitOfWorkInfo {
   /** `POST /transfers`, or the runner's name. */
   readonly name: string;
-  readonly state: ContextState;
+  readonly state: UnitOfWorkState;
 }
 
 /**
@@ -177,8 +179,8 @@ export class TransactionHost {
 
   /** The unit of work the caller runs in, or undefined outside one. */
   current(): UnitOfWorkInfo | undefined {
-    const ctx = currentContext();
-    return ctx && { name: ctx.label, state: ctx.state };
+    const unitOfWork = currentUnitOfWork();
+    return unitOfWork && { name: unitOfWork.label, state: unitOfWork.state };
   }
 
   /** The current unit of work's `EntityManager`; `NoTransactionError` outside one. */
@@ -200,14 +202,14 @@ export class TransactionHost {
     this.require('afterRollback').afterRollback(hook);
   }
 
-  private require(method: string): TransactionContext {
-    const ctx = currentContext();
-    if (ctx === undefined) {
+  private require(method: string): UnitOfWork {
+    const unitOfWork = currentUnitOfWork();
+    if (unitOfWork === undefined) {
       throw new NoTransactionError(
         `TransactionHost.${method}() was called outside a unit of work. Call it from a request handled by ` +
           `TransactionalModule or inside TransactionRunner.run().`,
       );
     }
-    return ctx;
+    return unitOfWork;
   }
 }

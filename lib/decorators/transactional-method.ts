@@ -1,7 +1,7 @@
 import { Injectable, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import { DiscoveryService } from '@nestjs/core';
 import { DEFAULT_DATA_SOURCE } from '../core/data-source-registry';
-import { currentContext } from '../core/transaction-context';
+import { currentUnitOfWork } from '../core/current-unit-of-work';
 import { type Propagation, TransactionRunner } from '../core/transaction-runner';
 import { NoTransactionError, TransactionalOptionsError } from '../errors';
 import type { TransactionOptions } from '../transactional.options';
@@ -32,7 +32,7 @@ const owners = new WeakMap<object, TransactionRunner>();
 export function transactionalMethod(method: Method, options: TransactionalMethodOptions, label: string): Method {
   const { propagation = 'required', dataSource = DEFAULT_DATA_SOURCE, ...unitOptions } = options;
   const wrapped = function (this: object, ...args: unknown[]): unknown {
-    const open = currentContext();
+    const open = currentUnitOfWork();
     if (open !== undefined && open.state === 'open') {
       if (propagation === 'required') return method.apply(this, args);
       return open.manager(dataSource, label).transaction(async () => method.apply(this, args));

@@ -1,5 +1,5 @@
 import { createParamDecorator, type ExecutionContext } from '@nestjs/common';
-import { requireManager } from '../core/transaction-context';
+import { requireManager } from '../core/current-unit-of-work';
 import { NoTransactionError } from '../errors';
 import { checkDataSourceName } from '../repository/tx-repository';
 

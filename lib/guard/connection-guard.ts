@@ -1,20 +1,11 @@
-import { Logger } from '@nestjs/common';
 import type { QueryRunner, Repository } from 'typeorm';
 import { ACQUISITION_METHODS, acquiringDriver, relationLoaderOf } from '../compat/typeorm';
-import { callSite, captureStack } from '../core/call-site';
 import type { DataSourceEntry, DataSourceRegistry } from '../core/data-source-registry';
-import {
-  currentContext,
-  isReported,
-  ownerOf,
-  runReported,
-  type SourceTransaction,
-  type TransactionContext,
-} from '../core/transaction-context';
-import { ConnectionAcquisitionError, NestedConnectionError } from '../errors';
-import { heldDuring } from './hold-and-wait';
+import { currentUnitOfWork, isReported, runReported } from '../core/current-unit-of-work';
+import { ownerOf } from '../core/query-runner-binding';
+import { ConnectionAcquisitionError } from '../errors';
+import { heldDuring, violation } from './hold-and-wait';
 
-const logger = new Logger('TransactionalModule');
 const GUARDED = Symbol('nestjs-request-transaction:guarded');
 
 // Repository methods that never touch the pool themselves (a query builder is caught when it runs).
@@ -42,10 +33,10 @@ export function installConnectionGuard(entry: DataSourceEntry, registry: DataSou
             return withTimeout(original.apply(this, args) as Promise<MysqlPoolConnection>, acquireTimeoutMs, entry);
           };
     driver[method] = function guardedAcquisition(this: unknown, ...args: unknown[]) {
-      const ctx = currentContext();
-      if (ctx !== undefined && ctx.registry.has(entry) && !isReported()) {
-        const holder = heldDuring(ctx, entry.dataSource);
-        const error = holder && violation(entry, registry, ctx, holder, undefined);
+      const unitOfWork = currentUnitOfWork();
+      if (unitOfWork !== undefined && unitOfWork.registry.has(entry) && !isReported()) {
+        const holder = heldDuring(unitOfWork, entry.dataSource);
+        const error = holder && violation(entry, registry, unitOfWork, holder, undefined);
         if (error) return Promise.reject(error);
       }
       return acquire.apply(this, args);
@@ -85,67 +76,22 @@ function guardRepository(entry: DataSourceEntry, registry: DataSourceRegistry, r
       const original = Object.getOwnPropertyDescriptor(proto, method)?.value;
       if (typeof original !== 'function' || NON_QUERYING.has(method) || Object.hasOwn(target, method)) continue;
       target[method] = function guardedRepositoryMethod(this: Repository<object>, ...args: unknown[]) {
-        const ctx = currentContext();
+        const unitOfWork = currentUnitOfWork();
         // tx.withRepository(repository) copies these own properties onto a repository bound to the unit
         // of work's manager: that one runs on the unit's connection.
-        if (ctx !== undefined && ctx.registry.has(entry) && ownerOf(this?.manager?.queryRunner) !== ctx) {
-          const holder = heldDuring(ctx, entry.dataSource);
+        if (unitOfWork !== undefined && unitOfWork.registry.has(entry) && ownerOf(this?.manager?.queryRunner) !== unitOfWork) {
+          const holder = heldDuring(unitOfWork, entry.dataSource);
           if (holder !== undefined) {
-            const error = violation(entry, registry, ctx, holder, { entity, method });
+            const error = violation(entry, registry, unitOfWork, holder, { entity, method });
             if (error) return Promise.reject(error);
             // Reported once: the driver's acquisition below must not report it again.
-            return runReported(ctx, () => original.apply(this, args));
+            return runReported(unitOfWork, () => original.apply(this, args));
           }
         }
         return original.apply(this, args);
       };
     }
   }
-}
-
-/** Counts and reports one violation; returns the error to throw in `'throw'` mode. */
-function violation(
-  entry: DataSourceEntry,
-  registry: DataSourceRegistry,
-  ctx: TransactionContext,
-  holder: SourceTransaction,
-  repository: { entity: string; method: string } | undefined,
-): NestedConnectionError | undefined {
-  const mode = ctx.guardMode(entry);
-  if (mode === 'off') return undefined;
-  registry.counters.guardViolations += 1;
-  const site = callSite(captureStack());
-  const what = repository
-    ? `Repository<${repository.entity}>.${repository.method}() was called`
-    : `A second connection was requested from the pool of data source '${entry.name}'`;
-  const fix = repository
-    ? `Use the repository from @InjectTxRepository(${repository.entity}), tx.getRepository(${repository.entity}) or ` +
-      `tx.withRepository(repository) with the manager from @Tx().`
-    : `Run the query through the unit of work's manager (@Tx(), TransactionHost.manager() or an @InjectTxRepository() ` +
-      `repository) instead of the data source, its manager or a new query runner; use tx.transaction() for a nested ` +
-      `transaction (a savepoint on the same connection); finish reading one query's rows before starting the next.`;
-  const message =
-    `${what} during the transaction of ${ctx.label}${site ? ` (at ${site})` : ''}. ${holdAndWait(entry, holder)} ${fix}`;
-  if (mode === 'throw') return new NestedConnectionError(message);
-  const key = site ?? message;
-  if (!registry.reportedSites.has(key)) {
-    registry.reportedSites.add(key);
-    logger.warn(message);
-  }
-  return undefined;
-}
-
-/** Why the acquisition is refused: what the unit of work holds, on which data source, since where. */
-function holdAndWait(entry: DataSourceEntry, holder: SourceTransaction): string {
-  const same = holder.entry === entry;
-  const of = same ? '' : ` of data source '${holder.entry.name}'`;
-  const taken = holder.holderSite();
-  const holds =
-    holder.hold === 'held'
-      ? `holds one${of}${taken ? ` (taken at ${taken})` : ''}`
-      : `is taking one${of} (a query of it is waiting for the pool at the same time)`;
-  const second = same ? 'a second pooled connection' : `a connection of data source '${entry.name}'`;
-  return `It would take ${second} while this unit of work ${holds}, which deadlocks the pool${same ? '' : 's'} under load.`;
 }
 
 interface MysqlPoolConnection {

@@ -1,7 +1,8 @@
 import { type CallHandler, type ExecutionContext, HttpException } from '@nestjs/common';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Observer, Subscriber, Subscription, Unsubscribable } from 'rxjs';
-import type { TransactionContext, UnitOfWorkOwner } from '../core/transaction-context';
+import type { UnitOfWork } from '../core/unit-of-work';
+import type { UnitOfWorkOwner } from '../core/unit-of-work-owner';
 import { isThenable, type TransactionRunner } from '../core/transaction-runner';
 import type { TransactionOptions } from '../transactional.options';
 
@@ -31,7 +32,7 @@ type TransportContext = { getPattern?(): unknown; getSubject?(): unknown; getCha
  * attempt's promise executor and the two callbacks on the unit of work's outcome.
  */
 export class HandlerCall implements UnitOfWorkOwner, Observer<unknown>, Unsubscribable {
-  private ctx?: TransactionContext;
+  private ctx?: UnitOfWork;
   private inner?: Subscription;
   private resolve?: () => void;
   private reject?: (error: unknown) => void;
@@ -73,7 +74,7 @@ export class HandlerCall implements UnitOfWorkOwner, Observer<unknown>, Unsubscr
   }
 
   /** One attempt: subscribes to the handler's stream inside `ctx` (Nest binds `handle()` to the async context it is called in). */
-  attempt(ctx: TransactionContext): Promise<void> {
+  attempt(ctx: UnitOfWork): Promise<void> {
     this.ctx = ctx;
     this.count = 0;
     this.last = undefined;

@@ -2,7 +2,7 @@ import { type CallHandler, type ExecutionContext, Injectable, type NestIntercept
 import { SSE_METADATA } from '@nestjs/common/constants';
 import { Reflector } from '@nestjs/core';
 import { Observable } from 'rxjs';
-import { currentContext } from '../core/transaction-context';
+import { currentUnitOfWork } from '../core/current-unit-of-work';
 import { TransactionRunner } from '../core/transaction-runner';
 import { NO_TRANSACTION, TRANSACTIONAL_OPTIONS } from '../decorators/transactional.decorator';
 import type { TransactionOptions } from '../transactional.options';
@@ -48,7 +48,7 @@ export class TransactionInterceptor implements NestInterceptor {
     const route = cached !== undefined && cached.controller === context.getClass() ? cached.route : this.routeOf(context);
     // Pass-through routes, and a call inside an open unit of work (the interceptor bound twice, globally
     // and on the controller): that unit of work is the call's, as TransactionRunner.run() joins it.
-    if (route === false || currentContext()?.state === 'open') return next.handle();
+    if (route === false || currentUnitOfWork()?.state === 'open') return next.handle();
     return new Observable((subscriber) => new HandlerCall(route, context, next, subscriber).start());
   }
 

@@ -1,5 +1,5 @@
 import type { EntityManager, EntityTarget, ObjectLiteral } from 'typeorm';
-import { ownerOf } from '../core/transaction-context';
+import { ownerOf } from '../core/query-runner-binding';
 import { describeValue, TransactionalError } from '../errors';
 
 /** A primary key value `lockInOrder` can sort. */

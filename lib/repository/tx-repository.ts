@@ -2,7 +2,7 @@ import { Inject } from '@nestjs/common';
 import { getRepositoryToken } from '@nestjs/typeorm';
 import type { DataSource, EntityTarget, ObjectLiteral, Repository } from 'typeorm';
 import { DEFAULT_DATA_SOURCE } from '../core/data-source-registry';
-import { requireManager } from '../core/transaction-context';
+import { requireManager } from '../core/current-unit-of-work';
 import { describeValue, TransactionalOptionsError } from '../errors';
 
 /** An entity class (or schema) that `forFeature()` registers a transactional repository for. */

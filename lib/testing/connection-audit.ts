@@ -2,7 +2,8 @@ import type { DataSource } from 'typeorm';
 import { requireShapes } from '../compat/shape';
 import { ACQUISITION_METHODS, acquiringDriver, acquisitionShapes } from '../compat/typeorm';
 import { callSite, captureStack, type StackHolder } from '../core/call-site';
-import { currentContext, type TransactionContext } from '../core/transaction-context';
+import { currentUnitOfWork } from '../core/current-unit-of-work';
+import type { UnitOfWork } from '../core/unit-of-work';
 import { TransactionalError } from '../errors';
 import { heldDuring, isOwnAcquisition } from '../guard/hold-and-wait';
 
@@ -50,7 +51,7 @@ type UnitRecord = UnitAudit & { held: number };
  * audit.assertNoPlainAcquisitions();
  */
 export class ConnectionAudit {
-  private readonly records = new Map<TransactionContext | typeof OUTSIDE, UnitRecord>();
+  private readonly records = new Map<UnitOfWork | typeof OUTSIDE, UnitRecord>();
   private readonly plain: PlainAcquisition[] = [];
   private readonly restore: Array<() => void> = [];
 
@@ -155,13 +156,13 @@ export class ConnectionAudit {
 
   /** For an acquisition starting now: undefined when it is a unit of work's own or outside any; else whether the unit holds a connection. */
   private plainness(): { whileHolding: boolean } | undefined {
-    const ctx = currentContext();
+    const ctx = currentUnitOfWork();
     if (ctx === undefined || ctx.state !== 'open' || isOwnAcquisition(ctx, this.dataSource)) return undefined;
     return { whileHolding: heldDuring(ctx, this.dataSource) !== undefined };
   }
 
   private acquired(result: unknown, plain: { whileHolding: boolean } | undefined, asked: StackHolder): unknown {
-    const ctx = currentContext();
+    const ctx = currentUnitOfWork();
     const key = ctx !== undefined && ctx.state !== 'committed' && ctx.state !== 'rolledBack' ? ctx : OUTSIDE;
     let record = this.records.get(key);
     if (record === undefined) {

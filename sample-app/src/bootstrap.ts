@@ -1,3 +1,4 @@
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { type INestApplication, Logger, type LoggerService, type LogLevel, type Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
@@ -79,7 +80,7 @@ export async function bootstrap(options: BootstrapOptions): Promise<SampleApp> {
     await app.close().catch(() => undefined);
     throw error;
   }
-  const { address, port } = app.getHttpServer().address() as AddressInfo;
+  const { address, port } = (app.getHttpServer() as Server).address() as AddressInfo;
   const host = address === '0.0.0.0' || address === '::' ? '127.0.0.1' : address.includes(':') ? `[${address}]` : address;
   return { app, url: `http://${host}:${port}`, dataSource: app.get(DataSource), close: () => app.close() };
 }

@@ -32,5 +32,5 @@ export async function startDatabaseServer(): Promise<DatabaseServer> {
       if (!ours.get(signal)?.includes(listener)) process.removeListener(signal, listener);
     }
   }
-  return { url: embedded.url, label: `embedded PostgreSQL on port ${embedded.port}`, stop: embedded.stop };
+  return { url: embedded.url, label: `embedded PostgreSQL on port ${embedded.port}`, stop: () => embedded.stop() };
 }

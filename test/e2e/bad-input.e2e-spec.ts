@@ -65,10 +65,10 @@ async function tableExists(db: Observer, table: string): Promise<boolean> {
 /** The timeout the session runs with, inside the transaction, in milliseconds. */
 async function sessionTimeoutMs(tx: EntityManager, engine: EngineName): Promise<number> {
   if (engine === 'postgres') {
-    const [row] = (await tx.query(`SELECT setting FROM pg_settings WHERE name = 'statement_timeout'`)) as Array<{ setting: string }>;
+    const [row] = await tx.query<Array<{ setting: string }>>(`SELECT setting FROM pg_settings WHERE name = 'statement_timeout'`);
     return Number(row.setting);
   }
-  const [row] = (await tx.query('SELECT @@max_statement_time AS seconds')) as Array<{ seconds: number | string }>;
+  const [row] = await tx.query<Array<{ seconds: number | string }>>('SELECT @@max_statement_time AS seconds');
   return Math.round(Number(row.seconds) * 1000);
 }
 
@@ -376,7 +376,12 @@ describe.each(engines)('bad input gets a clear error, never SQL, on $name', (eng
     }
 
     afterEach(async () => {
-      await Promise.all(created.splice(0).map((dataSource) => (dataSource.isInitialized ? dataSource.destroy() : undefined)));
+      await Promise.all(
+        created
+          .splice(0)
+          .filter((dataSource) => dataSource.isInitialized)
+          .map((dataSource) => dataSource.destroy()),
+      );
       if (engine.name === 'postgres') {
         await waitFor(async () => expect(await (db as PostgresObserver).backends(applicationName)).toEqual([]), { timeoutMs: 5000 });
       }

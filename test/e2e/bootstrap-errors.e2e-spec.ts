@@ -89,7 +89,12 @@ describe('bad options fail at bootstrap on postgres', () => {
   });
 
   afterEach(async () => {
-    await Promise.all(created.splice(0).map((dataSource) => (dataSource.isInitialized ? dataSource.destroy() : undefined)));
+    await Promise.all(
+      created
+        .splice(0)
+        .filter((dataSource) => dataSource.isInitialized)
+        .map((dataSource) => dataSource.destroy()),
+    );
     // Nothing of a failed bootstrap stays connected.
     await waitFor(async () => expect(await db.backends(applicationName)).toEqual([]));
   });

@@ -16,7 +16,7 @@ import {
   PrimaryGeneratedColumn,
   type Repository,
 } from 'typeorm';
-import type { ContextState } from '../../lib/core/transaction-context';
+import type { UnitOfWorkState } from '../../lib/core/unit-of-work';
 import {
   InjectTxRepository,
   TransactionalModule,
@@ -80,7 +80,7 @@ class Probe {
   /** Resolved by the handler when it is done (its later queries tried). */
   finished: Latch = latch();
   /** The state of the handler's unit of work, read from inside it. */
-  unitState: () => ContextState | undefined = () => undefined;
+  unitState: () => UnitOfWorkState | undefined = () => undefined;
   /** Primary key of the row a second connection keeps locked. */
   lockedId = 0;
   /** What each way of using the transaction gave the handler once it was let go. */

@@ -122,7 +122,7 @@ describe.each(engines)('concurrent requests on a pool of one, on $name', (engine
       return Promise.all(
         paths.map(async (path) => {
           const response = await fetch(`${testApp.url}${path}`, { method: 'POST' });
-          return { status: response.status, body: (await response.json()) as unknown };
+          return { status: response.status, body: await response.json() };
         }),
       );
     }
@@ -241,7 +241,7 @@ describe.each(engines)('concurrent requests on a pool of one, on $name', (engine
       }
       const committedBefore: string[] = [];
       const seenBy = new Map(
-        (answers.map((a) => a.body).filter((b): b is Seen => Array.isArray((b as Seen).seen)) as Seen[]).map(
+        answers.map((a) => a.body).filter((b): b is Seen => Array.isArray((b as Seen).seen)).map(
           (body) => [body.marker, body.seen],
         ),
       );

@@ -50,13 +50,13 @@ interface Session {
 }
 
 async function session(tx: EntityManager): Promise<Session> {
-  const [row] = (await tx.query(
+  const [row] = await tx.query<Session[]>(
     `SELECT pg_backend_pid() AS pid,
             current_setting('statement_timeout') AS "statementTimeout",
             current_setting('idle_in_transaction_session_timeout') AS "idleTimeout",
             current_setting('transaction_isolation') AS isolation,
             current_setting('transaction_read_only') AS "readOnly"`,
-  )) as Session[];
+  );
   return row;
 }
 

@@ -18,7 +18,7 @@ import type { Engine } from '../support/databases';
 import type { EmbeddedPostgres } from '../support/embedded-postgres';
 import { startEmbeddedPostgresProcess } from '../support/embedded-postgres-process';
 import { expectNothingLeaked } from '../support/leaks';
-import { observer, type PostgresObserver, waitFor } from '../support/observer';
+import { observer, waitFor } from '../support/observer';
 import { runSeed, SEED_VARIABLE, seededRandom } from '../support/random';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy';
 import { type ErrorBody, ErrorBodyFilter } from './runner-fixtures';
@@ -259,7 +259,7 @@ describe(`when the database goes away under load and comes back (${SEED_VARIABLE
 
   /** The checks after an outage, through a fresh observer (the old one went down with the server). */
   async function expectExactBooksAndNoLeak(load: Load, dataSource: DataSource, host: TransactionHost, applicationName: string) {
-    const db = (await observer(engine)) as PostgresObserver;
+    const db = await observer(engine);
     try {
       await expectNothingLeaked({ dataSource, db, applicationName });
       expect(host.stats()).toMatchObject({ openUnitsOfWork: 0, connectionsHeld: 0 });

@@ -97,11 +97,11 @@ class TimeoutsController {
     const engine = engineOf(tx);
     await tx.insert(TimeoutRow, { label: body.label });
     await tx.query(lockLockedRow());
-    const [settings] = (await tx.query(
+    const [settings] = await tx.query<Array<{ lock: unknown; statement: unknown }>>(
       engine === 'postgres'
         ? `SELECT current_setting('lock_timeout') AS "lock", current_setting('statement_timeout') AS "statement"`
         : 'SELECT @@SESSION.innodb_lock_wait_timeout AS `lock`, @@SESSION.max_statement_time AS `statement`',
-    )) as Array<{ lock: unknown; statement: unknown }>;
+    );
     return { lock: String(settings.lock), statement: Number(settings.statement) };
   }
 }

@@ -258,7 +258,6 @@ class InterceptorController {
 
   @Get('arguments')
   async args(@Query('q') q: string, @Tx() tx: EntityManager) {
-    // eslint-disable-next-line prefer-rest-params
     const count = arguments.length;
     return { count, q, manager: tx instanceof EntityManager, open: await tx.query('SELECT 1 AS one').then(() => true) };
   }

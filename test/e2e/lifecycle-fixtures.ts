@@ -12,7 +12,7 @@ export type AnyObserver = PostgresObserver | MariadbObserver;
 /** The server-side id of the connection a manager's queries run on (PostgreSQL backend pid, MariaDB connection id). */
 export async function connectionIdOf(tx: EntityManager, engine: 'postgres' | 'mariadb'): Promise<number> {
   const sql = engine === 'postgres' ? 'SELECT pg_backend_pid() AS id' : 'SELECT CONNECTION_ID() AS id';
-  const [row] = (await tx.query(sql)) as Array<{ id: number | string }>;
+  const [row] = await tx.query<Array<{ id: number | string }>>(sql);
   return Number(row.id);
 }
 

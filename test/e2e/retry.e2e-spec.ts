@@ -22,7 +22,7 @@ import {
   Tx,
   type TransactionalModuleOptions,
 } from '../../lib';
-import { CONNECT_TIMEOUT_MS } from '../support/database-urls';
+import { CONNECT_TIMEOUT_MS, reasonOf } from '../support/database-urls';
 import { createApp, type TestApp } from '../support/app';
 import { engines, postgresEngine, typeormOptions, type Engine } from '../support/databases';
 import { barrier, latch } from '../support/latch';
@@ -189,13 +189,15 @@ describe.each(engines)('retry on $name', (engine: Engine) => {
         (p) => p.id === other.threadId && p.info !== null && p.info.includes('value = value + 100'),
       ),
     );
+    let otherFailed: unknown;
     try {
       await write();
     } finally {
-      const otherFailed = await blocked;
+      otherFailed = await blocked;
       await other.query(otherFailed === undefined ? 'COMMIT' : 'ROLLBACK');
-      if (otherFailed !== undefined) throw new Error(`the interfering transaction failed instead: ${String(otherFailed)}`);
     }
+    // After the finally, not inside it: a throw there would replace the write's own error.
+    if (otherFailed !== undefined) throw new Error(`the interfering transaction failed instead: ${reasonOf(otherFailed)}`);
   }
 
   beforeAll(async () => {
@@ -614,8 +616,8 @@ describe.each(engines)('retry on $name', (engine: Engine) => {
         // the client is gone, so a 499 (not a logged server error) carrying the last attempt's error.
         const surfaced = await waitFor(() => surfacedErrors.find((error) => error instanceof HttpException) ?? false);
         expect(handlerRuns).toBe(1);
-        expect((surfaced as HttpException).getStatus()).toBe(499);
-        expect(retryableCode((surfaced as HttpException).cause)).toBe(collisionCode);
+        expect(surfaced.getStatus()).toBe(499);
+        expect(retryableCode(surfaced.cause)).toBe(collisionCode);
         expect(nestLog.entries.filter((entry) => entry.context === 'ExceptionsHandler')).toEqual([]);
         expect(nestLog.warnings()).toHaveLength(1);
         // Only the interferer's +100: the request never committed.

@@ -60,14 +60,14 @@ interface ProbeResult {
 
 async function probeIsolation(tx: EntityManager): Promise<ProbeResult> {
   const read = async () =>
-    ((await tx.query(`SELECT label FROM ${TABLE} WHERE id = ${PROBE_ID}`)) as Array<{ label: string }>)[0].label;
+    (await tx.query<Array<{ label: string }>>(`SELECT label FROM ${TABLE} WHERE id = ${PROBE_ID}`))[0].label;
   const first = await read();
   snapshot.firstRead.resolve();
   await snapshot.gate.promise;
   const second = await read();
   const level =
     tx.dataSource.options.type === 'postgres'
-      ? ((await tx.query('SHOW transaction_isolation')) as Array<{ transaction_isolation: string }>)[0].transaction_isolation
+      ? (await tx.query<Array<{ transaction_isolation: string }>>('SHOW transaction_isolation'))[0].transaction_isolation
       : null;
   return { sawConcurrentCommit: first !== second, level };
 }
@@ -168,7 +168,7 @@ function controllersFor(moduleDefault: IsolationLevel, other: IsolationLevel) {
       const current = this.host.current() ?? null;
       await this.plain.insert({ label: 'class without a transaction' });
       // Even a raw query on the data source: no unit of work, nothing for the guard to catch.
-      const [{ count }] = (await this.dataSource.query(`SELECT COUNT(*) AS count FROM ${TABLE}`)) as Array<{ count: unknown }>;
+      const [{ count }] = await this.dataSource.query<Array<{ count: unknown }>>(`SELECT COUNT(*) AS count FROM ${TABLE}`);
       return { current, count: Number(count) };
     }
   }
@@ -381,12 +381,12 @@ describe.each(engines)('route options on $name', (engine) => {
         const id = connectionIdOf(await tx.query(idSql));
         const settings =
           engine.name === 'postgres'
-            ? ((await tx.query(
+            ? await tx.query<Array<{ statement: string; idle: string }>>(
                 `SELECT current_setting('statement_timeout') AS statement, current_setting('idle_in_transaction_session_timeout') AS idle`,
-              )) as Array<{ statement: string; idle: string }>)
-            : ((await tx.query(
+              )
+            : await tx.query<Array<{ statement: unknown; idle: unknown }>>(
                 'SELECT @@SESSION.max_statement_time AS statement, @@SESSION.idle_transaction_timeout AS idle',
-              )) as Array<{ statement: unknown; idle: unknown }>);
+              );
         // Longer than the previous limit.
         await tx.query(sleepSql(engine.name, (TIMEOUT_MS * 1.5) / 1000));
         return { id, statement: Number(settings[0].statement), idle: Number(settings[0].idle) };

@@ -38,7 +38,7 @@ function codesOf(error: unknown): { code?: string; errno?: number } {
   const driver = (error as { driverError?: { code?: unknown; errno?: unknown } })?.driverError;
   if (driver === undefined) return {};
   return {
-    code: driver.code === undefined ? undefined : String(driver.code),
+    code: typeof driver.code === 'string' || typeof driver.code === 'number' ? String(driver.code) : undefined,
     errno: typeof driver.errno === 'number' ? driver.errno : undefined,
   };
 }

@@ -17,7 +17,7 @@ import { ConflictException, Controller, Get, Injectable, Post, Query, Res, Strea
 import { APP_FILTER } from '@nestjs/core';
 import { getDataSourceToken, InjectDataSource, InjectRepository, TypeOrmModule } from '@nestjs/typeorm';
 import { Column, DataSource, Entity, EntityManager, PrimaryColumn, PrimaryGeneratedColumn, type Repository } from 'typeorm';
-import type { ContextState } from '../../lib/core/transaction-context';
+import type { UnitOfWorkState } from '../../lib/core/unit-of-work';
 import { NoTransaction, OpenStreamError, TransactionalModule, TransactionHost, TransactionRunner, Tx } from '../../lib';
 import { adapters, createApp, type TestApp } from '../support/app';
 import { engines, typeormOptions } from '../support/databases';
@@ -76,7 +76,7 @@ class Probe {
   /** Resolved by a handler when it is done, with how it ended (a held one: what its next read gave it). */
   finished: Latch<unknown> = latch();
   /** The handler's unit of work's state, read from inside it. */
-  unitState: () => ContextState | undefined = () => undefined;
+  unitState: () => UnitOfWorkState | undefined = () => undefined;
   /** An error the handler caught, when it catches one. */
   caught: unknown;
 

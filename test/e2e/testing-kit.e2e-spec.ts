@@ -411,7 +411,7 @@ describe.each(engines)('the testing kit on $name', (engine: Engine) => {
     let recorder: ErrorRecorder;
     let kit: TestTransaction;
     const seenByApp = async () =>
-      (await dataSource.query(`SELECT label FROM ${TABLE} ORDER BY label`) as Array<{ label: string }>).map((r) => r.label);
+      (await dataSource.query<Array<{ label: string }>>(`SELECT label FROM ${TABLE} ORDER BY label`)).map((r) => r.label);
 
     beforeAll(async () => {
       testApp = await startApp(typeormOptions(engine, { poolSize: 1, applicationName, entities: [KitItem] }), 'throw');

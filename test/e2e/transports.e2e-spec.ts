@@ -34,7 +34,7 @@ import {
   WsException,
   type WsResponse,
 } from '@nestjs/websockets';
-import { concatMap, firstValueFrom, from, type Observable, throwError, toArray } from 'rxjs';
+import { concatMap, firstValueFrom, from, type Observable, throwError } from 'rxjs';
 import { Column, DataSource, Entity, type EntityManager, type EntitySubscriberInterface, EventSubscriber, PrimaryGeneratedColumn } from 'typeorm';
 import WebSocket from 'ws';
 import { TransactionalModule, TransactionHost, TransactionInterceptor, Tx } from '../../lib';

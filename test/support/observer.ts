@@ -173,7 +173,7 @@ async function pgbouncerClients(
   const serverPid = new Map(servers.map((server) => [server.ptr, Number(server.remote_pid)]));
   const mine = clients
     .filter((c) => c.application_name === applicationName && c.database !== 'pgbouncer')
-    .map((c) => ({ waiting: c.state === 'waiting', pid: (c.link && serverPid.get(c.link)) || 0 }));
+    .map((c) => ({ waiting: c.state === 'waiting', pid: (c.link === null ? undefined : serverPid.get(c.link)) ?? 0 }));
   const linked = mine.map((c) => c.pid).filter((pid) => pid !== 0);
   const rows =
     linked.length === 0

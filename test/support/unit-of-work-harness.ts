@@ -289,7 +289,7 @@ export class Interpreter {
       await partner.query(lockSql(theirs));
     } catch (error) {
       await partner.close();
-      throw new Error(`the deadlock partner of #${n} failed to set up: ${String(error)}`);
+      throw new Error(`the deadlock partner of #${n} failed to set up: ${String(error)}`, { cause: error });
     }
     const asked = partner.query(lockSql(mine)).then(
       () => 'granted' as const,
@@ -605,7 +605,7 @@ export class RunnerHarness {
    */
   private async leaks(): Promise<string | undefined> {
     const deadline = Date.now() + 5000;
-    let last = '';
+    let last: string;
     for (;;) {
       last = await this.leakNow();
       if (last === '' || Date.now() > deadline) break;
@@ -671,7 +671,12 @@ function idsOf(program: Program): Set<number> {
     for (const step of block.steps) {
       ids.add(step.n);
       if (step.kind === 'savepoint' || step.kind === 'join') visit(step.body);
-      if (step.kind === 'concurrent') for (const branch of step.branches) (ids.add(branch.n), branch.kind === 'savepoint' && visit(branch.body));
+      if (step.kind === 'concurrent') {
+        for (const branch of step.branches) {
+          ids.add(branch.n);
+          if (branch.kind === 'savepoint') visit(branch.body);
+        }
+      }
     }
   };
   visit(program.body);

@@ -296,11 +296,11 @@ function numberStep(draft: Draft<Step>, next: { value: number }): Step {
   switch (draft.kind) {
     case 'savepoint':
     case 'join':
-      return { ...draft, n, body: numberBlock(draft.body, next) } as Step;
+      return { ...draft, n, body: numberBlock(draft.body, next) };
     case 'concurrent':
       return { ...draft, n, branches: draft.branches.map((branch) => numberStep(branch as Draft<Step>, next)) } as ConcurrentStep;
     default:
-      return { ...draft, n } as Step;
+      return { ...draft, n };
   }
 }
 
@@ -349,7 +349,7 @@ export function pairArbitrary(dialect: Dialect): fc.Arbitrary<ProgramPair> {
   return fc.tuple(unit, unit).map(([a, b]) => {
     const next = { value: 1 };
     const build = (draft: UnitDraft, first: 0 | 1): Program => {
-      let inner: DraftBlock = { steps: [{ kind: 'cross', first, caught: draft.caught } as Draft<Step>], throws: false };
+      let inner: DraftBlock = { steps: [{ kind: 'cross', first, caught: draft.caught }], throws: false };
       for (const w of [...draft.wrappers].reverse()) {
         const steps = [...w.before, wrapStep(w, inner), ...w.after];
         inner = { steps, throws: w.throws };
@@ -370,8 +370,8 @@ interface UnitDraft {
 }
 
 function wrapStep(w: UnitDraft['wrappers'][number], body: DraftBlock): Draft<Step> {
-  if (w.kind === 'join') return { kind: 'join', caught: w.caught, body } as Draft<Step>;
-  return { kind: 'savepoint', via: w.kind === 'savepoint-transaction' ? 'transaction' : 'nested-run', caught: w.caught, body } as Draft<Step>;
+  if (w.kind === 'join') return { kind: 'join', caught: w.caught, body };
+  return { kind: 'savepoint', via: w.kind === 'savepoint-transaction' ? 'transaction' : 'nested-run', caught: w.caught, body };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -661,6 +661,9 @@ function printStep(step: Step, depth: number, lines: string[], awaited: boolean)
       lines.push(`${pad}])${step.settle === 'all' ? catchSuffix(step.caught) : ''};`);
       return;
     }
+    default:
+      // The one-line steps were printed through call() above.
+      throw new Error(`printStep: '${step.kind}' is a one-line step, which call() prints`);
   }
 }
 

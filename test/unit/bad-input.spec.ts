@@ -162,7 +162,7 @@ describe('@InjectTxRepository() and @Tx() given bad arguments', () => {
   it('throw where the class is declared', () => {
     expectOptionsError(() => InjectTxRepository(undefined as never), /^@InjectTxRepository\(\): the entity is undefined, not an entity class/);
     expectOptionsError(
-      () => InjectTxRepository(Item, '' as never),
+      () => InjectTxRepository(Item, ''),
       /^@InjectTxRepository\(\): the data source must be given by its name, a non-empty string .*got ''\./,
     );
     expectOptionsError(() => Tx(7 as never), /^@Tx\(\): the data source must be given by its name, a non-empty string .*got 7\./);

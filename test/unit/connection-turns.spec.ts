@@ -1,6 +1,6 @@
 import { ConnectionTurns, type Level } from '../../lib/core/connection-turns';
 
-const savepointOf = (parent: Level): Level => ({ parent, closed: false });
+const savepointOf = (parent: Level): Level => ({ parent, ended: false });
 
 describe('ConnectionTurns', () => {
   it('hands the connection to one statement at a time, in call order', async () => {
@@ -41,7 +41,7 @@ describe('ConnectionTurns', () => {
     expect(outerRan).toBe(false);
 
     expect(turns.tryTake(savepoint)).toBe(true);
-    savepoint.closed = true;
+    savepoint.ended = true;
     turns.enter(turns.root);
     turns.give();
     await outer;
@@ -67,7 +67,7 @@ describe('ConnectionTurns', () => {
     expect(secondStarted).toBe(false);
 
     expect(turns.tryTake(first)).toBe(true);
-    first.closed = true;
+    first.ended = true;
     turns.enter(turns.root);
     turns.give();
     await second;
@@ -76,7 +76,7 @@ describe('ConnectionTurns', () => {
 
   it('gives a statement of a closed savepoint to the level around it', () => {
     const turns = new ConnectionTurns();
-    const closed: Level = { parent: turns.root, closed: true };
+    const closed: Level = { parent: turns.root, ended: true };
     expect(turns.tryTake(closed)).toBe(true);
   });
 
@@ -87,7 +87,7 @@ describe('ConnectionTurns', () => {
     turns.enter(savepoint);
     const waiting = turns.take(turns.root);
 
-    turns.releaseAll();
+    turns.giveAll();
     await waiting;
     await turns.take(turns.root);
   });

@@ -1,5 +1,7 @@
 import type { DataSource } from 'typeorm';
-import type { SourceTransaction, TransactionContext } from '../../lib/core/transaction-context';
+import type { Hold } from '../../lib/core/connection-hold';
+import type { DataSourceTransaction } from '../../lib/core/data-source-transaction';
+import type { UnitOfWork } from '../../lib/core/unit-of-work';
 import { heldDuring, isOwnAcquisition } from '../../lib/guard/hold-and-wait';
 
 // The rule alone, on stand-ins for a unit of work and its per-data-source transactions: only the
@@ -7,14 +9,12 @@ import { heldDuring, isOwnAcquisition } from '../../lib/guard/hold-and-wait';
 const main = { name: 'main' } as unknown as DataSource;
 const reports = { name: 'reports' } as unknown as DataSource;
 
-type Hold = SourceTransaction['hold'];
-
-function source(dataSource: DataSource, hold: Hold, acquiring = false): SourceTransaction {
-  return { entry: { dataSource }, hold, acquiring } as unknown as SourceTransaction;
+function source(dataSource: DataSource, hold: Hold, acquiring = false): DataSourceTransaction {
+  return { entry: { dataSource }, connectionHold: { state: hold, acquiring } } as unknown as DataSourceTransaction;
 }
 
-function unit(sources: SourceTransaction[], state: TransactionContext['state'] = 'open'): TransactionContext {
-  return { state, opened: () => sources } as unknown as TransactionContext;
+function unit(sources: DataSourceTransaction[], state: UnitOfWork['state'] = 'open'): UnitOfWork {
+  return { state, opened: () => sources } as unknown as UnitOfWork;
 }
 
 describe('the hold-and-wait rule', () => {

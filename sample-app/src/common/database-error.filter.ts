@@ -60,5 +60,5 @@ function conflict(reason: DatabaseFailure, driverCode: string | undefined, messa
 function driverError(error: unknown): { code?: unknown; errno?: unknown } | undefined {
   if (typeof error !== 'object' || error === null) return undefined;
   const inner = (error as { driverError?: unknown }).driverError;
-  return (typeof inner === 'object' && inner !== null ? inner : error) as { code?: unknown; errno?: unknown };
+  return typeof inner === 'object' && inner !== null ? inner : error;
 }

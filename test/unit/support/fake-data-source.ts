@@ -1,6 +1,8 @@
 // A recording fake of what the core uses of TypeORM and a driver: a data source, its query runners
 // and managers, and a pool of one driver connection that records every statement sent on it. No
 // database: unit tests check the exact statements of a unit of work in milliseconds.
+import { EventEmitter } from 'node:events';
+import { Readable } from 'node:stream';
 import type { DataSource } from 'typeorm';
 import { QueryFailedError } from 'typeorm';
 import { DataSourceRegistry, type DataSourceEntry } from '../../../lib/core/data-source-registry';
@@ -16,25 +18,29 @@ export function databaseError(message: string, fields: { code?: string; errno?: 
   return Object.assign(new Error(message), { severity: 'ERROR', ...fields });
 }
 
-/** One driver connection: records what it was sent, answers through the responder. */
-export class FakeConnection {
-  constructor(private readonly pool: FakePool) {}
+/** One driver connection: records what it was sent, answers through the responder. Emits 'end' when lost. */
+export class FakeConnection extends EventEmitter {
+  constructor(private readonly pool: FakePool) {
+    super();
+  }
 
   /** pg's `client.query(sql)`, and mysql2's `connection.query(sql, callback)`. */
   query(sql: string, callback?: (error: unknown, result?: unknown) => void): Promise<unknown> | void {
     this.pool.sent.push(sql);
     let result: unknown;
+    let failed = false;
     let failure: unknown;
     try {
       result = this.pool.respond(sql, this);
     } catch (error) {
+      failed = true;
       failure = error;
     }
     if (callback !== undefined) {
-      queueMicrotask(() => (failure === undefined ? callback(null, result) : callback(failure)));
+      queueMicrotask(() => (failed ? callback(failure) : callback(null, result)));
       return;
     }
-    return failure === undefined ? Promise.resolve(result) : Promise.reject(failure);
+    return failed ? Promise.reject(failure) : Promise.resolve(result);
   }
 
   /** mysql2's destroy(). */
@@ -50,11 +56,16 @@ export class FakePool {
   released = 0;
   destroyed = 0;
   respond: Responder = () => ({ command: 'OK', rows: [] });
-  private readonly connection = new FakeConnection(this);
+  readonly connection = new FakeConnection(this);
 
   acquire(): Promise<FakeConnection> {
     this.acquired += 1;
     return Promise.resolve(this.connection);
+  }
+
+  /** The server closes the connection, as pg and mysql2 report it: an 'end' event. */
+  lose(): void {
+    this.connection.emit('end');
   }
 
   /** Statements sent, control statements and data statements alike. */
@@ -102,6 +113,13 @@ class FakeQueryRunner {
     }
   }
 
+  /** A stream of `rows` for `sql`, sent like a query: the connection is busy until it is read or destroyed. */
+  async stream(sql: string, rows: unknown[] = [{ n: 1 }, { n: 2 }]): Promise<Readable> {
+    const connection = await this.connect();
+    await connection.query(sql);
+    return Readable.from(rows);
+  }
+
   async release(): Promise<void> {
     this.isReleased = true;
     if (this.databaseConnection !== undefined) this.pool.released += 1;
@@ -118,14 +136,24 @@ class FakeQueryRunner {
 
 /** What {@link fakeApp} gives a test. */
 export interface FakeApp {
+  /** The pool of the first data source ('default'). */
   pool: FakePool;
+  /** Every data source's pool, by name. */
+  pools: Record<string, FakePool>;
   runner: TransactionRunner;
   host: TransactionHost;
   registry: DataSourceRegistry;
 }
 
-/** A registry with one fake data source of `type`, and the runner and host over it. */
-export function fakeApp(type: 'postgres' | 'mysql' = 'postgres'): FakeApp {
+/** A registry with fake data sources of `type` ('default' unless named), and the runner and host over it. */
+export function fakeApp(type: 'postgres' | 'mysql' = 'postgres', names: string[] = ['default']): FakeApp {
+  const registry = new DataSourceRegistry();
+  const pools: Record<string, FakePool> = {};
+  for (const name of names) pools[name] = registerFake(registry, type, name);
+  return { pool: pools[names[0]], pools, registry, runner: new TransactionRunner(registry), host: new TransactionHost(registry) };
+}
+
+function registerFake(registry: DataSourceRegistry, type: 'postgres' | 'mysql', name: string): FakePool {
   const pool = new FakePool();
   const dataSource = {
     options: { type },
@@ -137,13 +165,12 @@ export function fakeApp(type: 'postgres' | 'mysql' = 'postgres'): FakeApp {
   const dialect = dialectOf(dataSource);
   if (dialect === undefined) throw new Error(`no dialect for ${type}`);
   const entry: DataSourceEntry = {
-    name: 'default',
+    name,
     dataSource,
     dialect,
     options: { guard: 'throw', readOnly: false },
     counters: new DataSourceCounters(),
   };
-  const registry = new DataSourceRegistry();
   registry.register(entry);
-  return { pool, registry, runner: new TransactionRunner(registry), host: new TransactionHost(registry) };
+  return pool;
 }
