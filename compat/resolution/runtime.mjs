@@ -7,7 +7,9 @@ let failed = 0;
 for (const [specifier, names] of Object.entries(expected)) {
   const loaded = await import(specifier);
   const missing = names.filter((name) => typeof loaded[name] !== 'function');
-  console.log(`${missing.length === 0 ? 'PASS' : 'FAIL'} import '${specifier}'${missing.length ? `: missing ${missing.join(', ')}` : ''}`);
+  console.log(
+    `${missing.length === 0 ? 'PASS' : 'FAIL'} import '${specifier}'${missing.length ? `: missing ${missing.join(', ')}` : ''}`,
+  );
   if (missing.length) failed = 1;
 }
 process.exit(failed);

@@ -26,7 +26,10 @@ import { describeValue, TransactionalError } from '../errors';
  * beforeEach(() => db.begin());
  * afterEach(() => db.rollback());
  */
-export function rollbackPerTest(app: INestApplicationContext | (() => INestApplicationContext), dataSource: string = DEFAULT_DATA_SOURCE) {
+export function rollbackPerTest(
+  app: INestApplicationContext | (() => INestApplicationContext),
+  dataSource: string = DEFAULT_DATA_SOURCE,
+) {
   if (typeof app !== 'function' && !isApplication(app)) {
     throw new TransactionalError(
       `rollbackPerTest(): expected the Nest application, got ${describeValue(app)}. At describe level the application ` +
@@ -103,6 +106,8 @@ function shareConnection<P extends object>(pool: P, method: string, hand: (cb: C
   const original = target[method];
   target[method] = (cb?: Callback) => {
     if (cb) return hand(cb);
+    // The pool's own error, passed through unchanged.
+    // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors
     return new Promise((resolve, reject) => hand((err, client) => (err ? reject(err) : resolve(client))));
   };
   return () => {
@@ -115,8 +120,8 @@ function sharedMysql(connection: unknown): unknown {
   return new Proxy(connection as object, {
     get(target, property, receiver) {
       if (property === 'release' || property === 'destroy') return () => undefined;
-      const value = Reflect.get(target, property, receiver);
-      return typeof value === 'function' ? value.bind(target) : value;
+      const value: unknown = Reflect.get(target, property, receiver);
+      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
     },
   });
 }

@@ -42,11 +42,23 @@ export function singleConnectionPool<T extends SingleConnectionPoolInput>(option
   switch (options.type) {
     case 'postgres':
       // node-postgres uses connectionTimeoutMillis for pool acquisition as well.
-      return { ...options, poolSize: 1, connectTimeoutMS: acquireTimeoutMs, extra: { ...extra, max: 1 }, [SINGLE_CONNECTION]: true };
+      return {
+        ...options,
+        poolSize: 1,
+        connectTimeoutMS: acquireTimeoutMs,
+        extra: { ...extra, max: 1 },
+        [SINGLE_CONNECTION]: true,
+      };
     case 'mysql':
     case 'mariadb':
       // mysql2 has no acquisition timeout; TransactionalModule applies connectTimeout to acquisition.
-      return { ...options, poolSize: 1, connectTimeout: acquireTimeoutMs, extra: { ...extra, connectionLimit: 1 }, [SINGLE_CONNECTION]: true };
+      return {
+        ...options,
+        poolSize: 1,
+        connectTimeout: acquireTimeoutMs,
+        extra: { ...extra, connectionLimit: 1 },
+        [SINGLE_CONNECTION]: true,
+      };
     default:
       throw new TransactionalError(
         `${where}: unsupported data source type ${describeValue(options.type)}. It knows how to size the pools of ` +

@@ -31,7 +31,11 @@ export const DATABASE_SETTINGS = 'DATABASE_SETTINGS';
 @Module({})
 export class DatabaseSettingsModule {
   static forRoot(settings: DatabaseSettings): DynamicModule {
-    return { module: DatabaseSettingsModule, providers: [{ provide: DATABASE_SETTINGS, useValue: settings }], exports: [DATABASE_SETTINGS] };
+    return {
+      module: DatabaseSettingsModule,
+      providers: [{ provide: DATABASE_SETTINGS, useValue: settings }],
+      exports: [DATABASE_SETTINGS],
+    };
   }
 }
 
@@ -97,9 +101,20 @@ export class DatabaseUnreachableError extends Error {
 
 /** Driver and socket errors that mean "no connection to the database": refused, unknown host, bad login… */
 const CONNECTION_FAILURES = new Set([
-  'ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNRESET',
-  '28P01', '28000', '3D000', // PostgreSQL: bad password, no such role, no such database
-  'ER_ACCESS_DENIED_ERROR', 'ER_BAD_DB_ERROR', 'ER_DBACCESS_DENIED_ERROR', 'PROTOCOL_CONNECTION_LOST',
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ECONNRESET',
+  '28P01',
+  '28000',
+  '3D000', // PostgreSQL: bad password, no such role, no such database
+  'ER_ACCESS_DENIED_ERROR',
+  'ER_BAD_DB_ERROR',
+  'ER_DBACCESS_DENIED_ERROR',
+  'PROTOCOL_CONNECTION_LOST',
 ]);
 
 /** Whether `error` (from starting the app) says that the database could not be reached. */

@@ -492,7 +492,7 @@ describe.each(engines)('the testing kit on $name', (engine: Engine) => {
     it("runs the test's requests in its transaction, which nobody outside sees", async () => {
       expect(await postJson(`${testApp.url}/kit/items`, { label: 'getter' })).toMatchObject({ status: 201 });
 
-      const seen = (await testApp.app.get(DataSource).query(`SELECT label FROM ${TABLE}`)) as Array<{ label: string }>;
+      const seen = await testApp.app.get(DataSource).query<Array<{ label: string }>>(`SELECT label FROM ${TABLE}`);
       expect(seen.map((r) => r.label)).toEqual(['getter']);
       expect(await labels()).toEqual([]);
     });
@@ -500,9 +500,10 @@ describe.each(engines)('the testing kit on $name', (engine: Engine) => {
 
   describe('rollbackPerTest() given no application', () => {
     it('says at the call that the app does not exist yet at describe level, and what to pass instead', () => {
-      let app: TestApp['app'] | undefined;
+      // What `rollbackPerTest(app)` at describe level passes: the variable, before beforeAll assigned it.
+      const notYetCreated = undefined as TestApp['app'] | undefined;
 
-      expect(() => rollbackPerTest(app as TestApp['app'])).toThrow(
+      expect(() => rollbackPerTest(notYetCreated as TestApp['app'])).toThrow(
         new TransactionalError(
           'rollbackPerTest(): expected the Nest application, got undefined. At describe level the application is not ' +
             'created yet (beforeAll has not run): pass a function that returns it, rollbackPerTest(() => app), or call ' +

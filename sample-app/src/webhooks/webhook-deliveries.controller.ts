@@ -9,11 +9,7 @@ export class WebhookDeliveriesController {
   constructor(private readonly webhooks: WebhooksService) {}
 
   @Post()
-  deliver(
-    @Param('id', ParseIntPipe) id: number,
-    @Body() dto: DeliveryDto,
-    @Tx() tx: EntityManager,
-  ): Promise<DeliveryReceipt> {
+  deliver(@Param('id', ParseIntPipe) id: number, @Body() dto: DeliveryDto, @Tx() tx: EntityManager): Promise<DeliveryReceipt> {
     return this.webhooks.deliver(tx, id, dto.event);
   }
 }

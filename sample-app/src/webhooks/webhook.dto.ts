@@ -7,7 +7,10 @@ const trim = ({ value }: { value: unknown }) => (typeof value === 'string' ? val
 
 /** `POST /webhooks` body. */
 export class CreateWebhookDto {
-  @IsUrl({ protocols: ['http', 'https'], require_protocol: true, require_tld: false }, { message: 'url must be an http:// or https:// URL' })
+  @IsUrl(
+    { protocols: ['http', 'https'], require_protocol: true, require_tld: false },
+    { message: 'url must be an http:// or https:// URL' },
+  )
   @MaxLength(1000)
   @IsString()
   @Transform(trim)
