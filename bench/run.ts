@@ -615,7 +615,7 @@ async function main(): Promise<void> {
       `${config.accounts} accounts; expected wall time ≈ ${Math.ceil(estimate / 60)} min (more if servers need topping up to ${fmt0(config.memoryRequests)} requests)`,
     ...Object.entries(ONLY_ON)
       .filter(([v]) => config.variants.includes(v as Variant))
-      .map(([v, only]) => `- ${v} is measured on ${only!.filter((w) => config.workloads.includes(w)).join(', ')} only`),
+      .map(([v, only]) => `- ${v} is measured on ${only.filter((w) => config.workloads.includes(w)).join(', ')} only`),
     ...config.idle.map((v) => `- ${v} not started: it is measured on ${ONLY_ON[v]!.join(', ')} only`),
   ];
   console.log(header.join('\n'));

@@ -42,12 +42,16 @@ function isApplicationFrame(frame: NodeJS.CallSite): boolean {
 export function callSite(holder: StackHolder | undefined): string | undefined {
   if (holder === undefined) return undefined;
   if (holder.site === undefined) {
+    // Saved and put back below: a static hook of V8's, not a method that needs its object.
+    // eslint-disable-next-line @typescript-eslint/unbound-method
     const previous = Error.prepareStackTrace;
     holder.site = null;
     Error.prepareStackTrace = (error, frames) => {
       const index = frames.findIndex(isApplicationFrame);
       if (index === -1) return '';
       const formatted = previous ? String(previous(error, frames)).split('\n')[index + 1] : undefined;
+      // V8's CallSite formats itself as a stack line (its toString() is missing from the types).
+      // eslint-disable-next-line @typescript-eslint/no-base-to-string
       holder.site = (formatted ?? String(frames[index])).trim().replace(/^at (async )?/, '');
       return '';
     };

@@ -35,6 +35,7 @@ export class SavepointScope<Unit = unknown, Source = unknown> implements Level {
 
   /** The innermost open savepoint of this callback's chain on `source`, if any. */
   on(source: Source): SavepointScope<Unit, Source> | undefined {
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- walks the chain that starts here
     for (let scope: SavepointScope<Unit, Source> | undefined = this; scope !== undefined; scope = scope.enclosing) {
       if (scope.source === source && !scope.ended) return scope;
     }
@@ -43,6 +44,7 @@ export class SavepointScope<Unit = unknown, Source = unknown> implements Level {
 
   /** The innermost open savepoint of this callback's chain, on any data source. */
   innermostOpen(): SavepointScope<Unit, Source> | undefined {
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- walks the chain that starts here
     for (let scope: SavepointScope<Unit, Source> | undefined = this; scope !== undefined; scope = scope.enclosing) {
       if (!scope.ended) return scope;
     }

@@ -73,6 +73,7 @@ async function sendEnd(transaction: DataSourceTransaction, connection: unknown, 
   const before = transaction.broadcast(commit ? 'BeforeTransactionCommit' : 'BeforeTransactionRollback');
   if (before !== undefined) await before;
   // Lost while the subscribers ran: the transaction is gone, there is nothing to send it to.
+  // eslint-disable-next-line @typescript-eslint/only-throw-error -- the driver's own error, whatever it emitted
   if (transaction.loss.lost !== undefined) throw transaction.loss.lost;
   transaction.endSent = commit ? 'COMMIT' : 'ROLLBACK';
   const answer = await sendStatements(transaction.entry, runner, connection, [sql]);

@@ -151,7 +151,7 @@ function describeError(error: unknown): string {
   const driver = (first as { driverError?: { code?: unknown; errno?: unknown } }).driverError;
   const code = driver?.code ?? (first as { code?: unknown }).code;
   const caught = first === error ? '' : ', caught by the work, which went on';
-  return `${first instanceof Error ? first.message : String(first)}${code ? ` [${String(code)}]` : ''}${caught}`;
+  return `${first instanceof Error ? first.message : String(first)}${typeof code === 'string' || typeof code === 'number' ? ` [${code}]` : ''}${caught}`;
 }
 
 /** What `TransactionHost.current()` tells about the unit of work of the caller. */

@@ -57,6 +57,8 @@ export function installConnectionGuard(entry: DataSourceEntry, registry: DataSou
 function guardLazyRelations(entry: DataSourceEntry): void {
   // No public hook for lazy-relation loading (lib/compat/typeorm.ts; checked at bootstrap).
   const loader = relationLoaderOf(entry.dataSource);
+  // Called below with the loader's own `this`.
+  // eslint-disable-next-line @typescript-eslint/unbound-method
   const load = loader.load;
   loader.load = function guardedLoad(this: unknown, ...args: unknown[]) {
     const owner = ownerOf(args[2] as QueryRunner | undefined);
@@ -71,10 +73,12 @@ function guardRepository(entry: DataSourceEntry, registry: DataSourceRegistry, r
   if (target[GUARDED]) return;
   target[GUARDED] = true;
   const entity = repository.metadata.name;
-  for (let proto = Object.getPrototypeOf(repository); proto && proto !== Object.prototype; proto = Object.getPrototypeOf(proto)) {
+  const prototypeOf = (value: object): object | null => Object.getPrototypeOf(value) as object | null;
+  for (let proto = prototypeOf(repository); proto && proto !== Object.prototype; proto = prototypeOf(proto)) {
     for (const method of Object.getOwnPropertyNames(proto)) {
-      const original = Object.getOwnPropertyDescriptor(proto, method)?.value;
+      const original: unknown = Object.getOwnPropertyDescriptor(proto, method)?.value;
       if (typeof original !== 'function' || NON_QUERYING.has(method) || Object.hasOwn(target, method)) continue;
+      const call = original as (this: unknown, ...args: unknown[]) => unknown;
       target[method] = function guardedRepositoryMethod(this: Repository<object>, ...args: unknown[]) {
         const unitOfWork = currentUnitOfWork();
         // tx.withRepository(repository) copies these own properties onto a repository bound to the unit
@@ -85,10 +89,10 @@ function guardRepository(entry: DataSourceEntry, registry: DataSourceRegistry, r
             const error = violation(entry, registry, unitOfWork, holder, { entity, method });
             if (error) return Promise.reject(error);
             // Reported once: the driver's acquisition below must not report it again.
-            return runReported(unitOfWork, () => original.apply(this, args));
+            return runReported(unitOfWork, () => call.apply(this, args));
           }
         }
-        return original.apply(this, args);
+        return call.apply(this, args);
       };
     }
   }
