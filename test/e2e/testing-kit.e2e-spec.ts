@@ -13,6 +13,7 @@ import {
 // What users import as 'nestjs-request-transaction/testing' (jest maps that name here too; tsc does not).
 import { ConnectionAudit, rollbackPerTest, singleConnectionPool, type TestTransaction } from '../../lib/testing';
 import { createApp, type TestApp } from '../support/app';
+import { mariadbThreadIds } from '../support/app-connections';
 import { type Engine, engines, typeormOptions } from '../support/databases';
 import { postJson } from '../support/http';
 import { expectNothingLeaked, poolStats } from '../support/leaks';
@@ -222,11 +223,15 @@ describe.each(engines)('the testing kit on $name', (engine: Engine) => {
 
         expect(responses.map((r) => r.status)).toEqual(labels24.map(() => 201));
         expect(await labels()).toEqual(labels24);
+        // PostgreSQL: the server's backends of the app (application_name). MariaDB: the server's threads
+        // that are the app's pool's (other clients of the database may still be closing theirs).
         const connections =
           engine.name === 'postgres'
             ? (await (db as PostgresObserver).backends(applicationName)).length
-            : (await (db as MariadbObserver).processlist()).length;
+            : (await (db as MariadbObserver).processlist()).filter((p) => mariadbThreadIds(dataSource).includes(Number(p.id)))
+                .length;
         expect(connections).toBe(1);
+        if (engine.name === 'mariadb') expect(mariadbThreadIds(dataSource)).toHaveLength(1);
         expect(poolStats(dataSource).total).toBe(1);
       });
     });
