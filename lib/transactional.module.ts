@@ -1,6 +1,6 @@
 import { type DynamicModule, Global, Module, type Provider } from '@nestjs/common';
 import { APP_INTERCEPTOR, DiscoveryModule } from '@nestjs/core';
-import { getDataSourceToken } from '@nestjs/typeorm';
+import { getDataSourceToken, TypeOrmModule } from '@nestjs/typeorm';
 import type { DataSource } from 'typeorm';
 import { checkCompatibility } from './compat/check-compatibility';
 import { DataSourceRegistry, DEFAULT_DATA_SOURCE } from './core/data-source-registry';
@@ -9,6 +9,7 @@ import { DataSourceCounters } from './core/stats';
 import { TransactionHost, TransactionRunner } from './core/transaction-runner';
 import { TransactionalMethodBinding } from './decorators/transactional-method';
 import { describeValue as describe, TransactionalOptionsError } from './errors';
+import { GraphQLSetupCheck } from './graphql/graphql-setup-check';
 import { installConnectionGuard } from './guard/connection-guard';
 import { TransactionInterceptor } from './interceptor/transaction.interceptor';
 import { checkSingleConnectionPool } from './testing/single-connection-pool';
@@ -48,7 +49,7 @@ export class TransactionalCoreModule {}
  * Nest creates it, and so binds the interceptor, once.
  */
 @Module({
-  providers: [{ provide: APP_INTERCEPTOR, useExisting: TransactionInterceptor }],
+  providers: [{ provide: APP_INTERCEPTOR, useExisting: TransactionInterceptor }, GraphQLSetupCheck],
 })
 export class TransactionInterceptorMount {}
 
@@ -85,7 +86,8 @@ export class TransactionalModule extends ConfigurableModuleClass {
   }
 
   /**
-   * Providers for `@InjectTxRepository(Entity)`, one per entity.
+   * Providers for `@InjectTxRepository(Entity)`, one per entity. The entities are also registered with
+   * `TypeOrmModule.forFeature()`, so TypeORM's `autoLoadEntities` loads them.
    * @example
    * TransactionalModule.forFeature([Account, Transfer])
    */
@@ -102,7 +104,7 @@ export class TransactionalModule extends ConfigurableModuleClass {
       useFactory: (source: DataSource) => createTxRepository(entity, dataSource, source),
       inject: [getDataSourceToken(dataSource)],
     }));
-    return { module: TransactionalModule, providers, exports: providers };
+    return { module: TransactionalModule, imports: [TypeOrmModule.forFeature(entities, dataSource)], providers, exports: providers };
   }
 }
 

@@ -1,4 +1,5 @@
 import { ISOLATION_LEVELS, type IsolationLevel, MAX_DURATION_MS } from './core/dialect';
+import { checkIdleInTransactionMs, defaultIdleInTransactionMs, resolveIdleInTransactionMs } from './core/idle-threshold';
 import { describeValue as describe, TransactionalOptionsError } from './errors';
 
 export type { IsolationLevel } from './core/dialect';
@@ -44,6 +45,13 @@ export interface TransactionOptions {
    * in the database and the connection idling in transaction. 1 to 2147483647. Default: off.
    */
   slowTransactionMs?: number;
+  /**
+   * Reports a unit of work whose connection sat idle in transaction (held, no statement of it running)
+   * longer than this many milliseconds between two statements, or between its last statement and its
+   * end: a warning naming the statements on both sides of the gap, a count in `stats()`, and a record
+   * for `ConnectionAudit`. `0` or `false` turns it off; up to 2147483647. Default: 200, off when `NODE_ENV=production`.
+   */
+  idleInTransactionMs?: number | false;
   /**
    * Runs the whole unit of work again after a deadlock or serialization failure (PostgreSQL 40P01,
    * 40001; MySQL/MariaDB 1213), only where the library owns the transaction and no response was sent.
@@ -96,10 +104,12 @@ export interface ResolvedModuleOptions {
   readOnly: boolean;
   timeoutMs?: number;
   slowTransactionMs?: number;
+  /** Undefined: off. */
+  idleInTransactionMs?: number;
   logStatsIntervalMs?: number;
 }
 
-const TRANSACTION_OPTION_KEYS = ['isolationLevel', 'readOnly', 'timeoutMs', 'guard', 'slowTransactionMs', 'retry'] as const;
+const TRANSACTION_OPTION_KEYS = ['isolationLevel', 'readOnly', 'timeoutMs', 'guard', 'slowTransactionMs', 'idleInTransactionMs', 'retry'] as const;
 /** @internal The options `forRoot()` takes (besides `dataSource`). */
 export const MODULE_OPTION_KEYS: readonly string[] = [...TRANSACTION_OPTION_KEYS.filter((key) => key !== 'retry'), 'logStatsIntervalMs'];
 const RETRY_OPTION_KEYS = ['attempts', 'baseDelayMs', 'maxDelayMs'];
@@ -158,6 +168,7 @@ export function checkedTransactionOptions<T extends object = TransactionOptions>
     }
     checkCeiling(value, key, where);
   }
+  checkIdleInTransactionMs(o.idleInTransactionMs, where);
   if (o.guard !== undefined && !(GUARD_MODES as readonly unknown[]).includes(o.guard)) {
     throw new TransactionalOptionsError(
       `${where}: guard ${describe(o.guard)} is not one of ${GUARD_MODES.map((m) => `'${m}'`).join(', ')}.`,
@@ -246,6 +257,8 @@ export function resolveModuleOptions(options: unknown, where: string): ResolvedM
     readOnly: o.readOnly ?? false,
     timeoutMs: o.timeoutMs,
     slowTransactionMs: o.slowTransactionMs,
+    idleInTransactionMs: resolveIdleInTransactionMs(o.idleInTransactionMs, defaultIdleInTransactionMs()),
     logStatsIntervalMs: o.logStatsIntervalMs,
   });
 }
+

@@ -3,6 +3,7 @@ import type { DataSource } from 'typeorm';
 import { TransactionalOptionsError } from '../errors';
 import type { ResolvedModuleOptions } from '../transactional.options';
 import type { Dialect } from './dialect';
+import type { RouteHoldStats } from './route-hold-times';
 import { ApplicationCounters, type DataSourceCounters, type TransactionalStats } from './stats';
 
 /** The name `@nestjs/typeorm` gives a data source registered without one. */
@@ -54,6 +55,7 @@ export class DataSourceRegistry implements OnApplicationBootstrap, OnModuleDestr
       retries: this.counters.retries,
       guardViolations: this.counters.guardViolations,
       slowTransactions: this.counters.slowTransactions,
+      idleInTransactionGaps: this.counters.idleInTransactionGaps,
       dataSources: {},
     };
     for (const entry of this.entries.values()) {
@@ -115,6 +117,16 @@ export function statsLine(name: string, now: TransactionalStats, before: Transac
     `p99 ${wait.p99} ms; connection held p50 ${held.p50} ms, p99 ${held.p99} ms; in the last ${intervalMs} ms: ` +
     `${ds.commits - was.commits} commits, ${ds.rollbacks - was.rollbacks} rollbacks, ` +
     `${ds.acquisitionFailures - was.acquisitionFailures} acquisition failures, ${now.retries - before.retries} retries, ` +
-    `${now.guardViolations - before.guardViolations} guard violations, ${now.slowTransactions - before.slowTransactions} slow transactions`
+    `${now.guardViolations - before.guardViolations} guard violations, ${now.slowTransactions - before.slowTransactions} slow transactions, ` +
+    `${now.idleInTransactionGaps - before.idleInTransactionGaps} idle-in-transaction gaps${mostIdle(ds.routes)}`
   );
+}
+
+/** The route whose connection sat idle in transaction longest (p99), for the stats line: the one to look at first. */
+function mostIdle(routes: Record<string, RouteHoldStats>): string {
+  let worst: [string, number] | undefined;
+  for (const [route, times] of Object.entries(routes)) {
+    if (times.idleMs.p99 > (worst?.[1] ?? 0)) worst = [route, times.idleMs.p99];
+  }
+  return worst === undefined ? '' : `; most idle in transaction: ${worst[0]} (p99 ${worst[1]} ms)`;
 }

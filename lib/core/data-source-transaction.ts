@@ -1,11 +1,13 @@
 import type { EntityManager } from 'typeorm';
 import { TransactionalError } from '../errors';
+import { ConnectionClock } from './connection-clock';
 import { ConnectionHold } from './connection-hold';
 import { ConnectionLossWatch, lostConnectionError } from './connection-loss';
 import { ConnectionTurns, type Level } from './connection-turns';
 import { sendBegin } from './control-statements';
 import type { DataSourceEntry } from './data-source-registry';
 import type { BeginSpec } from './dialect';
+import { resolveIdleInTransactionMs } from './idle-threshold';
 import { bindQueryRunner, callOriginal, type BoundRunner } from './query-runner-binding';
 import { isStream, openStreamError, RowStreams } from './row-streams';
 import { levelOfCaller } from './savepoint-scope';
@@ -28,6 +30,8 @@ export class DataSourceTransaction {
   readonly connectionHold: ConnectionHold;
   /** Where every statement begins and ends. */
   readonly statements: StatementAccounting;
+  /** Time in the database vs idle in transaction, per route; `idleInTransactionMs` gaps. */
+  readonly clock: ConnectionClock;
   /** Whether the database aborted the transaction or one of its savepoints (see `noteFailure()`). */
   readonly abort: AbortState;
   readonly spec: BeginSpec;
@@ -61,7 +65,8 @@ export class DataSourceTransaction {
     };
     const slowMs = o.slowTransactionMs ?? entry.options.slowTransactionMs;
     if (slowMs !== undefined) this.slowMonitor = new SlowTransactionMonitor(slowMs);
-    this.statements = new StatementAccounting(slowMs !== undefined);
+    this.clock = new ConnectionClock(this, resolveIdleInTransactionMs(o.idleInTransactionMs, entry.options.idleInTransactionMs));
+    this.statements = new StatementAccounting(slowMs !== undefined, this.clock);
     this.connectionHold = new ConnectionHold(entry);
     this.ownDepth = entry.insideTestTransaction ? 2 : 1;
     this.abort = new AbortState(entry.dialect, this.ownDepth);
@@ -90,6 +95,7 @@ export class DataSourceTransaction {
   private async begin(): Promise<unknown> {
     const connection = await this.connectionHold.take(() => callOriginal(this.queryRunner, 'connect', []), this.unitOfWork.label);
     this.slowMonitor?.start(this);
+    this.clock.acquired(this.connectionHold.acquiredAt as number, this.statements.inFlight > 0);
     // Taken after the await: V8's async frames then lead back to the application code whose query
     // took the connection, even where TypeORM awaited before asking for it (insert(), say).
     if (this.unitOfWork.guardMode(this.entry) !== 'off' || this.slowMonitor !== undefined) {
@@ -225,6 +231,7 @@ export class DataSourceTransaction {
       if (this.statements.inFlight > 0) await this.statements.drained();
       // Statements still waiting for their turn go on, to find the unit of work settled.
       this.turns.giveAll();
+      this.clock.ending(commit);
       await endTransaction(this, connection, commit, this.streams);
     } finally {
       this.loss.unwatch();
@@ -239,6 +246,7 @@ export class DataSourceTransaction {
       if (this.committed) this.entry.counters.commits += 1;
       else this.entry.counters.rollbacks += 1;
     }
+    this.clock.released(this.connectionHold.acquiredAt);
     this.connectionHold.clear();
   }
 }

@@ -44,6 +44,7 @@ function report(transaction: DataSourceTransaction, slowMs: number): void {
       (idleMs >= dbMs
         ? `Idle in transaction means the connection waited on application code (an HTTP call, a slow computation): ` +
           `do that work before the first query, or after the response in an afterCommit hook.`
-        : `Most of it went to the database: a slow statement, or one waiting for a lock another transaction holds.`),
+        : `Most of it went to the database: a slow statement, or one waiting for a lock another transaction holds.`) +
+      transaction.clock.describeRoute(),
   );
 }

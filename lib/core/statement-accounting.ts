@@ -1,3 +1,5 @@
+import type { ConnectionClock } from './connection-clock';
+
 /**
  * The statements of one data-source transaction, counted where each begins and ends: how many ran,
  * how many are in flight now, and (when timed) how long the connection was busy with them. Every
@@ -13,16 +15,27 @@ export class StatementAccounting {
   private busySince = 0;
   private onDrained?: () => void;
 
-  /** `timed`: measure busy time too (it costs a clock read per statement; the slow-transaction report needs it). */
-  constructor(readonly timed: boolean) {}
+  /**
+   * `timed`: measure busy time too (it costs a clock read per statement; the slow-transaction report needs it).
+   * `clock`: the per-route hold times and idle-in-transaction gaps (connection-clock.ts), told of each statement.
+   */
+  constructor(
+    readonly timed: boolean,
+    private readonly clock?: ConnectionClock,
+  ) {}
 
   begin(): void {
     this.count += 1;
-    if (this.inFlight++ === 0 && this.timed) this.busySince = performance.now();
+    const first = this.inFlight++ === 0;
+    if (first && this.timed) this.busySince = performance.now();
+    this.clock?.begin(first);
   }
 
   end(): void {
-    if (--this.inFlight === 0) {
+    const last = --this.inFlight === 0;
+    // Called where the statement's await returned: the clock captures its call site here.
+    this.clock?.end(last);
+    if (last) {
       if (this.timed) this.busyMs += performance.now() - this.busySince;
       this.onDrained?.();
     }

@@ -1,15 +1,7 @@
 import type { PoolStats } from './dialect';
-
-/** How many of the latest durations a summary is computed over. A power of two. */
-export const WINDOW_SIZE = 1024;
-
-/** Durations in milliseconds: how many were recorded in all, and p50 / p99 / max of the latest {@link WINDOW_SIZE}. */
-export interface DurationSummary {
-  count: number;
-  p50: number;
-  p99: number;
-  max: number;
-}
+import { type DurationSummary, DurationWindow } from './duration-window';
+export { type DurationSummary, DurationWindow, WINDOW_SIZE } from './duration-window';
+import { RouteHoldTable, type RouteHoldStats } from './route-hold-times';
 
 /** One data source's side of `TransactionHost.stats()`. */
 export interface DataSourceStats {
@@ -26,6 +18,12 @@ export interface DataSourceStats {
   acquisitionWaitMs: DurationSummary;
   /** Time a unit of work held its connection: from the pool to back to the pool. */
   transactionMs: DurationSummary;
+  /**
+   * Per route (`POST /transfers`) and per `run()` name, over its latest 256 units of work: how long they
+   * held this data source's connection, and how that split into time in the database and time idle in
+   * transaction. The route whose `idleMs` is high waits on something else while holding its connection.
+   */
+  routes: Record<string, RouteHoldStats>;
 }
 
 /** What `TransactionHost.stats()` returns: a snapshot for the whole application. */
@@ -43,32 +41,10 @@ export interface TransactionalStats {
   guardViolations: number;
   /** Units of work that held a connection longer than `slowTransactionMs` (each counted and logged once). */
   slowTransactions: number;
+  /** Gaps longer than `idleInTransactionMs` between two statements of a unit of work (or its last and its end), each counted once. */
+  idleInTransactionGaps: number;
   /** Per data source, by the name given to `TransactionalModule.forRoot({ dataSource })` (`'default'`). */
   dataSources: Record<string, DataSourceStats>;
-}
-
-/** A ring of the latest durations: recording is one store, summarising sorts a copy. */
-export class DurationWindow {
-  private readonly samples = new Float64Array(WINDOW_SIZE);
-  private count = 0;
-
-  record(ms: number): void {
-    this.samples[this.count & (WINDOW_SIZE - 1)] = ms;
-    this.count += 1;
-  }
-
-  summary(): DurationSummary {
-    const n = Math.min(this.count, WINDOW_SIZE);
-    if (n === 0) return { count: 0, p50: 0, p99: 0, max: 0 };
-    const sorted = this.samples.slice(0, n).sort();
-    // Nearest rank.
-    const rank = (q: number) => sorted[Math.min(n - 1, Math.ceil(q * n) - 1)];
-    return { count: this.count, p50: round(rank(0.5)), p99: round(rank(0.99)), max: round(sorted[n - 1]) };
-  }
-}
-
-function round(ms: number): number {
-  return Math.round(ms * 100) / 100;
 }
 
 /** The live counters of one data source. */
@@ -79,6 +55,8 @@ export class DataSourceCounters {
   acquisitionFailures = 0;
   readonly acquisitionWait = new DurationWindow();
   readonly held = new DurationWindow();
+  /** Hold times per route and `run()` name. */
+  readonly routes = new RouteHoldTable();
 
   snapshot(pool: PoolStats): DataSourceStats {
     return {
@@ -89,6 +67,7 @@ export class DataSourceCounters {
       pool,
       acquisitionWaitMs: this.acquisitionWait.summary(),
       transactionMs: this.held.summary(),
+      routes: this.routes.snapshot(),
     };
   }
 }
@@ -99,4 +78,5 @@ export class ApplicationCounters {
   retries = 0;
   guardViolations = 0;
   slowTransactions = 0;
+  idleInTransactionGaps = 0;
 }

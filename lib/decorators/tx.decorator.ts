@@ -49,7 +49,11 @@ function transportAdvice(context: ExecutionContext): string | undefined {
         '@UseInterceptors(TransactionInterceptor) to the controller.'
       );
     case 'graphql':
-      return 'GraphQL resolvers get no unit of work yet: run the work in TransactionRunner.run().';
+      return (
+        "In GraphQL, subscriptions get no unit of work (run each event's work in TransactionRunner.run()), and " +
+        "queries and mutations get one per operation when GraphQLModule has fieldResolverEnhancers: ['interceptors'] " +
+        'and the server hook (apolloUnitOfWorkPlugin() or mercuriusUnitOfWorkHooks()).'
+      );
     default:
       return undefined;
   }

@@ -1,6 +1,8 @@
 import { type CallHandler, type ExecutionContext, HttpException } from '@nestjs/common';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Observer, Subscriber, Subscription, Unsubscribable } from 'rxjs';
+import type { HoldTimesCache } from '../core/connection-clock';
+import type { RouteHoldTimes } from '../core/route-hold-times';
 import type { UnitOfWork } from '../core/unit-of-work';
 import type { UnitOfWorkOwner } from '../core/unit-of-work-owner';
 import { isThenable, type TransactionRunner } from '../core/transaction-runner';
@@ -12,6 +14,8 @@ export interface Route {
   readonly options: TransactionOptions;
   /** Where the route's first unit of work took its connections (see `UnitOfWorkOwner.sites`). */
   readonly sites: Map<string, string | null>;
+  /** The route's hold times, by data source (see `HoldTimesCache`): found once, not by label on every request. */
+  readonly holdTimes: Map<string, RouteHoldTimes>;
 }
 
 /** Express and Fastify requests: the route pattern, for messages. */
@@ -31,7 +35,7 @@ type TransportContext = { getPattern?(): unknown; getSubject?(): unknown; getCha
  * stream and its own teardown, so that a request allocates few closures: the subscribe function, the
  * attempt's promise executor and the two callbacks on the unit of work's outcome.
  */
-export class HandlerCall implements UnitOfWorkOwner, Observer<unknown>, Unsubscribable {
+export class HandlerCall implements UnitOfWorkOwner, HoldTimesCache, Observer<unknown>, Unsubscribable {
   private ctx?: UnitOfWork;
   private inner?: Subscription;
   private resolve?: () => void;
@@ -179,6 +183,10 @@ export class HandlerCall implements UnitOfWorkOwner, Observer<unknown>, Unsubscr
 
   get sites(): Map<string, string | null> {
     return this.route.sites;
+  }
+
+  get holdTimes(): Map<string, RouteHoldTimes> {
+    return this.route.holdTimes;
   }
 
   /** `POST /transfers`, `RPC transfers.create`, `WS message events`. */

@@ -6,6 +6,7 @@ import { currentUnitOfWork } from '../core/current-unit-of-work';
 import { TransactionRunner } from '../core/transaction-runner';
 import { NO_TRANSACTION, TRANSACTIONAL_OPTIONS } from '../decorators/transactional.decorator';
 import type { TransactionOptions } from '../transactional.options';
+import { interceptResolver } from '../graphql/resolver-call';
 import { HandlerCall, type Route } from './handler-call';
 
 /** A handler's route, with the controller it was read for. */
@@ -16,11 +17,12 @@ interface CachedRoute {
 
 /**
  * The hook: runs every HTTP request, microservice message (`@MessagePattern`, `@EventPattern`) and
- * WebSocket message (`@SubscribeMessage`) in a unit of work. Middleware and guards run before it,
+ * WebSocket message (`@SubscribeMessage`) in a unit of work, and every GraphQL operation in one that its
+ * root and field resolvers share (see `apolloUnitOfWorkPlugin()`). Middleware and guards run before it,
  * outside; the interceptors bound after it, the pipes (`@Tx()` included) and the handler run inside.
  * The handler's value is emitted only after COMMIT succeeded; an error is emitted after ROLLBACK, to
  * the exception filters. `@NoTransaction()` handlers and `@Sse()` routes pass through, and so does
- * every other context type (GraphQL, for now); bound twice, the inner one joins the outer one's unit.
+ * GraphQL subscriptions and every other context type; bound twice, the inner one joins the outer one's unit.
  *
  * `TransactionalModule.forRoot()` binds it globally; with `forRoot({ mount: false })` bind it yourself.
  * @example
@@ -41,11 +43,14 @@ export class TransactionInterceptor implements NestInterceptor {
   ) {}
 
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
-    const type = context.getType();
-    // GraphQL resolvers (and custom transports) get no unit of work yet: they pass through, as without the module.
-    if (type !== 'http' && type !== 'rpc' && type !== 'ws') return next.handle();
+    const type = context.getType<string>();
+    const graphql = type === 'graphql';
+    // Custom transports get no unit of work: they pass through, as without the module.
+    if (type !== 'http' && type !== 'rpc' && type !== 'ws' && !graphql) return next.handle();
     const cached = this.routes.get(context.getHandler());
     const route = cached !== undefined && cached.controller === context.getClass() ? cached.route : this.routeOf(context);
+    // A resolver joins its operation's unit of work, which the GraphQL server's hook ends.
+    if (graphql) return route === false ? next.handle() : interceptResolver(route, context, next);
     // Pass-through routes, and a call inside an open unit of work (the interceptor bound twice, globally
     // and on the controller): that unit of work is the call's, as TransactionRunner.run() joins it.
     if (route === false || currentUnitOfWork()?.state === 'open') return next.handle();
@@ -83,6 +88,7 @@ export class TransactionInterceptor implements NestInterceptor {
             ...this.reflector.get<TransactionOptions | undefined>(TRANSACTIONAL_OPTIONS, handler),
           },
           sites: new Map(),
+          holdTimes: new Map(),
         };
   }
 }

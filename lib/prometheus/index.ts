@@ -1,5 +1,6 @@
 import type { Counter as CounterType, Gauge as GaugeType, Registry } from 'prom-client';
 import type { TransactionHost } from '../core/transaction-runner';
+import type { RouteHoldStats } from '../core/route-hold-times';
 import type { DataSourceStats, DurationSummary, TransactionalStats } from '../core/stats';
 import { TransactionalOptionsError } from '../errors';
 
@@ -31,9 +32,11 @@ function promClient(): PromClient {
  *
  * Gauges: `units_of_work_open`, `connections_held{data_source}`, `pool_connections{data_source,state}`
  * (state `open`, `idle`, `waiting`), `acquisition_wait_seconds{data_source,quantile}` and
- * `connection_held_seconds{data_source,quantile}` (quantile `0.5`, `0.99`, `1` over the latest 1024).
+ * `connection_held_seconds{data_source,quantile}` (quantile `0.5`, `0.99`, `1` over the latest 1024);
+ * per route and `run()` name, over its latest 256: `route_connection_held_seconds`,
+ * `route_database_seconds` and `route_idle_in_transaction_seconds` `{data_source,route,quantile}`.
  * Counters: `commits_total`, `rollbacks_total`, `acquisition_failures_total` (per `data_source`),
- * `retries_total`, `guard_violations_total`, `slow_transactions_total`.
+ * `retries_total`, `guard_violations_total`, `slow_transactions_total`, `idle_in_transaction_gaps_total`.
  *
  * @example
  * import { registerTransactionMetrics } from 'nestjs-request-transaction/prometheus';
@@ -81,6 +84,17 @@ export function registerTransactionMetrics(host: TransactionHost, options: Trans
         g.set({ data_source, quantile: '1' }, d.max / 1000);
       }
     });
+  const byRoute = (name: string, help: string, pick: (route: RouteHoldStats) => DurationSummary) =>
+    gauge(name, help, ['data_source', 'route', 'quantile'], (g, stats) => {
+      for (const [data_source, ds] of Object.entries(stats.dataSources)) {
+        for (const [route, times] of Object.entries(ds.routes)) {
+          const d = pick(times);
+          g.set({ data_source, route, quantile: '0.5' }, d.p50 / 1000);
+          g.set({ data_source, route, quantile: '0.99' }, d.p99 / 1000);
+          g.set({ data_source, route, quantile: '1' }, d.max / 1000);
+        }
+      }
+    });
 
   gauge('units_of_work_open', 'Units of work (requests, TransactionRunner.run() calls) started and not yet settled.', [], (g, s) =>
     g.set(s.openUnitsOfWork),
@@ -97,6 +111,13 @@ export function registerTransactionMetrics(host: TransactionHost, options: Trans
   });
   durations('acquisition_wait_seconds', 'Wait for a pooled connection, over the latest 1024 acquisitions.', (ds) => ds.acquisitionWaitMs);
   durations('connection_held_seconds', 'Time a unit of work held its connection, over the latest 1024.', (ds) => ds.transactionMs);
+  byRoute('route_connection_held_seconds', "Time a route's units of work held their connection, over the route's latest 256.", (r) => r.heldMs);
+  byRoute('route_database_seconds', "Of that, time with a statement in the database, over the route's latest 256.", (r) => r.databaseMs);
+  byRoute(
+    'route_idle_in_transaction_seconds',
+    "Of that, time idle in transaction (the connection held while the code waited on something else), over the route's latest 256.",
+    (r) => r.idleMs,
+  );
   counter('commits_total', 'Transactions committed.', ['data_source'], bySource((ds) => ds.commits));
   counter('rollbacks_total', 'Transactions rolled back.', ['data_source'], bySource((ds) => ds.rollbacks));
   counter('acquisition_failures_total', 'Connections the pool could not give.', ['data_source'], bySource((ds) => ds.acquisitionFailures));
@@ -104,5 +125,8 @@ export function registerTransactionMetrics(host: TransactionHost, options: Trans
   counter('guard_violations_total', 'Connections requested while a unit of work held one or was taking one (guard warn and throw).', [], (s) => [[{}, s.guardViolations]]);
   counter('slow_transactions_total', 'Units of work that held a connection longer than slowTransactionMs.', [], (s) => [
     [{}, s.slowTransactions],
+  ]);
+  counter('idle_in_transaction_gaps_total', 'Gaps longer than idleInTransactionMs in which a unit of work held its connection and ran no statement.', [], (s) => [
+    [{}, s.idleInTransactionGaps],
   ]);
 }

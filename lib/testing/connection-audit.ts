@@ -3,6 +3,7 @@ import { requireShapes } from '../compat/shape';
 import { ACQUISITION_METHODS, acquiringDriver, acquisitionShapes } from '../compat/typeorm';
 import { callSite, captureStack, type StackHolder } from '../core/call-site';
 import { currentUnitOfWork } from '../core/current-unit-of-work';
+import { type IdleGap, onIdleGap } from '../core/idle-gap-report';
 import type { UnitOfWork } from '../core/unit-of-work';
 import { TransactionalError } from '../errors';
 import { heldDuring, isOwnAcquisition } from '../guard/hold-and-wait';
@@ -53,6 +54,7 @@ type UnitRecord = UnitAudit & { held: number };
 export class ConnectionAudit {
   private readonly records = new Map<UnitOfWork | typeof OUTSIDE, UnitRecord>();
   private readonly plain: PlainAcquisition[] = [];
+  private readonly gaps: IdleGap[] = [];
   private readonly restore: Array<() => void> = [];
 
   private constructor(private readonly dataSource: DataSource) {}
@@ -62,6 +64,7 @@ export class ConnectionAudit {
     // TypeORM has no public acquisition hook: its drivers' obtain*Connection() methods are replaced.
     requireShapes('ConnectionAudit.attach()', acquisitionShapes(dataSource, 'the audit records every pooled connection TypeORM takes through it.'));
     const audit = new ConnectionAudit(dataSource);
+    audit.restore.push(onIdleGap(dataSource, (gap) => audit.gaps.push(gap)));
     const driver = acquiringDriver(dataSource);
     for (const method of ACQUISITION_METHODS) {
       const original = driver[method];
@@ -143,10 +146,33 @@ export class ConnectionAudit {
     );
   }
 
+  /**
+   * Every gap longer than `idleInTransactionMs` (on by default outside production) in which a unit of work
+   * held its connection of this data source and ran no statement, in order: where it waited on something else.
+   */
+  idleGaps(): IdleGap[] {
+    return [...this.gaps];
+  }
+
+  /** Throws an error listing every `idleGaps()` entry, with the statements on both sides of each gap. */
+  assertNoIdleInTransaction(): void {
+    if (this.gaps.length === 0) return;
+    const lines = this.gaps.map(
+      (g) => `- ${g.unit}: ${g.idleMs} ms after the statement at ${g.before}, until ${g.atEnd ? g.after : `the statement at ${g.after}`}`,
+    );
+    throw new TransactionalError(
+      `${this.gaps.length} time(s) a unit of work held its pooled connection idle in transaction longer than ` +
+        `idleInTransactionMs, waiting on something else: while it waits no other request can use the connection, and ` +
+        `a slow or unanswering service then holds every connection of the pool. Do that work before the first query, ` +
+        `after the commit in TransactionHost.afterCommit(), or through an outbox row written in the transaction:\n${lines.join('\n')}`,
+    );
+  }
+
   /** Forgets what was recorded so far. */
   reset(): void {
     this.records.clear();
     this.plain.length = 0;
+    this.gaps.length = 0;
   }
 
   /** Stops recording. */

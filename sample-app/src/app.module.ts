@@ -5,6 +5,7 @@ import { TransactionalModule } from 'nestjs-request-transaction';
 import { AccountsModule } from './accounts/accounts.module';
 import { DatabaseErrorFilter } from './common/database-error.filter';
 import { DATABASE_SETTINGS, typeormOptions } from './database';
+import { WalletGraphQLModule } from './graphql/wallet-graphql.module';
 import { PeopleModule } from './people/people.module';
 import { ReportsModule } from './reports/reports.module';
 import { TransfersModule } from './transfers/transfers.module';
@@ -22,6 +23,7 @@ import { WebhooksModule } from './webhooks/webhooks.module';
     ReportsModule,
     WebhooksModule,
     PeopleModule,
+    WalletGraphQLModule,
   ],
   providers: [
     { provide: APP_FILTER, useClass: DatabaseErrorFilter },

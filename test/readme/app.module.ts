@@ -12,7 +12,7 @@ import { AccountsService } from './accounts.service';
       url: process.env.DATABASE_URL,
       poolSize: 10,
       connectTimeoutMS: 5000, // an exhausted pool answers with an error instead of hanging
-      entities: [Account], // autoLoadEntities sees TypeOrmModule.forFeature() only, not TransactionalModule's
+      autoLoadEntities: true, // loads the entities of TransactionalModule.forFeature() below
       synchronize: true, // creates the table: for trying it out, not for production
     }),
     TransactionalModule.forRoot(), // one transaction per request, the guard on outside production

@@ -1,12 +1,13 @@
 /**
- * What the interceptor does with context types it gives no unit of work yet (GraphQL): it passes
- * them through as if it were absent, and `@Tx()` there says why it has no transaction to give.
+ * What the interceptor does with GraphQL resolvers outside an operation's unit of work: subscriptions
+ * pass through as if it were absent, a resolver of an operation no server hook started fails saying
+ * which hook to add, and `@Tx()` there says why it has no transaction to give.
  */
 import { ROUTE_ARGS_METADATA } from '@nestjs/common/constants';
 import { Reflector } from '@nestjs/core';
 import { ExecutionContextHost } from '@nestjs/core/helpers/execution-context-host';
 import { of } from 'rxjs';
-import { NoTransactionError, TransactionInterceptor, type TransactionRunner, Tx } from '../../lib';
+import { NoTransactionError, TransactionalOptionsError, TransactionInterceptor, type TransactionRunner, Tx } from '../../lib';
 
 class Resolver {
   transfers(): string[] {
@@ -14,8 +15,9 @@ class Resolver {
   }
 }
 
-function graphqlContext(): ExecutionContextHost {
-  const context = new ExecutionContextHost([{}, {}, {}, {}], Resolver, Resolver.prototype.transfers);
+function graphqlContext(operation = 'query'): ExecutionContextHost {
+  const info = { fieldName: 'transfers', parentType: { name: 'Query' }, operation: { operation, name: { value: 'Transfers' } } };
+  const context = new ExecutionContextHost([{}, {}, {}, info], Resolver, Resolver.prototype.transfers);
   context.setType('graphql');
   return context;
 }
@@ -30,20 +32,31 @@ function txFactory(): (data: unknown, context: ExecutionContextHost) => unknown 
 }
 
 describe('TransactionInterceptor on a GraphQL resolver', () => {
-  it('passes the call through: the handler’s own stream, and no unit of work', () => {
+  it('passes a subscription through: the handler’s own stream, and no unit of work', () => {
     const execute = jest.fn();
     const interceptor = new TransactionInterceptor({ execute } as unknown as TransactionRunner, new Reflector());
     const stream = of('resolved');
 
-    expect(interceptor.intercept(graphqlContext(), { handle: () => stream })).toBe(stream);
+    expect(interceptor.intercept(graphqlContext('subscription'), { handle: () => stream })).toBe(stream);
     expect(execute).not.toHaveBeenCalled();
   });
 
-  it('fails @Tx() with NoTransactionError saying resolvers get no unit of work yet', () => {
+  it('fails a resolver of an operation no server hook started, naming the field and the hooks', () => {
+    const execute = jest.fn();
+    const interceptor = new TransactionInterceptor({ execute } as unknown as TransactionRunner, new Reflector());
+
+    expect(() => interceptor.intercept(graphqlContext(), { handle: () => of('resolved') })).toThrow(TransactionalOptionsError);
+    expect(() => interceptor.intercept(graphqlContext(), { handle: () => of('resolved') })).toThrow(
+      /^The resolver Query\.transfers ran in a GraphQL operation .+plugins: \[apolloUnitOfWorkPlugin\(\)\] \(Apollo\) or hooks: mercuriusUnitOfWorkHooks\(\)/,
+    );
+    expect(execute).not.toHaveBeenCalled();
+  });
+
+  it('fails @Tx() with NoTransactionError saying how a resolver gets a unit of work', () => {
     const factory = txFactory();
     expect(() => factory(undefined, graphqlContext())).toThrow(NoTransactionError);
     expect(() => factory(undefined, graphqlContext())).toThrow(
-      /^@Tx\(\) was used outside a unit of work.+ GraphQL resolvers get no unit of work yet: run the work in TransactionRunner\.run\(\)\.$/,
+      /^@Tx\(\) was used outside a unit of work.+ In GraphQL, subscriptions get no unit of work .+fieldResolverEnhancers: \['interceptors'\]/,
     );
   });
 });

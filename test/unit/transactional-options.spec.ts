@@ -16,10 +16,23 @@ describe('module options', () => {
     expect(resolveModuleOptions({}, 'forRoot()').guard).toBe('warn');
   });
 
+  it('reports idle in transaction after 200 ms outside production, and not in production unless asked', () => {
+    process.env.NODE_ENV = 'test';
+    expect(resolveModuleOptions({}, 'forRoot()').idleInTransactionMs).toBe(200);
+    process.env.NODE_ENV = 'production';
+    expect(resolveModuleOptions({}, 'forRoot()').idleInTransactionMs).toBeUndefined();
+    expect(resolveModuleOptions({ idleInTransactionMs: 500 }, 'forRoot()').idleInTransactionMs).toBe(500);
+  });
+
+  it.each([0, false] as const)('turns the idle-in-transaction report off with idleInTransactionMs: %j', (off) => {
+    process.env.NODE_ENV = 'test';
+    expect(resolveModuleOptions({ idleInTransactionMs: off }, 'forRoot()').idleInTransactionMs).toBeUndefined();
+  });
+
   it('keeps explicit values, false and zero-like ones included', () => {
     expect(
       resolveModuleOptions(
-        { guard: 'off', readOnly: false, isolationLevel: 'SERIALIZABLE', timeoutMs: 1, slowTransactionMs: 2, logStatsIntervalMs: 3 },
+        { guard: 'off', readOnly: false, isolationLevel: 'SERIALIZABLE', timeoutMs: 1, slowTransactionMs: 2, idleInTransactionMs: 4, logStatsIntervalMs: 3 },
         'x',
       ),
     ).toEqual({
@@ -28,6 +41,7 @@ describe('module options', () => {
       isolationLevel: 'SERIALIZABLE',
       timeoutMs: 1,
       slowTransactionMs: 2,
+      idleInTransactionMs: 4,
       logStatsIntervalMs: 3,
     });
   });
@@ -42,7 +56,15 @@ describe('module options', () => {
     [{ readOnly: 'yes' }, "forRoot(): readOnly must be true or false, got 'yes'."],
     [
       { isolation: 'SERIALIZABLE' },
-      "forRoot(): unknown option 'isolation'. Known options: isolationLevel, readOnly, timeoutMs, guard, slowTransactionMs, logStatsIntervalMs, dataSource, mount.",
+      "forRoot(): unknown option 'isolation'. Known options: isolationLevel, readOnly, timeoutMs, guard, slowTransactionMs, idleInTransactionMs, logStatsIntervalMs, dataSource, mount.",
+    ],
+    [{ idleInTransactionMs: -1 }, 'forRoot(): idleInTransactionMs must be a whole number of milliseconds, or 0 or false to turn the report off; got -1.'],
+    [{ idleInTransactionMs: 2.5 }, 'forRoot(): idleInTransactionMs must be a whole number of milliseconds, or 0 or false to turn the report off; got 2.5.'],
+    [{ idleInTransactionMs: true }, 'forRoot(): idleInTransactionMs must be a whole number of milliseconds, or 0 or false to turn the report off; got true.'],
+    [
+      { idleInTransactionMs: 2 ** 31 },
+      'forRoot(): idleInTransactionMs 2147483648 is above the limit of 2147483647 ms (about 24.8 days): no gap between two ' +
+        'statements of a transaction would ever be reported. Use at most 2147483647, or false to turn the report off.',
     ],
     [{ mount: 'no' }, "forRoot(): mount must be true or false, got 'no'."],
   ])('rejects %j with a message naming the option', (options, message) => {
@@ -56,10 +78,12 @@ describe('@Transactional()', () => {
     expect(() => Transactional({ isolationLevel: 'serializable' as never })).toThrow(/@Transactional\(\): isolationLevel 'serializable'/);
   });
 
-  it('takes slowTransactionMs per route, but not the module-wide logStatsIntervalMs', () => {
+  it('takes slowTransactionMs and idleInTransactionMs per route, but not the module-wide logStatsIntervalMs', () => {
     expect(() => Transactional({ slowTransactionMs: 500 })).not.toThrow();
+    expect(() => Transactional({ idleInTransactionMs: false })).not.toThrow();
+    expect(() => Transactional({ idleInTransactionMs: 'off' as never })).toThrow(/^@Transactional\(\): idleInTransactionMs must be a whole number/);
     expect(() => Transactional({ logStatsIntervalMs: 500 } as never)).toThrow(
-      "@Transactional(): unknown option 'logStatsIntervalMs'. Known options: isolationLevel, readOnly, timeoutMs, guard, slowTransactionMs, retry, propagation, dataSource.",
+      "@Transactional(): unknown option 'logStatsIntervalMs'. Known options: isolationLevel, readOnly, timeoutMs, guard, slowTransactionMs, idleInTransactionMs, retry, propagation, dataSource.",
     );
   });
 });

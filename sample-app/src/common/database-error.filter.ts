@@ -18,11 +18,13 @@ export interface DatabaseErrorBody {
 /**
  * Turns the database failures a client can do something about into clear responses: a deadlock or
  * serialization failure is a 409 (the transaction was rolled back: retry it), an exhausted connection
- * pool a 503. Everything else goes to Nest's own handling.
+ * pool a 503. Everything else goes to Nest's own handling; GraphQL resolvers' errors, to GraphQL.
  */
 @Catch()
 export class DatabaseErrorFilter extends BaseExceptionFilter {
-  override catch(exception: unknown, host: ArgumentsHost): void {
+  override catch(exception: unknown, host: ArgumentsHost): unknown {
+    // A resolver's error goes back to GraphQL, which puts it in the result: there is no HTTP response to write.
+    if (host.getType<string>() === 'graphql') return exception;
     const body = host.getType() === 'http' ? describe(exception) : undefined;
     if (body === undefined) return super.catch(exception, host);
     const adapter = this.httpAdapterHost?.httpAdapter ?? this.applicationRef;

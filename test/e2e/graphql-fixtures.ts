@@ -1,0 +1,130 @@
+/**
+ * A small code-first GraphQL schema for the GraphQL suites: orders with lines, a mutation writing two
+ * rows, a query whose field resolvers read through the operation's unit of work, and the misuses the
+ * library must catch.
+ */
+import { ApolloDriver, type ApolloDriverConfig } from '@nestjs/apollo';
+import type { DynamicModule } from '@nestjs/common';
+import { Args, Field, Int, Mutation, ObjectType, Parent, Query, ResolveField, Resolver, GraphQLModule } from '@nestjs/graphql';
+import { MercuriusDriver, type MercuriusDriverConfig } from '@nestjs/mercurius';
+import { InjectRepository } from '@nestjs/typeorm';
+import { Column, Entity, type EntityManager, PrimaryGeneratedColumn, type Repository } from 'typeorm';
+import { apolloUnitOfWorkPlugin, InjectTxRepository, mercuriusUnitOfWorkHooks, TransactionHost, Tx } from '../../lib';
+
+export const ORDERS = 'graphql_orders';
+export const LINES = 'graphql_order_lines';
+
+@Entity(ORDERS)
+export class GqlOrder {
+  @PrimaryGeneratedColumn()
+  id!: number;
+
+  @Column({ type: 'varchar', length: 100 })
+  label!: string;
+}
+
+@Entity(LINES)
+export class GqlOrderLine {
+  @PrimaryGeneratedColumn()
+  id!: number;
+
+  @Column({ type: 'int' })
+  orderId!: number;
+
+  /** Unique: a line whose label is taken fails in the database, after the order's write. */
+  @Column({ type: 'varchar', length: 100, unique: true })
+  label!: string;
+}
+
+@ObjectType('Line')
+export class LineModel {
+  @Field(() => Int)
+  id!: number;
+
+  @Field()
+  label!: string;
+}
+
+@ObjectType('Order')
+export class OrderModel {
+  @Field(() => Int)
+  id!: number;
+
+  @Field()
+  label!: string;
+}
+
+/** The servers the suites run on: Apollo on Express, Mercurius on Fastify. */
+export const servers = [
+  { name: 'apollo', adapter: 'express' },
+  { name: 'mercurius', adapter: 'fastify' },
+] as const;
+
+export type Server = (typeof servers)[number];
+
+/** `GraphQLModule.forRoot()` for `server`, the way the docs say, with batching on. */
+export function graphQLModule(server: Server): DynamicModule {
+  if (server.name === 'apollo') {
+    return GraphQLModule.forRoot<ApolloDriverConfig>({
+      driver: ApolloDriver,
+      autoSchemaFile: true,
+      fieldResolverEnhancers: ['interceptors'],
+      plugins: [apolloUnitOfWorkPlugin()],
+      allowBatchedHttpRequests: true,
+    });
+  }
+  return GraphQLModule.forRoot<MercuriusDriverConfig>({
+    driver: MercuriusDriver,
+    autoSchemaFile: true,
+    fieldResolverEnhancers: ['interceptors'],
+    hooks: mercuriusUnitOfWorkHooks(),
+    allowBatchedQueries: true,
+    // Mercurius loads its query cache with a dynamic import(), which Jest's CommonJS runtime refuses.
+    cache: false,
+  });
+}
+
+@Resolver(() => OrderModel)
+export class OrdersResolver {
+  constructor(
+    @InjectTxRepository(GqlOrderLine) private readonly lineRepository: Repository<GqlOrderLine>,
+    @InjectRepository(GqlOrderLine) private readonly plainLineRepository: Repository<GqlOrderLine>,
+    private readonly host: TransactionHost,
+  ) {}
+
+  /** Writes two rows: the order, then its line (which fails when its label is taken). */
+  @Mutation(() => OrderModel)
+  async createOrder(@Args('label') label: string, @Args('line') line: string, @Tx() tx: EntityManager): Promise<OrderModel> {
+    const order = await tx.save(GqlOrder, { label });
+    await tx.save(GqlOrderLine, { orderId: order.id, label: line });
+    return order;
+  }
+
+  @Query(() => OrderModel, { nullable: true })
+  order(@Args('id', { type: () => Int }) id: number, @Tx() tx: EntityManager): Promise<OrderModel | null> {
+    return tx.findOneBy(GqlOrder, { id });
+  }
+
+  /** Runs no statement. */
+  @Query(() => String)
+  ping(): string {
+    return 'pong';
+  }
+
+  @ResolveField(() => [LineModel])
+  lines(@Parent() order: OrderModel): Promise<LineModel[]> {
+    return this.lineRepository.findBy({ orderId: order.id });
+  }
+
+  /** The unit of work the field resolver runs in. */
+  @ResolveField(() => String, { nullable: true })
+  unitOfWork(): string | null {
+    return this.host.current()?.name ?? null;
+  }
+
+  /** The bug the guard catches: a plain repository, a second pooled connection. */
+  @ResolveField(() => [LineModel])
+  plainLines(@Parent() order: OrderModel): Promise<LineModel[]> {
+    return this.plainLineRepository.findBy({ orderId: order.id });
+  }
+}
