@@ -9,7 +9,16 @@ import globals from 'globals';
 import tseslint from 'typescript-eslint';
 
 export default defineConfig(
-  globalIgnores(['**/node_modules/', '**/dist/', 'bench/results/', 'coverage/', '.embedded-pg/', 'scripts/.node/']),
+  globalIgnores([
+    '**/node_modules/',
+    '**/dist/',
+    'bench/results/',
+    'coverage/',
+    '.embedded-pg/',
+    'scripts/.node/',
+    // Compiled by compat/resolution.sh against the packed package, under each moduleResolution.
+    'compat/resolution/consumer.ts',
+  ]),
   {
     files: ['**/*.ts'],
     extends: [js.configs.recommended, tseslint.configs.recommendedTypeChecked],

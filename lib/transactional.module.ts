@@ -12,6 +12,7 @@ import { describeValue as describe, TransactionalOptionsError } from './errors';
 import { GraphQLSetupCheck } from './graphql/graphql-setup-check';
 import { installConnectionGuard } from './guard/connection-guard';
 import { TransactionInterceptor } from './interceptor/transaction.interceptor';
+import { checkSingleConnectionPool } from './testing/single-connection-pool';
 import {
   checkDataSourceName,
   checkEntity,
@@ -245,6 +246,7 @@ function register(
     );
   }
   checkCompatibility(dataSource, where);
+  checkSingleConnectionPool(dataSource, name, dialect.poolStats(dataSource).max, where);
   const entry = { name, dataSource, dialect, options: resolved, counters: new DataSourceCounters() };
   registry.register(entry);
   installConnectionGuard(entry, registry);

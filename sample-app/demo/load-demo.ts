@@ -12,7 +12,7 @@
 import 'reflect-metadata';
 import { Between, Like } from 'typeorm';
 import { bootstrap, type SampleApp } from '../src/bootstrap';
-import type { Variant } from '../src/common/variant';
+import { type Variant, VARIANT_MODULES } from './naive/variant';
 import { type DatabaseServer, startDatabaseServer, STOP_SIGNALS } from '../src/database-server';
 import { AuditEntry } from '../src/people/audit-entry.entity';
 import { Person } from '../src/people/person.entity';
@@ -76,7 +76,7 @@ async function measure(variant: Variant, databaseUrl: string): Promise<LoadResul
   process.stdout.write(`${variant}: preparing… `);
   const sample = await bootstrap({
     databaseUrl,
-    variant,
+    module: VARIANT_MODULES[variant],
     poolSize: settings.poolSize,
     acquireTimeoutMs: settings.acquireTimeoutMs,
     applicationName: `wallet-demo-${variant}`,

@@ -1,10 +1,10 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { INestApplication, LoggerService, LogLevel } from '@nestjs/common';
+import { type INestApplication, Logger, type LoggerService, type LogLevel, type Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { DataSource } from 'typeorm';
 import { AppModule } from './app.module';
-import type { Variant } from './common/variant';
+import { DatabaseSettingsModule, DatabaseUnreachableError, isConnectionFailure, redactUrl } from './database';
 
 /** Options of {@link bootstrap}. */
 export interface BootstrapOptions {
@@ -18,8 +18,8 @@ export interface BootstrapOptions {
   poolSize?: number;
   /** Longest wait for a pooled connection, in ms; then the request fails with a 503. Default: 5000. */
   acquireTimeoutMs?: number;
-  /** Default: `'library'`. See {@link Variant}. */
-  variant?: Variant;
+  /** The root module. Default: {@link AppModule}; the load demo runs its naive variant too. */
+  module?: Type<unknown>;
   /** Tags the app's database connections. Default: `'wallet-sample-app'`. */
   applicationName?: string;
   /**
@@ -55,13 +55,25 @@ export async function bootstrap(options: BootstrapOptions): Promise<SampleApp> {
     applicationName: options.applicationName ?? 'wallet-sample-app',
     tablePrefix: options.tablePrefix,
   };
-  const app = await NestFactory.create(AppModule.forRoot(database, options.variant ?? 'library'), {
-    logger: options.logger,
-    // Throw on a failed start (the default is process.exit(1)): the caller decides.
-    abortOnError: false,
-    // Cut idle keep-alive sockets on close instead of waiting for the clients to hang up.
-    forceCloseConnections: true,
-  });
+  // The root module, with the settings its TypeOrmModule.forRootAsync() reads.
+  const root = { module: options.module ?? AppModule, imports: [DatabaseSettingsModule.forRoot(database)] };
+  let app: INestApplication;
+  try {
+    app = await NestFactory.create(root, {
+      logger: options.logger,
+      // Throw on a failed start (the default is process.exit(1)): the caller decides, and says it once.
+      abortOnError: false,
+      // Nest's own logs wait until the app is up (flushLogs below): a failed start logs nothing more.
+      bufferLogs: true,
+      autoFlushLogs: false,
+      // Cut idle keep-alive sockets on close instead of waiting for the clients to hang up.
+      forceCloseConnections: true,
+    });
+  } catch (error) {
+    Logger.detachBuffer();
+    throw isConnectionFailure(error) ? new DatabaseUnreachableError(redactUrl(options.databaseUrl), error) : error;
+  }
+  app.flushLogs();
   try {
     await app.listen(options.port ?? 0, options.host ?? '127.0.0.1');
   } catch (error) {

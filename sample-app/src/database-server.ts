@@ -1,4 +1,5 @@
 import { startEmbeddedPostgres } from '../../test/support/embedded-postgres';
+import { redactUrl } from './database';
 
 /** The database the app runs on: `DATABASE_URL`'s, or an embedded PostgreSQL started for it. */
 export interface DatabaseServer {
@@ -22,7 +23,7 @@ export const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
  */
 export async function startDatabaseServer(): Promise<DatabaseServer> {
   const url = process.env.DATABASE_URL || undefined;
-  if (url !== undefined) return { url, label: redact(url), stop: async () => undefined };
+  if (url !== undefined) return { url, label: redactUrl(url), stop: async () => undefined };
 
   const ours = new Map(STOP_SIGNALS.map((signal) => [signal, process.listeners(signal)]));
   const embedded = await startEmbeddedPostgres();
@@ -32,14 +33,4 @@ export async function startDatabaseServer(): Promise<DatabaseServer> {
     }
   }
   return { url: embedded.url, label: `embedded PostgreSQL on port ${embedded.port}`, stop: () => embedded.stop() };
-}
-
-function redact(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password) parsed.password = '***';
-    return parsed.toString();
-  } catch {
-    return '(DATABASE_URL)';
-  }
 }

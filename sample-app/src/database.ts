@@ -1,3 +1,4 @@
+import { type DynamicModule, Global, Module } from '@nestjs/common';
 import type { TypeOrmModuleOptions } from '@nestjs/typeorm';
 import { Account } from './accounts/account.entity';
 import { AuditEntry } from './people/audit-entry.entity';
@@ -22,6 +23,22 @@ export interface DatabaseSettings {
   tablePrefix?: string;
 }
 
+/** The injection token of the {@link DatabaseSettings}: `TypeOrmModule.forRootAsync()` reads them. */
+export const DATABASE_SETTINGS = 'DATABASE_SETTINGS';
+
+/** Provides the {@link DatabaseSettings} to the whole application (`bootstrap()` imports it). */
+@Global()
+@Module({})
+export class DatabaseSettingsModule {
+  static forRoot(settings: DatabaseSettings): DynamicModule {
+    return {
+      module: DatabaseSettingsModule,
+      providers: [{ provide: DATABASE_SETTINGS, useValue: settings }],
+      exports: [DATABASE_SETTINGS],
+    };
+  }
+}
+
 /**
  * TypeORM options for `settings.url`: PostgreSQL or MariaDB/MySQL, tables created (synchronize), and
  * an acquisition timeout, without which a starved pool waits forever.
@@ -32,8 +49,10 @@ export function typeormOptions(settings: DatabaseSettings): TypeOrmModuleOptions
     poolSize: settings.poolSize,
     synchronize: true,
     entityPrefix: settings.tablePrefix,
-    // Nest's default is 10 attempts 3 s apart: a wrong URL would take half a minute to say so.
+    // Nest's default is 10 attempts 3 s apart: a wrong URL would take half a minute to say so. One
+    // attempt, and no "Retrying (1)…" log for it: bootstrap() reports the failure (DatabaseUnreachableError).
     retryAttempts: 0,
+    toRetry: () => false,
   } as const;
   const protocol = protocolOf(settings.url);
   if (protocol === 'postgres:' || protocol === 'postgresql:') {
@@ -64,5 +83,69 @@ function protocolOf(url: string): string {
     return new URL(url).protocol;
   } catch {
     throw new Error('The database URL is not a URL: use postgres://user:password@host:5432/db or mysql://user@host:3306/db.');
+  }
+}
+
+/** The database at the settings' URL did not accept a connection when the app started. */
+export class DatabaseUnreachableError extends Error {
+  override name = 'DatabaseUnreachableError';
+
+  constructor(
+    /** The URL without its password. */
+    readonly url: string,
+    cause: unknown,
+  ) {
+    super(`the database at ${url} did not accept a connection (${reasonOf(cause)})`, { cause });
+  }
+}
+
+/** Driver and socket errors that mean "no connection to the database": refused, unknown host, bad login… */
+const CONNECTION_FAILURES = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ECONNRESET',
+  '28P01',
+  '28000',
+  '3D000', // PostgreSQL: bad password, no such role, no such database
+  'ER_ACCESS_DENIED_ERROR',
+  'ER_BAD_DB_ERROR',
+  'ER_DBACCESS_DENIED_ERROR',
+  'PROTOCOL_CONNECTION_LOST',
+]);
+
+/** Whether `error` (from starting the app) says that the database could not be reached. */
+export function isConnectionFailure(error: unknown): boolean {
+  const inner = innerErrors(error);
+  if (inner !== undefined) return inner.some(isConnectionFailure);
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && CONNECTION_FAILURES.has(code);
+}
+
+// Duck-typed rather than instanceof: socket errors may come from another realm (a test runner's).
+function reasonOf(error: unknown): string {
+  const inner = innerErrors(error);
+  if (inner !== undefined && inner.length > 0) return [...new Set(inner.map(reasonOf))].join('; ');
+  const message = (error as { message?: unknown } | null)?.message;
+  return typeof message === 'string' ? message : String(error);
+}
+
+/** An AggregateError's errors (node-postgres tries every address of a host name). */
+function innerErrors(error: unknown): unknown[] | undefined {
+  const errors = (error as { errors?: unknown } | null)?.errors;
+  return Array.isArray(errors) ? errors : undefined;
+}
+
+/** `url` without its password, for messages. */
+export function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return '(the database URL)';
   }
 }

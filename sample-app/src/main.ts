@@ -10,6 +10,7 @@
  */
 import 'reflect-metadata';
 import { bootstrap, type SampleApp } from './bootstrap';
+import { DatabaseUnreachableError } from './database';
 import { type DatabaseServer, startDatabaseServer, STOP_SIGNALS } from './database-server';
 import { type DemoData, seedDemoData } from './seed';
 
@@ -45,7 +46,8 @@ async function stop(why: string, code: number): Promise<void> {
     process.exit(1);
   }
   stopping = true;
-  console.log(`\n${why}: stopping…`);
+  // A failed start has said why (startFailed): it stops without a word more.
+  if (code === 0) console.log(`\n${why}: stopping…`);
   setTimeout(() => {
     console.error(`Not stopped after ${STOP_TIMEOUT_MS / 1000} s: exiting anyway.`);
     process.exit(1);
@@ -56,7 +58,7 @@ async function stop(why: string, code: number): Promise<void> {
   const failures = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
   // A failed start already said why; its rejection shows up here again.
   if (code === 0) for (const failure of failures) console.error(`While stopping: ${String(failure)}`);
-  console.log('Stopped.');
+  if (code === 0) console.log('Stopped.');
   process.exit(code !== 0 || failures.length > 0 ? Math.max(code, 1) : 0);
 }
 
@@ -78,7 +80,20 @@ Try:
 Ctrl-C stops it.`);
 }
 
+/** One message: what failed and what to do about it. */
+function startFailed(error: unknown): string {
+  if (error instanceof DatabaseUnreachableError && process.env.DATABASE_URL) {
+    return (
+      `Could not start: ${error.message}.\n` +
+      `Start that database server or fix DATABASE_URL; or unset DATABASE_URL to run on an embedded PostgreSQL ` +
+      `that npm start starts and stops itself:\n  unset DATABASE_URL; npm start`
+    );
+  }
+  if (error instanceof DatabaseUnreachableError) return `Could not start: ${error.message}.`;
+  return `Could not start: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`;
+}
+
 start().catch((error: unknown) => {
-  console.error('Could not start:', error);
+  console.error(startFailed(error));
   void stop('start failed', 1);
 });

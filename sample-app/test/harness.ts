@@ -5,7 +5,7 @@ import { call } from '../../test/support/http';
 import { expectNothingLeaked as expectPoolAndDatabaseClean } from '../../test/support/leaks';
 import type { Observer } from '../../test/support/observer';
 import { bootstrap, type SampleApp } from '../src/bootstrap';
-import type { Variant } from '../src/common/variant';
+import { type Variant, VARIANT_MODULES } from '../demo/naive/variant';
 
 /** The app's tables, under a suite's own prefix (`bootstrap({ tablePrefix })`). */
 export interface Tables {
@@ -45,7 +45,7 @@ export async function startApp(
 ): Promise<AppUnderTest> {
   const sample = await bootstrap({
     databaseUrl: engine.url,
-    variant: options.variant,
+    module: VARIANT_MODULES[options.variant],
     poolSize: options.poolSize,
     acquireTimeoutMs: options.acquireTimeoutMs ?? ACQUIRE_TIMEOUT_MS,
     applicationName: options.applicationName,

@@ -1,6 +1,6 @@
 import { Body, ConflictException, Controller, Injectable, Post } from '@nestjs/common';
-import { InjectDataSource, InjectRepository, TypeOrmModule } from '@nestjs/typeorm';
-import { Column, DataSource, Entity, EntityManager, PrimaryGeneratedColumn, Repository } from 'typeorm';
+import { InjectDataSource, InjectRepository, TypeOrmModule, type TypeOrmModuleOptions } from '@nestjs/typeorm';
+import { Column, DataSource, type DataSourceOptions, Entity, EntityManager, PrimaryGeneratedColumn, Repository } from 'typeorm';
 import {
   ConnectionAcquisitionError,
   type GuardMode,
@@ -13,10 +13,11 @@ import {
 // What users import as 'nestjs-request-transaction/testing' (jest maps that name here too; tsc does not).
 import { ConnectionAudit, rollbackPerTest, singleConnectionPool, type TestTransaction } from '../../lib/testing';
 import { createApp, type TestApp } from '../support/app';
+import { mariadbThreadIds } from '../support/app-connections';
 import { type Engine, engines, typeormOptions } from '../support/databases';
 import { postJson } from '../support/http';
 import { expectNothingLeaked, poolStats } from '../support/leaks';
-import { observer, type Observer } from '../support/observer';
+import { type MariadbObserver, observer, type Observer, type PostgresObserver } from '../support/observer';
 import { ErrorRecorder, recordingFilterProviders, siteAt } from './zoo-fixtures';
 
 const TABLE = 'testkit_items';
@@ -122,6 +123,8 @@ describe.each(engines)('the testing kit on $name', (engine: Engine) => {
   }
 
   describe('singleConnectionPool()', () => {
+    const poolKey = engine.name === 'postgres' ? 'max' : 'connectionLimit';
+
     it('sets a pool of one connection and the acquisition timeout, keeping the other options', () => {
       const options = typeormOptions(engine, { poolSize: 10, applicationName: 'kit-options', entities: [KitItem] });
 
@@ -129,9 +132,108 @@ describe.each(engines)('the testing kit on $name', (engine: Engine) => {
       const byDefault = singleConnectionPool(options);
 
       const timeoutKey = engine.name === 'postgres' ? 'connectTimeoutMS' : 'connectTimeout';
-      expect(single).toEqual({ ...options, poolSize: 1, [timeoutKey]: 750 });
-      expect(byDefault).toEqual({ ...options, poolSize: 1, [timeoutKey]: 2000 });
+      const extra = { ...options.extra, [poolKey]: 1 };
+      // Object.entries(): the fields without the marker TransactionalModule checks at bootstrap.
+      expect(Object.fromEntries(Object.entries(single))).toEqual({ ...options, poolSize: 1, [timeoutKey]: 750, extra });
+      expect(Object.fromEntries(Object.entries(byDefault))).toEqual({ ...options, poolSize: 1, [timeoutKey]: 2000, extra });
       expect(options.poolSize).toBe(10);
+    });
+
+    it("overrides the driver's own pool size in extra, which TypeORM applies after poolSize", () => {
+      const options = typeormOptions(engine, { poolSize: 10, applicationName: 'kit-options', entities: [KitItem], extra: { [poolKey]: 10 } });
+
+      expect(singleConnectionPool(options).extra).toMatchObject({ [poolKey]: 1 });
+      expect(options.extra).toMatchObject({ [poolKey]: 10 });
+    });
+
+    it('takes what a forRootAsync() factory returns (TypeOrmModuleOptions) as well as DataSourceOptions', () => {
+      const moduleOptions: TypeOrmModuleOptions = { ...typeormOptions(engine, { poolSize: 10, applicationName: 'kit-options', entities: [KitItem] }), retryAttempts: 0 };
+      const dataSourceOptions: DataSourceOptions = typeormOptions(engine, { poolSize: 10, applicationName: 'kit-options', entities: [KitItem] });
+
+      const fromModule: TypeOrmModuleOptions = singleConnectionPool(moduleOptions);
+      const fromDataSource: DataSourceOptions = singleConnectionPool(dataSourceOptions);
+
+      expect(fromModule).toMatchObject({ retryAttempts: 0, poolSize: 1, extra: { [poolKey]: 1 } });
+      expect(fromDataSource).toMatchObject({ poolSize: 1, extra: { [poolKey]: 1 } });
+    });
+
+    it('refuses a type whose pool it cannot size, and replication (a pool per server)', () => {
+      expect(() => singleConnectionPool({ type: 'better-sqlite3', database: ':memory:' })).toThrow(
+        new TransactionalError(
+          "singleConnectionPool(): unsupported data source type 'better-sqlite3'. It knows how to size the pools of 'postgres', " +
+            "'mysql' and 'mariadb' (the types TransactionalModule supports); set type to one of them.",
+        ),
+      );
+      expect(() => singleConnectionPool({ retryAttempts: 0 })).toThrow(/unsupported data source type undefined/);
+      const options = typeormOptions(engine, { poolSize: 10, applicationName: 'kit-options', entities: [KitItem] });
+      expect(() => singleConnectionPool({ ...options, replication: { master: {}, slaves: [] } } as typeof options)).toThrow(
+        /^singleConnectionPool\(\): the options set replication, and TypeORM opens a pool per server then/,
+      );
+    });
+
+    it('fails at bootstrap when the pool size is set again after singleConnectionPool()', async () => {
+      const options = singleConnectionPool(typeormOptions(engine, { poolSize: 1, applicationName: 'kit-reset', entities: [KitItem] }));
+      let built: DataSource | undefined;
+
+      const started = createApp({
+        adapter: 'express',
+        imports: [
+          TypeOrmModule.forRootAsync({
+            useFactory: () => ({ ...options, extra: { ...options.extra, [poolKey]: 10 } }),
+            // Kept to close it: the failed bootstrap leaves it open.
+            dataSourceFactory: async (resolved) => (built = await new DataSource(resolved!).initialize()),
+          }),
+          TransactionalModule.forRoot({ guard: 'throw' }),
+        ],
+      });
+
+      try {
+        await expect(started).rejects.toThrow(
+          new TransactionalError(
+            "TransactionalModule.forRoot(): data source 'default' was configured with singleConnectionPool(), but its " +
+              `pool opens up to 10 connections: the pool size was set again after the call (poolSize or extra.${poolKey} ` +
+              'on the options it returned). A test suite on a larger pool no longer proves that each request takes one ' +
+              'connection. Call singleConnectionPool() last, on the options exactly as TypeORM gets them.',
+          ),
+        );
+      } finally {
+        await built?.destroy();
+      }
+    });
+
+    describe('on options that set a pool of 10 (poolSize and extra)', () => {
+      const applicationName = 'kit-single-of-ten';
+      let testApp: TestApp;
+      let dataSource: DataSource;
+
+      beforeAll(async () => {
+        const options = typeormOptions(engine, { poolSize: 10, applicationName, entities: [KitItem], extra: { [poolKey]: 10 } });
+        testApp = await startApp(singleConnectionPool(options, { acquireTimeoutMs: 20_000 }), 'throw');
+        dataSource = testApp.app.get(DataSource);
+      });
+
+      afterAll(async () => {
+        await testApp?.close();
+      });
+
+      it('serves 24 concurrent requests on one connection: the server sees one connection of the app', async () => {
+        const labels24 = Array.from({ length: 24 }, (_, i) => `c-${String(i).padStart(2, '0')}`);
+
+        const responses = await Promise.all(labels24.map((label) => postJson(`${testApp.url}/kit/items`, { label })));
+
+        expect(responses.map((r) => r.status)).toEqual(labels24.map(() => 201));
+        expect(await labels()).toEqual(labels24);
+        // PostgreSQL: the server's backends of the app (application_name). MariaDB: the server's threads
+        // that are the app's pool's (other clients of the database may still be closing theirs).
+        const connections =
+          engine.name === 'postgres'
+            ? (await (db as PostgresObserver).backends(applicationName)).length
+            : (await (db as MariadbObserver).processlist()).filter((p) => mariadbThreadIds(dataSource).includes(Number(p.id)))
+                .length;
+        expect(connections).toBe(1);
+        if (engine.name === 'mariadb') expect(mariadbThreadIds(dataSource)).toHaveLength(1);
+        expect(poolStats(dataSource).total).toBe(1);
+      });
     });
 
     describe("when a request takes a second connection and the guard is 'off'", () => {
@@ -375,6 +477,52 @@ describe.each(engines)('the testing kit on $name', (engine: Engine) => {
       expect(await labels()).toEqual([]);
       expect(await seenByApp()).toEqual([]);
       await expectNothingLeaked({ dataSource, db, applicationName });
+    });
+  });
+
+  describe('rollbackPerTest(() => app), called at describe level before the app exists', () => {
+    const applicationName = 'kit-rollback-getter';
+    let testApp: TestApp;
+    const kit = rollbackPerTest(() => testApp.app);
+
+    beforeAll(async () => {
+      testApp = await startApp(typeormOptions(engine, { poolSize: 1, applicationName, entities: [KitItem] }), 'throw');
+    });
+    beforeEach(() => kit.begin());
+    afterEach(() => kit.rollback());
+    afterAll(async () => {
+      await testApp?.close();
+    });
+
+    it("runs the test's requests in its transaction, which nobody outside sees", async () => {
+      expect(await postJson(`${testApp.url}/kit/items`, { label: 'getter' })).toMatchObject({ status: 201 });
+
+      const seen = await testApp.app.get(DataSource).query<Array<{ label: string }>>(`SELECT label FROM ${TABLE}`);
+      expect(seen.map((r) => r.label)).toEqual(['getter']);
+      expect(await labels()).toEqual([]);
+    });
+  });
+
+  describe('rollbackPerTest() given no application', () => {
+    it('says at the call that the app does not exist yet at describe level, and what to pass instead', () => {
+      // What `rollbackPerTest(app)` at describe level passes: the variable, before beforeAll assigned it.
+      const notYetCreated = undefined as TestApp['app'] | undefined;
+
+      expect(() => rollbackPerTest(notYetCreated as TestApp['app'])).toThrow(
+        new TransactionalError(
+          'rollbackPerTest(): expected the Nest application, got undefined. At describe level the application is not ' +
+            'created yet (beforeAll has not run): pass a function that returns it, rollbackPerTest(() => app), or call ' +
+            'rollbackPerTest(app) inside beforeAll, after the application is created.',
+        ),
+      );
+    });
+
+    it('says at begin() when the function returns no application', async () => {
+      const kit = rollbackPerTest(() => undefined as unknown as TestApp['app']);
+
+      await expect(kit.begin()).rejects.toThrow(
+        /^rollbackPerTest\(\): the function given returned undefined, not the Nest application\. Create the application before/,
+      );
     });
   });
 });

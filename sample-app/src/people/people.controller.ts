@@ -1,7 +1,7 @@
 import { Body, Controller, Get, Param, ParseIntPipe, Post } from '@nestjs/common';
 import { Transactional } from 'nestjs-request-transaction';
 import { PeopleService } from './people.service';
-import { addPersonPipe } from './person.dto';
+import { AddPersonDto } from './person.dto';
 import type { Person } from './person.entity';
 
 @Controller('people')
@@ -9,7 +9,7 @@ export class PeopleController {
   constructor(private readonly people: PeopleService) {}
 
   @Post()
-  add(@Body(addPersonPipe) dto: { name: string }): Promise<Person> {
+  add(@Body() dto: AddPersonDto): Promise<Person> {
     return this.people.add(dto.name);
   }
 

@@ -1,6 +1,6 @@
 import { Controller, Get, Query } from '@nestjs/common';
 import { Transactional } from 'nestjs-request-transaction';
-import { IdListPipe } from '../common/validation';
+import { IdListPipe } from './id-list.pipe';
 import { type BalanceReport, ReportsService } from './reports.service';
 
 @Controller('reports')

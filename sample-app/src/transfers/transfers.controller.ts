@@ -1,7 +1,7 @@
 import { Body, Controller, Post } from '@nestjs/common';
 import { Tx } from 'nestjs-request-transaction';
 import type { EntityManager } from 'typeorm';
-import { type TransferDto, type TransferReceipt, transferPipe } from './transfer.dto';
+import { TransferDto, type TransferReceipt } from './transfer.dto';
 import { TransfersService } from './transfers.service';
 
 @Controller('transfers')
@@ -9,7 +9,7 @@ export class TransfersController {
   constructor(private readonly transfers: TransfersService) {}
 
   @Post()
-  create(@Body(transferPipe) dto: TransferDto, @Tx() tx: EntityManager): Promise<TransferReceipt> {
+  create(@Body() dto: TransferDto, @Tx() tx: EntityManager): Promise<TransferReceipt> {
     return this.transfers.transfer(tx, dto);
   }
 }

@@ -1,14 +1,30 @@
-import { BodyPipe, text } from '../common/validation';
+import { Transform } from 'class-transformer';
+import { IsString, IsUrl, Matches, MaxLength } from 'class-validator';
+
+const trim = ({ value }: { value: unknown }) => (typeof value === 'string' ? value.trim() : value);
+
+// Validation decorators run bottom-up and the first failure of a field is reported: the type check first.
 
 /** `POST /webhooks` body. */
-export const createWebhookPipe = new BodyPipe({
-  url: text({ maxLength: 1000, pattern: /^https?:\/\/[^\s/$.?#][^\s]*$/i, hint: 'an http:// or https:// URL' }),
-});
+export class CreateWebhookDto {
+  @IsUrl(
+    { protocols: ['http', 'https'], require_protocol: true, require_tld: false },
+    { message: 'url must be an http:// or https:// URL' },
+  )
+  @MaxLength(1000)
+  @IsString()
+  @Transform(trim)
+  url!: string;
+}
 
 /** `POST /webhooks/:id/deliveries` body. */
-export const deliveryPipe = new BodyPipe({
-  event: text({ maxLength: 100, pattern: /^[a-z][a-z0-9_.-]*$/, hint: 'an event name like transfer.created' }),
-});
+export class DeliveryDto {
+  @Matches(/^[a-z][a-z0-9_.-]*$/, { message: 'event must be an event name like transfer.created' })
+  @MaxLength(100)
+  @IsString()
+  @Transform(trim)
+  event!: string;
+}
 
 /** What a delivery returns: the event, queued, and where it goes. */
 export interface DeliveryReceipt {

@@ -1,7 +1,7 @@
 import { Body, Controller, Get, Param, ParseIntPipe, Post } from '@nestjs/common';
 import { Transactional, Tx } from 'nestjs-request-transaction';
 import type { EntityManager } from 'typeorm';
-import { createWebhookPipe } from './webhook.dto';
+import { CreateWebhookDto } from './webhook.dto';
 import { WebhooksService } from './webhooks.service';
 
 @Controller('webhooks')
@@ -9,7 +9,7 @@ export class WebhooksController {
   constructor(private readonly webhooks: WebhooksService) {}
 
   @Post()
-  register(@Body(createWebhookPipe) dto: { url: string }, @Tx() tx: EntityManager): Promise<{ id: number; url: string }> {
+  register(@Body() dto: CreateWebhookDto, @Tx() tx: EntityManager): Promise<{ id: number; url: string }> {
     return this.webhooks.register(tx, dto.url);
   }
 

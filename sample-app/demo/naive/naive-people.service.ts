@@ -1,10 +1,10 @@
 import { Injectable, NotFoundException } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { DataSource, type Repository } from 'typeorm';
-import { inManualTransaction } from '../common/manual-transaction';
-import { AuditEntry } from './audit-entry.entity';
-import { NotificationsService } from './notifications.service';
-import { Person } from './person.entity';
+import { inManualTransaction } from './manual-transaction';
+import { AuditEntry } from '../../src/people/audit-entry.entity';
+import { NotificationsService } from '../../src/people/notifications.service';
+import { Person } from '../../src/people/person.entity';
 
 /**
  * Deletion as seed 002 wrote it: the request's own QueryRunner transaction deletes the person, and the

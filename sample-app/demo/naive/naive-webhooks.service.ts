@@ -1,11 +1,11 @@
 import { Injectable, NotFoundException } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { DataSource, type Repository } from 'typeorm';
-import { inManualTransaction } from '../common/manual-transaction';
-import { WebhookCipher } from './webhook-cipher';
-import { WebhookDelivery } from './webhook-delivery.entity';
-import { Webhook } from './webhook.entity';
-import type { DeliveryReceipt } from './webhook.dto';
+import { inManualTransaction } from './manual-transaction';
+import { WebhookCipher } from '../../src/webhooks/webhook-cipher';
+import { WebhookDelivery } from '../../src/webhooks/webhook-delivery.entity';
+import { Webhook } from '../../src/webhooks/webhook.entity';
+import type { DeliveryReceipt } from '../../src/webhooks/webhook.dto';
 
 /**
  * Deliveries as seed 000 wrote them: a transaction of its own per request, and inside it a URL lookup

@@ -1,7 +1,7 @@
 import { Body, Controller, Post } from '@nestjs/common';
 import { NoTransaction } from 'nestjs-request-transaction';
 import { NaiveTransfersService } from './naive-transfers.service';
-import { type TransferDto, type TransferReceipt, transferPipe } from './transfer.dto';
+import { TransferDto, type TransferReceipt } from '../../src/transfers/transfer.dto';
 
 /** The naive variant's `POST /transfers`: its own transaction, locks in request order. */
 @Controller('transfers')
@@ -10,7 +10,7 @@ export class NaiveTransfersController {
   constructor(private readonly transfers: NaiveTransfersService) {}
 
   @Post()
-  create(@Body(transferPipe) dto: TransferDto): Promise<TransferReceipt> {
+  create(@Body() dto: TransferDto): Promise<TransferReceipt> {
     return this.transfers.transfer(dto);
   }
 }

@@ -1,7 +1,7 @@
 import { Controller, Get, Query } from '@nestjs/common';
 import { Transactional } from 'nestjs-request-transaction';
-import { IdListPipe } from '../common/validation';
-import { type BalanceReport, ReportsService } from './reports.service';
+import { IdListPipe } from '../../src/reports/id-list.pipe';
+import { type BalanceReport, ReportsService } from '../../src/reports/reports.service';
 
 /**
  * The naive variant's report (seed 004's first fix): a transaction, but READ COMMITTED, where each

@@ -1,3 +1,7 @@
+import type { Type } from '@nestjs/common';
+import { AppModule } from '../../src/app.module';
+import { NaiveAppModule } from './naive-app.module';
+
 /**
  * Which controllers serve the routes that touch the database in a transaction:
  * - `'library'`: TransactionalModule's request transaction (`@Tx()`, `@InjectTxRepository`, `lockInOrder`);
@@ -8,3 +12,6 @@
 export type Variant = 'library' | 'naive';
 
 export const VARIANTS: readonly Variant[] = ['library', 'naive'];
+
+/** The root module of each variant, for `bootstrap({ module })`. */
+export const VARIANT_MODULES: Readonly<Record<Variant, Type<unknown>>> = { library: AppModule, naive: NaiveAppModule };

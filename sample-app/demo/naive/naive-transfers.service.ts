@@ -1,9 +1,9 @@
 import { Injectable } from '@nestjs/common';
 import { DataSource } from 'typeorm';
-import { Account } from '../accounts/account.entity';
-import { inManualTransaction } from '../common/manual-transaction';
-import { moveMoney } from './transfers.service';
-import type { TransferDto, TransferReceipt } from './transfer.dto';
+import { Account } from '../../src/accounts/account.entity';
+import { inManualTransaction } from './manual-transaction';
+import { moveMoney } from '../../src/transfers/transfers.service';
+import type { TransferDto, TransferReceipt } from '../../src/transfers/transfer.dto';
 
 /**
  * The transfer as seed 003 first wrote it: lock the sender, then the receiver. Two opposite transfers
