@@ -20,10 +20,20 @@ export function validateExtras(extras: TransactionalModuleExtras, where: string)
   }
 }
 
-
-const TRANSACTION_OPTION_KEYS = ['isolationLevel', 'readOnly', 'timeoutMs', 'guard', 'slowTransactionMs', 'idleInTransactionMs', 'retry'] as const;
+const TRANSACTION_OPTION_KEYS = [
+  'isolationLevel',
+  'readOnly',
+  'timeoutMs',
+  'guard',
+  'slowTransactionMs',
+  'idleInTransactionMs',
+  'retry',
+] as const;
 /** @internal The options `forRoot()` takes (besides `dataSource`). */
-export const MODULE_OPTION_KEYS: readonly string[] = [...TRANSACTION_OPTION_KEYS.filter((key) => key !== 'retry'), 'logStatsIntervalMs'];
+export const MODULE_OPTION_KEYS: readonly string[] = [
+  ...TRANSACTION_OPTION_KEYS.filter((key) => key !== 'retry'),
+  'logStatsIntervalMs',
+];
 const RETRY_OPTION_KEYS = ['attempts', 'baseDelayMs', 'maxDelayMs'];
 const PROPAGATIONS = ['required', 'nested'];
 const NO_OPTIONS = Object.freeze({});
@@ -76,7 +86,9 @@ export function checkedTransactionOptions<T extends object = TransactionOptions>
   for (const key of ['timeoutMs', 'slowTransactionMs', 'logStatsIntervalMs']) {
     const value = o[key];
     if (value !== undefined && !(Number.isInteger(value) && (value as number) > 0)) {
-      throw new TransactionalOptionsError(`${where}: ${key} must be a whole number of milliseconds above 0, got ${describe(value)}.`);
+      throw new TransactionalOptionsError(
+        `${where}: ${key} must be a whole number of milliseconds above 0, got ${describe(value)}.`,
+      );
     }
     checkCeiling(value, key, where);
   }
@@ -100,7 +112,14 @@ export function checkedTransactionOptions<T extends object = TransactionOptions>
 }
 
 /** A plain copy of the object's own keys, each read once, all known; `undefined` values left out. */
-function copyOf(value: unknown, where: string, what: string, known: readonly string[], list: string, hint: string): Record<string, unknown> {
+function copyOf(
+  value: unknown,
+  where: string,
+  what: string,
+  known: readonly string[],
+  list: string,
+  hint: string,
+): Record<string, unknown> {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new TransactionalOptionsError(`${where}: ${what} must be an object, got ${describe(value)}. ${hint}.`);
   }
@@ -126,16 +145,22 @@ function checkCeiling(value: unknown, key: string, where: string): void {
 
 function checkedRetry(retry: unknown, where: string): Readonly<RetryOptions> {
   if (typeof retry !== 'object' || retry === null || Array.isArray(retry)) {
-    throw new TransactionalOptionsError(`${where}: retry must be true, false or { attempts, baseDelayMs, maxDelayMs }, got ${describe(retry)}.`);
+    throw new TransactionalOptionsError(
+      `${where}: retry must be true, false or { attempts, baseDelayMs, maxDelayMs }, got ${describe(retry)}.`,
+    );
   }
   const r = copyOf(retry, where, 'retry', RETRY_OPTION_KEYS, 'Known', 'Use true for the defaults') as RetryOptions;
   if (r.attempts !== undefined && !(Number.isSafeInteger(r.attempts) && r.attempts >= 1)) {
-    throw new TransactionalOptionsError(`${where}: retry.attempts must be a whole number of at least 1, got ${describe(r.attempts)}.`);
+    throw new TransactionalOptionsError(
+      `${where}: retry.attempts must be a whole number of at least 1, got ${describe(r.attempts)}.`,
+    );
   }
   for (const key of ['baseDelayMs', 'maxDelayMs'] as const) {
     const value = r[key];
     if (value !== undefined && !(typeof value === 'number' && Number.isFinite(value) && value >= 0)) {
-      throw new TransactionalOptionsError(`${where}: retry.${key} must be a number of milliseconds of at least 0, got ${describe(value)}.`);
+      throw new TransactionalOptionsError(
+        `${where}: retry.${key} must be a number of milliseconds of at least 0, got ${describe(value)}.`,
+      );
     }
     checkCeiling(value, `retry.${key}`, where);
   }
@@ -149,13 +174,21 @@ export function resolveRetry(retry: TransactionOptions['retry']): Required<Retry
 }
 
 /** Module options checked, copied and frozen as {@link checkedTransactionOptions} does, `dataSource` included. */
-export function checkedModuleOptions(options: unknown, where: string): Readonly<TransactionalModuleOptions & TransactionalModuleExtras> {
+export function checkedModuleOptions(
+  options: unknown,
+  where: string,
+): Readonly<TransactionalModuleOptions & TransactionalModuleExtras> {
   if (typeof options === 'object' && options !== null && (options as TransactionOptions).retry !== undefined) {
     throw new TransactionalOptionsError(
       `${where}: retry is set where a unit of work can be run again: @Transactional({ retry }) on a route, or TransactionRunner.run(fn, { retry }).`,
     );
   }
-  const checked = checkedTransactionOptions<TransactionalModuleOptions & TransactionalModuleExtras>(options, where, ['dataSource', 'mount'], MODULE_OPTION_KEYS);
+  const checked = checkedTransactionOptions<TransactionalModuleOptions & TransactionalModuleExtras>(
+    options,
+    where,
+    ['dataSource', 'mount'],
+    MODULE_OPTION_KEYS,
+  );
   validateExtras(checked, where);
   return checked;
 }
@@ -173,4 +206,3 @@ export function resolveModuleOptions(options: unknown, where: string): ResolvedM
     logStatsIntervalMs: o.logStatsIntervalMs,
   });
 }
-

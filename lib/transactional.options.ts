@@ -4,8 +4,6 @@
  */
 import type { IsolationLevel } from './core/dialect';
 
-
-
 /**
  * What happens when code inside a unit of work asks the pool for a second connection:
  * `'throw'` fails the call with `NestedConnectionError`, `'warn'` logs once per call site and lets it

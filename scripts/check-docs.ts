@@ -65,13 +65,22 @@ function main(): void {
   }
   writeFileSync(
     join(OUT, 'tsconfig.json'),
-    JSON.stringify({ extends: '../tsconfig.json', compilerOptions: { noEmit: true, types: ['node', 'jest'] }, include: ['**/*.ts'] }),
+    JSON.stringify({
+      extends: '../tsconfig.json',
+      compilerOptions: { noEmit: true, types: ['node', 'jest'] },
+      include: ['**/*.ts'],
+    }),
   );
 
-  const config = ts.getParsedCommandLineOfConfigFile(join(OUT, 'tsconfig.json'), {}, {
-    ...ts.sys,
-    onUnRecoverableConfigFileDiagnostic: (diagnostic) => problems.push(ts.flattenDiagnosticMessageText(diagnostic.messageText, '\n')),
-  });
+  const config = ts.getParsedCommandLineOfConfigFile(
+    join(OUT, 'tsconfig.json'),
+    {},
+    {
+      ...ts.sys,
+      onUnRecoverableConfigFileDiagnostic: (diagnostic) =>
+        problems.push(ts.flattenDiagnosticMessageText(diagnostic.messageText, '\n')),
+    },
+  );
   if (config) {
     const program = ts.createProgram({ rootNames: config.fileNames, options: config.options });
     for (const diagnostic of ts.getPreEmitDiagnostics(program)) {

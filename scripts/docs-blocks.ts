@@ -48,7 +48,9 @@ export function extractBlocks(markdown: string, document: string): DocBlock[] {
     const close = end === -1 ? lines.length : end;
     const [language, ...flags] = info.trim().split(/\s+/);
     if (language === 'ts' || language === 'typescript') {
-      const body = lines.slice(i + 1, close).map((text) => (text.startsWith(indent) ? text.slice(indent.length) : text.trimStart()));
+      const body = lines
+        .slice(i + 1, close)
+        .map((text) => (text.startsWith(indent) ? text.slice(indent.length) : text.trimStart()));
       const mark = i > 0 ? FILE_MARK.exec(lines[i - 1].trim()) : null;
       blocks.push({
         document,

@@ -85,7 +85,8 @@ async function property<T>(
   );
   result.seconds = (Date.now() - started) / 1000;
   process.stdout.write(` ${result.divergences} divergent, ${result.seconds.toFixed(1)} s\n`);
-  for (const [kind, count] of [...result.kinds].sort((x, y) => y[1] - x[1])) process.stdout.write(`  ${String(count).padStart(5)}  ${kind}\n`);
+  for (const [kind, count] of [...result.kinds].sort((x, y) => y[1] - x[1]))
+    process.stdout.write(`  ${String(count).padStart(5)}  ${kind}\n`);
   if (result.divergences > 0) {
     process.stdout.write('  replaying to shrink the first divergent program…\n');
     const details = await fc.check(
@@ -105,7 +106,9 @@ async function property<T>(
 
 async function checkDatabase(dialect: Dialect): Promise<Row[]> {
   const database: HarnessDatabase =
-    dialect === 'postgres' ? { dialect, url: postgresUrl(), directUrl: envValue('DATABASE_DIRECT_URL') } : { dialect, url: mysqlUrl() };
+    dialect === 'postgres'
+      ? { dialect, url: postgresUrl(), directUrl: envValue('DATABASE_DIRECT_URL') }
+      : { dialect, url: mysqlUrl() };
   process.stdout.write(`\n${dialect}: ${redactUrl(database.url)}\n`);
   const rows: Row[] = [];
   const harness = await RunnerHarness.start(database);
@@ -163,17 +166,22 @@ function table(rows: Row[]): string {
   ]);
   const lines = [header, ...cells];
   const widths = header.map((_, i) => Math.max(...lines.map((line) => line[i].length)));
-  const format = (line: string[]) => `| ${line.map((cell, i) => (i >= 2 && i <= 5 ? cell.padStart(widths[i]) : cell.padEnd(widths[i]))).join(' | ')} |`;
+  const format = (line: string[]) =>
+    `| ${line.map((cell, i) => (i >= 2 && i <= 5 ? cell.padStart(widths[i]) : cell.padEnd(widths[i]))).join(' | ')} |`;
   const rule = `|${widths.map((width, i) => (i >= 2 && i <= 5 ? `${'-'.repeat(width + 1)}:` : '-'.repeat(width + 2))).join('|')}|`;
   return [format(header), rule, ...cells.map(format)].join('\n');
 }
 
 async function main(): Promise<void> {
-  process.stdout.write(`model check: seed ${SEED}; ${RUNS} units of work, ${PAIR_RUNS} deadlocked pairs, ${ABORT_RUNS} client aborts per adapter, per database\n`);
+  process.stdout.write(
+    `model check: seed ${SEED}; ${RUNS} units of work, ${PAIR_RUNS} deadlocked pairs, ${ABORT_RUNS} client aborts per adapter, per database\n`,
+  );
   const rows: Row[] = [];
   for (const dialect of DATABASES) rows.push(...(await checkDatabase(dialect)));
   process.stdout.write(`\n${table(rows)}\n\n`);
-  process.stdout.write(`command: MODEL_RUNS=${RUNS} MODEL_SEED=${SEED} MODEL_DATABASES=${DATABASES.join(',')} npm run model-check\n`);
+  process.stdout.write(
+    `command: MODEL_RUNS=${RUNS} MODEL_SEED=${SEED} MODEL_DATABASES=${DATABASES.join(',')} npm run model-check\n`,
+  );
   const divergent = rows.reduce((sum, row) => sum + row.divergences, 0);
   process.stdout.write(divergent === 0 ? 'no divergence\n' : `${divergent} divergent program(s)\n`);
   process.exitCode = divergent === 0 ? 0 : 1;

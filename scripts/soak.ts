@@ -40,14 +40,7 @@ import { APP_FILTER, NestFactory } from '@nestjs/core';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { Client } from 'pg';
 import { Column, Entity, type EntityManager, PrimaryColumn, PrimaryGeneratedColumn } from 'typeorm';
-import {
-  lockInOrder,
-  NoTransaction,
-  Transactional,
-  TransactionalModule,
-  TransactionHost,
-  Tx,
-} from '../lib/index';
+import { lockInOrder, NoTransaction, Transactional, TransactionalModule, TransactionHost, Tx } from '../lib/index';
 import { type Random, runSeed, seededRandom, seedLine } from '../test/support/random';
 
 const env = (name: string, fallback: number): number => {
@@ -322,7 +315,15 @@ async function drive(): Promise<void> {
     const dto = { from: first + from, to: first + to, amount: random.int(1, 9) };
     const controller = new AbortController();
     const timer = kind === 'abort' ? setTimeout(() => controller.abort(), random() * 15) : undefined;
-    const path = { transfer: 'transfer', abort: 'transfer', fails: 'fails', slow: 'slow', killed: 'killed', deadlocky: 'deadlocky', total: 'total' }[kind];
+    const path = {
+      transfer: 'transfer',
+      abort: 'transfer',
+      fails: 'fails',
+      slow: 'slow',
+      killed: 'killed',
+      deadlocky: 'deadlocky',
+      total: 'total',
+    }[kind];
     try {
       const response = await fetch(`${base}/soak/${path}`, {
         method: kind === 'total' ? 'GET' : 'POST',
@@ -376,7 +377,9 @@ async function drive(): Promise<void> {
       WHERE application_name = $1 AND datname = current_database() AND xact_start IS NOT NULL`,
     [APPLICATION_NAME],
   );
-  const { rows: accounts } = await admin.query<{ id: number; balance: number }>('SELECT id, balance FROM soak_accounts ORDER BY id');
+  const { rows: accounts } = await admin.query<{ id: number; balance: number }>(
+    'SELECT id, balance FROM soak_accounts ORDER BY id',
+  );
   const { rows: moved } = await admin.query<{ id: number; delta: number }>(
     `SELECT id, SUM(delta)::int AS delta FROM (
        SELECT "fromId" AS id, -amount AS delta FROM soak_transfers
@@ -398,7 +401,9 @@ async function drive(): Promise<void> {
   const line = (cells: Array<string | number>) => `| ${cells.join(' | ')} |`;
   const out: string[] = [];
   out.push('');
-  out.push(`Soak: ${REQUESTS} requests in ${seconds.toFixed(1)} s (${Math.round(REQUESTS / seconds)} req/s), ${CONCURRENCY} concurrent, pool ${POOL_SIZE}, PostgreSQL`);
+  out.push(
+    `Soak: ${REQUESTS} requests in ${seconds.toFixed(1)} s (${Math.round(REQUESTS / seconds)} req/s), ${CONCURRENCY} concurrent, pool ${POOL_SIZE}, PostgreSQL`,
+  );
   out.push(seedLine(seed));
   out.push('');
   out.push(line(['kind', 'sent', 'answered as expected', 'cut by the client', 'unexplained']));
@@ -416,7 +421,9 @@ async function drive(): Promise<void> {
       `open units of work: ${end.stats.openUnitsOfWork}; transactions left open in the database: ${openTransactions[0].count}`,
   );
   out.push(`books: total ${total} (expected ${ACCOUNTS * OPENING_BALANCE}); accounts off their transfers: ${booksOff.length}`);
-  out.push(`heap of the app after a forced GC: ${(heapAfterWarmUp / 1024 / 1024).toFixed(1)} MB after ${WARM_UP} requests, ${(end.heapUsed / 1024 / 1024).toFixed(1)} MB at the end (${growthMb >= 0 ? '+' : ''}${growthMb.toFixed(1)} MB)`);
+  out.push(
+    `heap of the app after a forced GC: ${(heapAfterWarmUp / 1024 / 1024).toFixed(1)} MB after ${WARM_UP} requests, ${(end.heapUsed / 1024 / 1024).toFixed(1)} MB at the end (${growthMb >= 0 ? '+' : ''}${growthMb.toFixed(1)} MB)`,
+  );
   for (const [kind, t] of tallies) for (const sample of t.samples) out.push(`  unexplained ${kind}: ${sample}`);
   process.stdout.write(`${out.join('\n')}\n`);
 
@@ -428,7 +435,8 @@ async function drive(): Promise<void> {
     booksOff.length !== 0 ||
     total !== ACCOUNTS * OPENING_BALANCE ||
     growthMb > MAX_HEAP_GROWTH_MB;
-  if ((globalThis as { gc?: unknown }).gc === undefined) process.stdout.write('(run with node --expose-gc for the heap figures)\n');
+  if ((globalThis as { gc?: unknown }).gc === undefined)
+    process.stdout.write('(run with node --expose-gc for the heap figures)\n');
   process.exit(failed ? 1 : 0);
 }
 

@@ -15,7 +15,9 @@ async function createApp(env, adapter, module, logged) {
     fatal: (message) => logged.push(String(message)),
     // The error and where it was thrown: enough to tell a FAIL's cause, short enough for the table.
     error: (message, stack) => {
-      const frame = String(stack ?? '').split('\n').find((line) => line.trim().startsWith('at '));
+      const frame = String(stack ?? '')
+        .split('\n')
+        .find((line) => line.trim().startsWith('at '));
       logged.push(`${String(message).slice(0, 400)}${frame ? ` (${frame.trim()})` : ''}`);
     },
   };

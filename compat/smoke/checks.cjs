@@ -82,7 +82,10 @@ const CHECKS = [
         const abandoned = fetch(`${base}/items/hold/${encodeURIComponent(name)}`, {
           method: 'POST',
           signal: held.client.signal,
-        }).then((response) => `answered ${response.status}`, () => 'aborted');
+        }).then(
+          (response) => `answered ${response.status}`,
+          () => 'aborted',
+        );
         const first = await Promise.race([held.inserted.then(() => 'inserted'), abandoned]);
         assert.equal(first, 'inserted', 'the held route');
         held.client.abort();
@@ -160,7 +163,9 @@ async function smokeOn(adapter, env) {
   const logged = [];
   const report = (name, failure) => {
     results.push({ adapter, name, ok: failure === undefined });
-    console.log(`  ${failure === undefined ? 'PASS' : 'FAIL'}  ${adapter.padEnd(8)} ${name}${failure ? `\n          ${failure}` : ''}`);
+    console.log(
+      `  ${failure === undefined ? 'PASS' : 'FAIL'}  ${adapter.padEnd(8)} ${name}${failure ? `\n          ${failure}` : ''}`,
+    );
   };
   const defs = defineApp(env);
   let app;

@@ -19,12 +19,22 @@ export function sendStatements(
   return sendEach(entry, runner, connection, statements);
 }
 
-async function sendEach(entry: DataSourceEntry, runner: BoundRunner | undefined, connection: unknown, statements: string[]): Promise<void> {
+async function sendEach(
+  entry: DataSourceEntry,
+  runner: BoundRunner | undefined,
+  connection: unknown,
+  statements: string[],
+): Promise<void> {
   for (const sql of statements) await sendStatement(entry, runner, connection, sql);
 }
 
 /** One statement, logged; its failure as TypeORM's `QueryFailedError`. */
-export function sendStatement(entry: DataSourceEntry, runner: BoundRunner | undefined, connection: unknown, sql: string): Promise<unknown> {
+export function sendStatement(
+  entry: DataSourceEntry,
+  runner: BoundRunner | undefined,
+  connection: unknown,
+  sql: string,
+): Promise<unknown> {
   const { dialect, dataSource } = entry;
   dataSource.logger.logQuery(sql, undefined, runner);
   return dialect.send(connection, sql).then(undefined, (error: unknown) => {

@@ -28,7 +28,8 @@ export async function runInSavepoint<T>(transaction: DataSourceTransaction, args
   }
   const { unitOfWork } = transaction;
   const store = unitOfWorkStorage.getStore();
-  const enclosing = store instanceof SavepointScope && store.unitOfWork === unitOfWork ? (store as Savepoint).innermostOpen() : undefined;
+  const enclosing =
+    store instanceof SavepointScope && store.unitOfWork === unitOfWork ? (store as Savepoint).innermostOpen() : undefined;
   const parent = enclosing?.on(transaction) ?? transaction.turns.root;
 
   await transaction.broadcast('BeforeTransactionStart');
@@ -72,7 +73,12 @@ export async function runInSavepoint<T>(transaction: DataSourceTransaction, args
 }
 
 /** RELEASE, or ROLLBACK TO when `keep` is false or the RELEASE failed; the level around it goes on. */
-async function endOrUndo(transaction: DataSourceTransaction, savepoint: Savepoint, connection: unknown, keep: boolean): Promise<void> {
+async function endOrUndo(
+  transaction: DataSourceTransaction,
+  savepoint: Savepoint,
+  connection: unknown,
+  keep: boolean,
+): Promise<void> {
   try {
     await endSavepoint(transaction, connection, savepoint.depth, keep);
   } catch (error) {
@@ -103,7 +109,12 @@ async function openSavepoint(transaction: DataSourceTransaction, connection: unk
  * Ends the savepoint opened at `depth` and any opened in it: RELEASE (refused when it is aborted),
  * or ROLLBACK TO, which clears its abort. Nothing is sent once the server ended the transaction.
  */
-async function endSavepoint(transaction: DataSourceTransaction, connection: unknown, depth: number, keep: boolean): Promise<void> {
+async function endSavepoint(
+  transaction: DataSourceTransaction,
+  connection: unknown,
+  depth: number,
+  keep: boolean,
+): Promise<void> {
   const runner = transaction.queryRunner;
   if (keep) {
     if (transaction.abort.within(depth)) throw transaction.abort.error('RELEASE SAVEPOINT', transaction.unitOfWork.label);
@@ -121,7 +132,11 @@ async function endSavepoint(transaction: DataSourceTransaction, connection: unkn
 }
 
 type ManualMethod = 'startTransaction' | 'commitTransaction' | 'rollbackTransaction';
-const EVENTS = { startTransaction: 'TransactionStart', commitTransaction: 'TransactionCommit', rollbackTransaction: 'TransactionRollback' };
+const EVENTS = {
+  startTransaction: 'TransactionStart',
+  commitTransaction: 'TransactionCommit',
+  rollbackTransaction: 'TransactionRollback',
+};
 
 /** `startTransaction()`, `commitTransaction()`, `rollbackTransaction()` of the runner, called by application code: savepoints. */
 export async function manualSavepoint(transaction: DataSourceTransaction, method: ManualMethod): Promise<void> {

@@ -87,7 +87,9 @@ export function describeAbort(abort: Abort, database: string, wholeTransaction: 
 export function abortAdvice(retryable: boolean, whole: boolean): string {
   if (retryable) {
     return (
-      (whole ? 'A deadlock or serialization failure here ends the whole transaction, savepoints included: ' : 'For a deadlock or serialization failure, ') +
+      (whole
+        ? 'A deadlock or serialization failure here ends the whole transaction, savepoints included: '
+        : 'For a deadlock or serialization failure, ') +
       `let the error propagate, and set @Transactional({ retry: true }) (or run(fn, { retry: true })) to run the unit of work again.`
     );
   }
@@ -105,7 +107,9 @@ export function abortAdvice(retryable: boolean, whole: boolean): string {
 function abortedError(abort: Abort, use: string, label: string, dialect: Dialect, ownDepth: number): TransactionAbortedError {
   const database = dialect.name === 'postgres' ? 'PostgreSQL' : 'MySQL/MariaDB';
   const whole = abort.ended || abort.depth <= ownDepth;
-  const end = whole ? 'it ends in a ROLLBACK, and the unit of work fails' : 'the savepoint is rolled back, and tx.transaction() rejects';
+  const end = whole
+    ? 'it ends in a ROLLBACK, and the unit of work fails'
+    : 'the savepoint is rolled back, and tx.transaction() rejects';
   return new TransactionAbortedError(
     `${use} in the transaction of ${label} was refused${use === 'COMMIT' ? '' : atCallSite(captureStack())}: ` +
       `${describeAbort(abort, database, whole)}. Nothing more can run in it, even though that error was caught: ` +

@@ -69,7 +69,8 @@ export async function endTransaction(
 async function sendEnd(transaction: DataSourceTransaction, connection: unknown, commit: boolean): Promise<void> {
   const runner = transaction.queryRunner;
   const depth = transaction.ownDepth;
-  const sql = depth === 1 ? (commit ? 'COMMIT' : 'ROLLBACK') : commit ? 'RELEASE SAVEPOINT typeorm_1' : 'ROLLBACK TO SAVEPOINT typeorm_1';
+  const sql =
+    depth === 1 ? (commit ? 'COMMIT' : 'ROLLBACK') : commit ? 'RELEASE SAVEPOINT typeorm_1' : 'ROLLBACK TO SAVEPOINT typeorm_1';
   const before = transaction.broadcast(commit ? 'BeforeTransactionCommit' : 'BeforeTransactionRollback');
   if (before !== undefined) await before;
   // Lost while the subscribers ran: the transaction is gone, there is nothing to send it to.

@@ -46,7 +46,9 @@ export class TransactionRunner {
    */
   async run<T>(fn: (tx: EntityManager) => Promise<T> | T, options: RunOptions = {}): Promise<T> {
     if (typeof fn !== 'function') {
-      throw new TransactionalOptionsError(`TransactionRunner.run() takes the work as a function (tx) => …, got ${describeValue(fn)}.`);
+      throw new TransactionalOptionsError(
+        `TransactionRunner.run() takes the work as a function (tx) => …, got ${describeValue(fn)}.`,
+      );
     }
     // A frozen copy, read once: the options object may change under a unit of work that waits to retry.
     const checked = checkedTransactionOptions<RunOptions>(options, 'TransactionRunner.run()', RUN_OPTION_KEYS);

@@ -41,7 +41,12 @@ export function explainError(label: string, transactions: readonly DataSourceTra
 }
 
 /** The error for `use` of a unit of work after it settled (or while it settles). */
-export function finishedError(label: string, state: UnitOfWorkState, reason: string | undefined, use: string): TransactionFinishedError {
+export function finishedError(
+  label: string,
+  state: UnitOfWorkState,
+  reason: string | undefined,
+  use: string,
+): TransactionFinishedError {
   const done = state === 'committed' ? 'committed' : state === 'rolledBack' ? 'rolled back' : 'ending';
   const why = reason ? ` (${reason})` : '';
   return new TransactionFinishedError(

@@ -107,7 +107,8 @@ export class TransactionalMethodBinding implements OnModuleInit, OnModuleDestroy
     runners.add(this.runner);
     for (const wrapper of [...this.discovery.getProviders(), ...this.discovery.getControllers()]) {
       const instance = wrapper.instance as unknown;
-      if (typeof instance === 'object' && instance !== null && hasTransactionalMethod(instance)) owners.set(instance, this.runner);
+      if (typeof instance === 'object' && instance !== null && hasTransactionalMethod(instance))
+        owners.set(instance, this.runner);
     }
   }
 
@@ -117,7 +118,11 @@ export class TransactionalMethodBinding implements OnModuleInit, OnModuleDestroy
 }
 
 function hasTransactionalMethod(instance: object): boolean {
-  for (let proto = Object.getPrototypeOf(instance) as object | null; proto !== null && proto !== Object.prototype; proto = Object.getPrototypeOf(proto) as object | null) {
+  for (
+    let proto = Object.getPrototypeOf(instance) as object | null;
+    proto !== null && proto !== Object.prototype;
+    proto = Object.getPrototypeOf(proto) as object | null
+  ) {
     for (const key of Reflect.ownKeys(proto)) {
       const value = Object.getOwnPropertyDescriptor(proto, key)?.value as { [TRANSACTIONAL_METHOD]?: true } | undefined;
       if (typeof value === 'function' && value[TRANSACTIONAL_METHOD] === true) return true;

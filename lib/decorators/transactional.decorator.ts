@@ -22,7 +22,10 @@ export const NO_TRANSACTION = 'nestjs-request-transaction:none';
  * async settleInvoices(): Promise<void> { … } // in a service: its own unit of work when called from a cron job
  */
 export function Transactional(options?: TransactionalMethodOptions): ClassDecorator & MethodDecorator {
-  const checked = checkedTransactionOptions<TransactionalMethodOptions>(options, '@Transactional()', ['propagation', 'dataSource']);
+  const checked = checkedTransactionOptions<TransactionalMethodOptions>(options, '@Transactional()', [
+    'propagation',
+    'dataSource',
+  ]);
   const metadata = SetMetadata(TRANSACTIONAL_OPTIONS, checked);
   return ((target: object, key?: string | symbol, descriptor?: PropertyDescriptor) => {
     if (key === undefined) {

@@ -112,7 +112,11 @@ function mysqlAcquireTimeout(entry: DataSourceEntry): number | undefined {
   return typeof timeout === 'number' && timeout > 0 ? timeout : undefined;
 }
 
-function withTimeout(acquisition: Promise<MysqlPoolConnection>, ms: number, entry: DataSourceEntry): Promise<MysqlPoolConnection> {
+function withTimeout(
+  acquisition: Promise<MysqlPoolConnection>,
+  ms: number,
+  entry: DataSourceEntry,
+): Promise<MysqlPoolConnection> {
   return new Promise((resolve, reject) => {
     let late = false;
     const timer = setTimeout(() => {

@@ -68,8 +68,7 @@ export function violation(
     : `Run the query through the unit of work's manager (@Tx(), TransactionHost.manager() or an @InjectTxRepository() ` +
       `repository) instead of the data source, its manager or a new query runner; use tx.transaction() for a nested ` +
       `transaction (a savepoint on the same connection); finish reading one query's rows before starting the next.`;
-  const message =
-    `${what} during the transaction of ${unitOfWork.label}${site ? ` (at ${site})` : ''}. ${holdAndWait(entry, holder)} ${fix}`;
+  const message = `${what} during the transaction of ${unitOfWork.label}${site ? ` (at ${site})` : ''}. ${holdAndWait(entry, holder)} ${fix}`;
   if (mode === 'throw') return new NestedConnectionError(message);
   const key = site ?? message;
   if (!registry.reportedSites.has(key)) {

@@ -200,7 +200,8 @@ export class HandlerCall implements UnitOfWorkOwner, HoldTimesCache, Observer<un
       }
       case 'rpc': {
         const transport = context.getArgByIndex<TransportContext | undefined>(1);
-        const pattern = transport?.getPattern?.() ?? transport?.getSubject?.() ?? transport?.getChannel?.() ?? transport?.getTopic?.();
+        const pattern =
+          transport?.getPattern?.() ?? transport?.getSubject?.() ?? transport?.getChannel?.() ?? transport?.getTopic?.();
         return `RPC ${typeof pattern === 'string' ? pattern : this.methodName()}`;
       }
       default: {

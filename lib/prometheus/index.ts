@@ -62,7 +62,12 @@ export function registerTransactionMetrics(host: TransactionHost, options: Trans
         read(this, host.stats());
       },
     });
-  const counter = (name: string, help: string, labelNames: string[], read: (stats: TransactionalStats) => [Record<string, string>, number][]) =>
+  const counter = (
+    name: string,
+    help: string,
+    labelNames: string[],
+    read: (stats: TransactionalStats) => [Record<string, string>, number][],
+  ) =>
     new client.Counter({
       name: prefix + name,
       help,
@@ -96,37 +101,84 @@ export function registerTransactionMetrics(host: TransactionHost, options: Trans
       }
     });
 
-  gauge('units_of_work_open', 'Units of work (requests, TransactionRunner.run() calls) started and not yet settled.', [], (g, s) =>
-    g.set(s.openUnitsOfWork),
+  gauge(
+    'units_of_work_open',
+    'Units of work (requests, TransactionRunner.run() calls) started and not yet settled.',
+    [],
+    (g, s) => g.set(s.openUnitsOfWork),
   );
   gauge('connections_held', 'Pooled connections held by units of work.', ['data_source'], (g, s) => {
     for (const [data_source, ds] of Object.entries(s.dataSources)) g.set({ data_source }, ds.connectionsHeld);
   });
-  gauge('pool_connections', "The driver pool's connections: open, idle, and requests waiting for one.", ['data_source', 'state'], (g, s) => {
-    for (const [data_source, ds] of Object.entries(s.dataSources)) {
-      g.set({ data_source, state: 'open' }, ds.pool.total);
-      g.set({ data_source, state: 'idle' }, ds.pool.idle);
-      g.set({ data_source, state: 'waiting' }, ds.pool.waiting);
-    }
-  });
-  durations('acquisition_wait_seconds', 'Wait for a pooled connection, over the latest 1024 acquisitions.', (ds) => ds.acquisitionWaitMs);
-  durations('connection_held_seconds', 'Time a unit of work held its connection, over the latest 1024.', (ds) => ds.transactionMs);
-  byRoute('route_connection_held_seconds', "Time a route's units of work held their connection, over the route's latest 256.", (r) => r.heldMs);
-  byRoute('route_database_seconds', "Of that, time with a statement in the database, over the route's latest 256.", (r) => r.databaseMs);
+  gauge(
+    'pool_connections',
+    "The driver pool's connections: open, idle, and requests waiting for one.",
+    ['data_source', 'state'],
+    (g, s) => {
+      for (const [data_source, ds] of Object.entries(s.dataSources)) {
+        g.set({ data_source, state: 'open' }, ds.pool.total);
+        g.set({ data_source, state: 'idle' }, ds.pool.idle);
+        g.set({ data_source, state: 'waiting' }, ds.pool.waiting);
+      }
+    },
+  );
+  durations(
+    'acquisition_wait_seconds',
+    'Wait for a pooled connection, over the latest 1024 acquisitions.',
+    (ds) => ds.acquisitionWaitMs,
+  );
+  durations(
+    'connection_held_seconds',
+    'Time a unit of work held its connection, over the latest 1024.',
+    (ds) => ds.transactionMs,
+  );
+  byRoute(
+    'route_connection_held_seconds',
+    "Time a route's units of work held their connection, over the route's latest 256.",
+    (r) => r.heldMs,
+  );
+  byRoute(
+    'route_database_seconds',
+    "Of that, time with a statement in the database, over the route's latest 256.",
+    (r) => r.databaseMs,
+  );
   byRoute(
     'route_idle_in_transaction_seconds',
     "Of that, time idle in transaction (the connection held while the code waited on something else), over the route's latest 256.",
     (r) => r.idleMs,
   );
-  counter('commits_total', 'Transactions committed.', ['data_source'], bySource((ds) => ds.commits));
-  counter('rollbacks_total', 'Transactions rolled back.', ['data_source'], bySource((ds) => ds.rollbacks));
-  counter('acquisition_failures_total', 'Connections the pool could not give.', ['data_source'], bySource((ds) => ds.acquisitionFailures));
+  counter(
+    'commits_total',
+    'Transactions committed.',
+    ['data_source'],
+    bySource((ds) => ds.commits),
+  );
+  counter(
+    'rollbacks_total',
+    'Transactions rolled back.',
+    ['data_source'],
+    bySource((ds) => ds.rollbacks),
+  );
+  counter(
+    'acquisition_failures_total',
+    'Connections the pool could not give.',
+    ['data_source'],
+    bySource((ds) => ds.acquisitionFailures),
+  );
   counter('retries_total', 'Units of work run again after a deadlock or serialization failure.', [], (s) => [[{}, s.retries]]);
-  counter('guard_violations_total', 'Connections requested while a unit of work held one or was taking one (guard warn and throw).', [], (s) => [[{}, s.guardViolations]]);
+  counter(
+    'guard_violations_total',
+    'Connections requested while a unit of work held one or was taking one (guard warn and throw).',
+    [],
+    (s) => [[{}, s.guardViolations]],
+  );
   counter('slow_transactions_total', 'Units of work that held a connection longer than slowTransactionMs.', [], (s) => [
     [{}, s.slowTransactions],
   ]);
-  counter('idle_in_transaction_gaps_total', 'Gaps longer than idleInTransactionMs in which a unit of work held its connection and ran no statement.', [], (s) => [
-    [{}, s.idleInTransactionGaps],
-  ]);
+  counter(
+    'idle_in_transaction_gaps_total',
+    'Gaps longer than idleInTransactionMs in which a unit of work held its connection and ran no statement.',
+    [],
+    (s) => [[{}, s.idleInTransactionGaps]],
+  );
 }

@@ -36,7 +36,9 @@ export function checkEntity(entity: unknown, what: string): void {
   if (typeof entity === 'function' || (typeof entity === 'object' && typeof schema?.options?.name === 'string')) return;
   throw new TransactionalOptionsError(
     `${what} is ${describeValue(entity)}, not an entity class or EntitySchema.` +
-      (entity === undefined ? ' An import cycle can leave a class undefined where it is read: check the imports of that file.' : ''),
+      (entity === undefined
+        ? ' An import cycle can leave a class undefined where it is read: check the imports of that file.'
+        : ''),
   );
 }
 

@@ -62,7 +62,10 @@ export class ConnectionAudit {
   /** Starts recording acquisitions from `dataSource`'s pool. */
   static attach(dataSource: DataSource): ConnectionAudit {
     // TypeORM has no public acquisition hook: its drivers' obtain*Connection() methods are replaced.
-    requireShapes('ConnectionAudit.attach()', acquisitionShapes(dataSource, 'the audit records every pooled connection TypeORM takes through it.'));
+    requireShapes(
+      'ConnectionAudit.attach()',
+      acquisitionShapes(dataSource, 'the audit records every pooled connection TypeORM takes through it.'),
+    );
     const audit = new ConnectionAudit(dataSource);
     audit.restore.push(onIdleGap(dataSource, (gap) => audit.gaps.push(gap)));
     const driver = acquiringDriver(dataSource);
@@ -158,7 +161,8 @@ export class ConnectionAudit {
   assertNoIdleInTransaction(): void {
     if (this.gaps.length === 0) return;
     const lines = this.gaps.map(
-      (g) => `- ${g.unit}: ${g.idleMs} ms after the statement at ${g.before}, until ${g.atEnd ? g.after : `the statement at ${g.after}`}`,
+      (g) =>
+        `- ${g.unit}: ${g.idleMs} ms after the statement at ${g.before}, until ${g.atEnd ? g.after : `the statement at ${g.after}`}`,
     );
     throw new TransactionalError(
       `${this.gaps.length} time(s) a unit of work held its pooled connection idle in transaction longer than ` +

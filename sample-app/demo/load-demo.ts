@@ -34,7 +34,8 @@ const EVENT = 'demo.ping';
 
 function setting(name: string, fallback: number): number {
   const value = Number(process.env[name] ?? fallback);
-  if (!(Number.isInteger(value) && value > 0)) throw new Error(`${name} must be a whole number above 0, got ${process.env[name]}`);
+  if (!(Number.isInteger(value) && value > 0))
+    throw new Error(`${name} must be a whole number above 0, got ${process.env[name]}`);
   return value;
 }
 
@@ -90,7 +91,14 @@ async function measure(variant: Variant, databaseUrl: string): Promise<LoadResul
         ? { method: 'DELETE', path: `/people/${fixtures.personIds[nextPerson++]}` }
         : { method: 'POST', path: `/webhooks/${fixtures.webhookId}/deliveries`, body: { event: EVENT } };
     // Warm up (JIT, connections) with little concurrency: enough for either variant to get through.
-    await runLoad({ url: sample.url, concurrency: 2, durationMs: 5_000, maxRequests: 200, timeoutMs: settings.clientTimeoutMs, next });
+    await runLoad({
+      url: sample.url,
+      concurrency: 2,
+      durationMs: 5_000,
+      maxRequests: 200,
+      timeoutMs: settings.clientTimeoutMs,
+      next,
+    });
     process.stdout.write(`running ${settings.durationS} s… `);
     const result = await runLoad({
       url: sample.url,
@@ -99,7 +107,11 @@ async function measure(variant: Variant, databaseUrl: string): Promise<LoadResul
       timeoutMs: settings.clientTimeoutMs,
       next,
     });
-    console.log(`done (answers: ${Object.entries(result.byStatus).map(([status, n]) => `${n}× ${status}`).join(', ')}).`);
+    console.log(
+      `done (answers: ${Object.entries(result.byStatus)
+        .map(([status, n]) => `${n}× ${status}`)
+        .join(', ')}).`,
+    );
     await cleanUp(sample, fixtures);
     return result;
   } finally {
@@ -119,7 +131,9 @@ async function prepare(sample: SampleApp): Promise<Fixtures> {
   const people = sample.dataSource.getRepository(Person);
   const personIds: number[] = [];
   for (let start = 0; start < settings.people; start += 1000) {
-    const batch = Array.from({ length: Math.min(1000, settings.people - start) }, (_, i) => ({ name: `demo-person-${start + i}` }));
+    const batch = Array.from({ length: Math.min(1000, settings.people - start) }, (_, i) => ({
+      name: `demo-person-${start + i}`,
+    }));
     const { identifiers } = await people.insert(batch);
     personIds.push(...identifiers.map((identifier) => Number(identifier.id)));
   }
@@ -132,25 +146,28 @@ async function cleanUp(sample: SampleApp, { webhookId, personIds }: Fixtures): P
   await ds.getRepository(WebhookDelivery).delete({ webhookId, event: EVENT });
   await ds.getRepository(Webhook).delete({ id: webhookId });
   await ds.getRepository(Person).delete({ name: Like('demo-person-%') });
-  await ds.getRepository(AuditEntry).delete({ action: 'person.deleted', subjectId: Between(Math.min(...personIds), Math.max(...personIds)) });
+  await ds
+    .getRepository(AuditEntry)
+    .delete({ action: 'person.deleted', subjectId: Between(Math.min(...personIds), Math.max(...personIds)) });
 }
 
 function report(results: Map<Variant, LoadResult>): void {
   const rows = [...results.keys()].map((variant) => {
-      const r = results.get(variant) as LoadResult;
-      return [
-        variant,
-        okPerSecond(r).toFixed(1),
-        String(r.ok),
-        String(r.errors),
-        `${r.poolTimeouts} / ${r.clientTimeouts}`,
-        percentile(r.latenciesMs, 50).toFixed(0),
-        percentile(r.latenciesMs, 99).toFixed(0),
-      ];
-    });
+    const r = results.get(variant) as LoadResult;
+    return [
+      variant,
+      okPerSecond(r).toFixed(1),
+      String(r.ok),
+      String(r.errors),
+      `${r.poolTimeouts} / ${r.clientTimeouts}`,
+      percentile(r.latenciesMs, 50).toFixed(0),
+      percentile(r.latenciesMs, 99).toFixed(0),
+    ];
+  });
   const header = ['variant', 'ok req/s', 'ok', 'errors', 'timeouts (pool / client)', 'p50 ms', 'p99 ms'];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
-  const line = (cells: string[]) => cells.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]) : cell.padStart(widths[i]))).join('   ');
+  const line = (cells: string[]) =>
+    cells.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]) : cell.padStart(widths[i]))).join('   ');
   console.log(`\n${line(header)}\n${rows.map(line).join('\n')}`);
   console.log(
     '(ok req/s: 2xx answers within the window, over the window. ok, errors, timeouts: every request, those in flight at\n' +
@@ -162,7 +179,7 @@ function report(results: Map<Variant, LoadResult>): void {
   const library = results.get('library') as LoadResult;
   const ratio = okPerSecond(library) / okPerSecond(naive);
   // Every 2xx, those that came in after the window too, over the whole run: finite unless naive served none at all.
-  const overall = (library.ok / library.elapsedMs) / (naive.ok / naive.elapsedMs);
+  const overall = library.ok / library.elapsedMs / (naive.ok / naive.elapsedMs);
   const failures = library.errors + library.poolTimeouts + library.clientTimeouts;
   const met = ratio >= TARGET_RATIO && failures === 0;
   const times = (x: number) => (Number.isFinite(x) ? `${x.toFixed(0)}×` : '∞');

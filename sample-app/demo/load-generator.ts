@@ -53,7 +53,18 @@ export interface LoadResult {
  */
 export async function runLoad(options: LoadOptions): Promise<LoadResult> {
   const agent = new Agent({ keepAlive: true, maxSockets: options.concurrency });
-  const result: LoadResult = { elapsedMs: 0, windowMs: options.durationMs, sent: 0, ok: 0, okInWindow: 0, poolTimeouts: 0, clientTimeouts: 0, errors: 0, byStatus: {}, latenciesMs: [] };
+  const result: LoadResult = {
+    elapsedMs: 0,
+    windowMs: options.durationMs,
+    sent: 0,
+    ok: 0,
+    okInWindow: 0,
+    poolTimeouts: 0,
+    clientTimeouts: 0,
+    errors: 0,
+    byStatus: {},
+    latenciesMs: [],
+  };
   const started = performance.now();
   const deadline = started + options.durationMs;
   const count = (key: string) => (result.byStatus[key] = (result.byStatus[key] ?? 0) + 1);
@@ -77,8 +88,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
         if (outcome.status >= 200 && outcome.status < 300) {
           result.ok++;
           if (performance.now() <= deadline) result.okInWindow++;
-        }
-        else if (outcome.status === 503 && /"reason":"pool-timeout"/.test(outcome.body)) result.poolTimeouts++;
+        } else if (outcome.status === 503 && /"reason":"pool-timeout"/.test(outcome.body)) result.poolTimeouts++;
         else result.errors++;
       }
     }

@@ -15,7 +15,12 @@ describe('DELETE /people/:id (seed 002: follow-up work on a plain repository)', 
   beforeAll(async () => {
     // A pool of ONE connection: a request that needs a second one cannot get it.
     library = await startApp(engine, tables, { variant: 'library', poolSize: 1, applicationName: 'wallet-people-library' });
-    naive = await startApp(engine, tables, { variant: 'naive', poolSize: 1, acquireTimeoutMs: 500, applicationName: 'wallet-people-naive' });
+    naive = await startApp(engine, tables, {
+      variant: 'naive',
+      poolSize: 1,
+      acquireTimeoutMs: 500,
+      applicationName: 'wallet-people-naive',
+    });
     db = await observer(engine);
   });
 
@@ -59,7 +64,9 @@ describe('DELETE /people/:id (seed 002: follow-up work on a plain repository)', 
 
       expect(reply).toEqual({ status: 204, body: undefined });
       expect(await personExists(id)).toBe(false);
-      expect(await db.query(`SELECT action, "subjectId" FROM ${tables.auditLog}`)).toEqual([{ action: 'person.deleted', subjectId: id }]);
+      expect(await db.query(`SELECT action, "subjectId" FROM ${tables.auditLog}`)).toEqual([
+        { action: 'person.deleted', subjectId: id },
+      ]);
       expect(sent).toEqual([{ message: `person ${id} deleted`, goneWhenSent: true }]);
     });
 

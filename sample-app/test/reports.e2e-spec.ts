@@ -60,7 +60,12 @@ describe('GET /reports/balances while transfers commit', () => {
     it('adds up: every read sees the database as of the first one', async () => {
       const { a, b, report, stored } = await reportAcrossATransfer(library);
 
-      expect(stored).toEqual(new Map([[a, 700], [b, 1_300]]));
+      expect(stored).toEqual(
+        new Map([
+          [a, 700],
+          [b, 1_300],
+        ]),
+      );
       expect(report.accounts.map((account) => account.balance)).toEqual([1_000, 1_000]);
       expect(report.total).toBe(2_000);
     });
@@ -73,7 +78,9 @@ describe('GET /reports/balances while transfers commit', () => {
         // Every direction between the four accounts (the step is 1 to 3, never 0).
         call('POST', `${library.url}/transfers`, { from: ids[i % 4], to: ids[(i + 1 + (i % 3)) % 4], amount: 10 + i }),
       );
-      const reports = Array.from({ length: 20 }, () => call<BalanceReport>('GET', `${library.url}/reports/balances?accounts=${ids.join(',')}`));
+      const reports = Array.from({ length: 20 }, () =>
+        call<BalanceReport>('GET', `${library.url}/reports/balances?accounts=${ids.join(',')}`),
+      );
 
       expect((await Promise.all(transfers)).map((r) => r.status)).toEqual(Array(40).fill(201));
       const totals = (await Promise.all(reports)).map((r) => r.body.total);
@@ -86,7 +93,12 @@ describe('GET /reports/balances while transfers commit', () => {
     it('shows a transfer committed between two reads half-done: the total is off', async () => {
       const { a, b, report, stored } = await reportAcrossATransfer(naive);
 
-      expect(stored).toEqual(new Map([[a, 700], [b, 1_300]]));
+      expect(stored).toEqual(
+        new Map([
+          [a, 700],
+          [b, 1_300],
+        ]),
+      );
       // A read before the transfer, B after it: 300 cents that exist twice.
       expect(report.accounts.map((account) => account.balance)).toEqual([1_000, 1_300]);
       expect(report.total).toBe(2_300);
@@ -97,6 +109,8 @@ describe('GET /reports/balances while transfers commit', () => {
     const reply = await call('GET', `${library.url}/reports/balances?accounts=1,two`);
 
     expect(reply.status).toBe(400);
-    expect(reply.body.message).toEqual(['accounts must be a comma-separated list of 1 to 100 account ids, e.g. ?accounts=1,2; got "1,two"']);
+    expect(reply.body.message).toEqual([
+      'accounts must be a comma-separated list of 1 to 100 account ids, e.g. ?accounts=1,2; got "1,two"',
+    ]);
   });
 });

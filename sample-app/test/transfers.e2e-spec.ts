@@ -41,7 +41,12 @@ describe('POST /transfers', () => {
 
       expect(reply).toMatchObject({ status: 201 });
       expect(reply.body).toMatchObject({ from: { id: alice, balance: 7_500 }, to: { id: bob, balance: 3_000 }, amount: 2_500 });
-      expect(await balances(db, tables)).toEqual(new Map([[alice, 7_500], [bob, 3_000]]));
+      expect(await balances(db, tables)).toEqual(
+        new Map([
+          [alice, 7_500],
+          [bob, 3_000],
+        ]),
+      );
       const entries = await db.query<Record<string, unknown>>(`SELECT * FROM ${tables.ledgerEntries}`);
       expect(entries).toHaveLength(1);
       expect(entries[0]).toMatchObject({ fromAccountId: alice, toAccountId: bob, amount: 2_500 });
@@ -66,7 +71,12 @@ describe('POST /transfers', () => {
 
       expect(reply.status).toBe(400);
       expect(reply.body).toEqual({ statusCode: 400, error: 'Bad Request', message: [problem] });
-      expect(await balances(db, tables)).toEqual(new Map([[alice, 1_000], [bob, 1_000]]));
+      expect(await balances(db, tables)).toEqual(
+        new Map([
+          [alice, 1_000],
+          [bob, 1_000],
+        ]),
+      );
       expect(await countRows(db, tables.ledgerEntries)).toBe(0);
     });
 
@@ -96,7 +106,12 @@ describe('POST /transfers', () => {
 
       expect(reply.status).toBe(422);
       expect(reply.body.message).toBe(`Account ${alice} holds 100 cents and cannot send 101; nothing was transferred.`);
-      expect(await balances(db, tables)).toEqual(new Map([[alice, 100], [bob, 0]]));
+      expect(await balances(db, tables)).toEqual(
+        new Map([
+          [alice, 100],
+          [bob, 0],
+        ]),
+      );
       expect(await countRows(db, tables.ledgerEntries)).toBe(0);
     });
   });
@@ -149,8 +164,14 @@ describe.each(engines)('concurrent transfers on $name', (engine) => {
       for (let i = 0; i < PAIRS; i++) {
         pairs.push([await openAccount(library, `a${i}`, START_BALANCE), await openAccount(library, `b${i}`, START_BALANCE)]);
       }
-      await lock(holderOfA, pairs.map(([a]) => a));
-      await lock(holderOfB, pairs.map(([, b]) => b));
+      await lock(
+        holderOfA,
+        pairs.map(([a]) => a),
+      );
+      await lock(
+        holderOfB,
+        pairs.map(([, b]) => b),
+      );
 
       const replies = Promise.all(
         pairs.flatMap(([a, b]) => [
@@ -205,7 +226,8 @@ describe.each(engines)('concurrent transfers on $name', (engine) => {
       const done = replies.filter((r) => r.status === 201);
       expect(deadlocks.length).toBeGreaterThan(0);
       expect(deadlocks.length + done.length).toBe(replies.length);
-      for (const reply of deadlocks) expect(reply.body.driverCode).toBe(engine.name === 'postgres' ? '40P01' : 'ER_LOCK_DEADLOCK');
+      for (const reply of deadlocks)
+        expect(reply.body.driverCode).toBe(engine.name === 'postgres' ? '40P01' : 'ER_LOCK_DEADLOCK');
       // The database chose a victim in every pair: each pair's cycle is broken by one rollback.
       expect(deadlocks).toHaveLength(PAIRS);
       // A deadlocked transfer was rolled back whole; money is conserved.

@@ -16,7 +16,12 @@ describe('webhooks (seed 000: a query on a second connection inside a transactio
   beforeAll(async () => {
     // A pool of ONE connection: a request that needs a second one cannot get it.
     library = await startApp(engine, tables, { variant: 'library', poolSize: 1, applicationName: 'wallet-webhooks-library' });
-    naive = await startApp(engine, tables, { variant: 'naive', poolSize: 1, acquireTimeoutMs: 500, applicationName: 'wallet-webhooks-naive' });
+    naive = await startApp(engine, tables, {
+      variant: 'naive',
+      poolSize: 1,
+      acquireTimeoutMs: 500,
+      applicationName: 'wallet-webhooks-naive',
+    });
     db = await observer(engine);
   });
 
@@ -40,7 +45,9 @@ describe('webhooks (seed 000: a query on a second connection inside a transactio
   it('stores the URL encrypted and reads it back decrypted', async () => {
     const id = await registerWebhook();
 
-    const [stored] = await db.query<{ encryptedUrl: string }>(`SELECT "encryptedUrl" FROM ${tables.webhooks} WHERE id = $1`, [id]);
+    const [stored] = await db.query<{ encryptedUrl: string }>(`SELECT "encryptedUrl" FROM ${tables.webhooks} WHERE id = $1`, [
+      id,
+    ]);
     expect(stored.encryptedUrl).not.toContain('example.com');
     expect(stored.encryptedUrl).not.toContain('s3cr3t');
     expect(await call('GET', `${library.url}/webhooks/${id}`)).toEqual({ status: 200, body: { id, url: URL_WITH_SECRET } });
@@ -52,7 +59,9 @@ describe('webhooks (seed 000: a query on a second connection inside a transactio
       const audit = ConnectionAudit.attach(library.dataSource);
       try {
         const replies = await Promise.all(
-          Array.from({ length: 20 }, (_, i) => call('POST', `${library.url}/webhooks/${id}/deliveries`, { event: `transfer.created.${i}` })),
+          Array.from({ length: 20 }, (_, i) =>
+            call('POST', `${library.url}/webhooks/${id}/deliveries`, { event: `transfer.created.${i}` }),
+          ),
         );
 
         expect(replies.map((r) => r.status)).toEqual(Array(20).fill(201));
@@ -76,7 +85,12 @@ describe('webhooks (seed 000: a query on a second connection inside a transactio
     it.each([
       ['POST /webhooks', 'webhooks', { url: 'ftp://example.com' }, 'url must be an http:// or https:// URL'],
       ['POST /webhooks', 'webhooks', {}, 'url must be a string'],
-      ['POST /webhooks/1/deliveries', 'webhooks/1/deliveries', { event: 'Transfer Created' }, 'event must be an event name like transfer.created'],
+      [
+        'POST /webhooks/1/deliveries',
+        'webhooks/1/deliveries',
+        { event: 'Transfer Created' },
+        'event must be an event name like transfer.created',
+      ],
     ])('answers 400 to bad input on %s, writing nothing', async (_route, path, body, problem) => {
       const reply = await call('POST', `${library.url}/${path}`, body);
 

@@ -53,7 +53,9 @@ describe.each(engines)('the adoption recipes on $name', (engine) => {
     app = await createApp({
       adapter: 'express',
       imports: [
-        TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 1, applicationName: 'adoption-recipes', entities: [Subscriber] })),
+        TypeOrmModule.forRoot(
+          typeormOptions(engine, { poolSize: 1, applicationName: 'adoption-recipes', entities: [Subscriber] }),
+        ),
         TransactionalModule.forRoot(),
       ],
       controllers: [RecipesController],

@@ -1,7 +1,15 @@
 import { Controller, Post } from '@nestjs/common';
 import { Test, type TestingModule } from '@nestjs/testing';
 import { getDataSourceToken, TypeOrmModule } from '@nestjs/typeorm';
-import { Column, DataSource, type DataSourceOptions, Entity, type EntityManager, PrimaryColumn, PrimaryGeneratedColumn } from 'typeorm';
+import {
+  Column,
+  DataSource,
+  type DataSourceOptions,
+  Entity,
+  type EntityManager,
+  PrimaryColumn,
+  PrimaryGeneratedColumn,
+} from 'typeorm';
 import {
   lockInOrder,
   Transactional,
@@ -73,7 +81,11 @@ async function sessionTimeoutMs(tx: EntityManager, engine: EngineName): Promise<
 }
 
 /** Expects `attempt` to reject with `type`, its message matching `message`. */
-async function expectRejection(attempt: Promise<unknown>, type: new (...args: never[]) => Error, message: string | RegExp): Promise<Error> {
+async function expectRejection(
+  attempt: Promise<unknown>,
+  type: new (...args: never[]) => Error,
+  message: string | RegExp,
+): Promise<Error> {
   const error = await attempt.then(
     () => undefined,
     (rejection: unknown) => rejection,
@@ -100,7 +112,12 @@ describe.each(engines)('bad input gets a clear error, never SQL, on $name', (eng
 
   describe.each(adapters)('a @Transactional() options object changed after the declaration, on %s', (adapter: AdapterName) => {
     const sqlLog = new RecordingSqlLogger();
-    const routeOptions: TransactionOptions = { timeoutMs: 1500, isolationLevel: 'READ COMMITTED', readOnly: false, retry: { attempts: 1 } };
+    const routeOptions: TransactionOptions = {
+      timeoutMs: 1500,
+      isolationLevel: 'READ COMMITTED',
+      readOnly: false,
+      retry: { attempts: 1 },
+    };
     let testApp: TestApp;
     let dataSource: DataSource;
 
@@ -155,9 +172,11 @@ describe.each(engines)('bad input gets a clear error, never SQL, on $name', (eng
       const settings = sqlLog.transactionControl({ settings: true }).filter((sql) => !/^(COMMIT|ROLLBACK)/.test(sql));
       expect(settings.join('\n')).not.toMatch(/CREATE|READ ONLY|NaN|many/);
       if (engine.name === 'postgres') {
-        expect(settings).toEqual(Array(2).fill(
-          'BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL statement_timeout = 1500; SET LOCAL idle_in_transaction_session_timeout = 1500',
-        ));
+        expect(settings).toEqual(
+          Array(2).fill(
+            'BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL statement_timeout = 1500; SET LOCAL idle_in_transaction_session_timeout = 1500',
+          ),
+        );
       } else {
         expect(settings.filter((sql) => /max_statement_time = 1\.5\b/.test(sql))).toHaveLength(2);
         expect(settings.filter((sql) => sql === 'SET TRANSACTION ISOLATION LEVEL READ COMMITTED')).toHaveLength(2);
@@ -218,10 +237,13 @@ describe.each(engines)('bad input gets a clear error, never SQL, on $name', (eng
         let ran = false;
 
         await expectRejection(
-          runner.run(async (tx) => {
-            ran = true;
-            await tx.insert(BadInputNote, { label: 'never' });
-          }, { timeoutMs: timeoutMs as never }),
+          runner.run(
+            async (tx) => {
+              ran = true;
+              await tx.insert(BadInputNote, { label: 'never' });
+            },
+            { timeoutMs: timeoutMs as never },
+          ),
           TransactionalOptionsError,
           message,
         );
@@ -232,8 +254,16 @@ describe.each(engines)('bad input gets a clear error, never SQL, on $name', (eng
       });
 
       it('rejects a slowTransactionMs and a retry delay of 2^31 ms the same way', async () => {
-        await expectRejection(runner.run(() => 1, { slowTransactionMs: 2 ** 31 }), TransactionalOptionsError, /^TransactionRunner\.run\(\): slowTransactionMs 2147483648 is above the limit/);
-        await expectRejection(runner.run(() => 1, { retry: { maxDelayMs: 2 ** 31 } }), TransactionalOptionsError, /^TransactionRunner\.run\(\): retry\.maxDelayMs 2147483648 is above the limit/);
+        await expectRejection(
+          runner.run(() => 1, { slowTransactionMs: 2 ** 31 }),
+          TransactionalOptionsError,
+          /^TransactionRunner\.run\(\): slowTransactionMs 2147483648 is above the limit/,
+        );
+        await expectRejection(
+          runner.run(() => 1, { retry: { maxDelayMs: 2 ** 31 } }),
+          TransactionalOptionsError,
+          /^TransactionRunner\.run\(\): retry\.maxDelayMs 2147483648 is above the limit/,
+        );
         expect(sqlLog.sent()).toEqual([]);
       });
     });
@@ -270,13 +300,21 @@ describe.each(engines)('bad input gets a clear error, never SQL, on $name', (eng
       // eslint-disable-next-line no-sparse-arrays
       const sparse = [1, , 3];
       const bad: Array<[string, unknown, RegExp]> = [
-        ['a string', '12', /^lockInOrder\(BadInputAccount\): ids must be an array of primary key values, got '12'\. Pass \[id\] for one row, or \[\.\.\.ids\] for another collection\.$/],
+        [
+          'a string',
+          '12',
+          /^lockInOrder\(BadInputAccount\): ids must be an array of primary key values, got '12'\. Pass \[id\] for one row, or \[\.\.\.ids\] for another collection\.$/,
+        ],
         ['undefined', undefined, /^lockInOrder\(BadInputAccount\): ids must be an array of primary key values, got undefined\./],
         ['null', null, /^lockInOrder\(BadInputAccount\): ids must be an array of primary key values, got null\./],
         ['a number', 12, /^lockInOrder\(BadInputAccount\): ids must be an array of primary key values, got 12\./],
         ['a Set', new Set([1, 2]), /^lockInOrder\(BadInputAccount\): ids must be an array of primary key values, got a Set\./],
         ['an array-like object', { 0: 1, length: 1 }, /ids must be an array of primary key values, got an object\./],
-        ['null inside', [1, null], /^lockInOrder\(BadInputAccount\): ids\[1\] is null; each id must be a primary key value: a string, a finite number or a bigint\. Nothing was locked\.$/],
+        [
+          'null inside',
+          [1, null],
+          /^lockInOrder\(BadInputAccount\): ids\[1\] is null; each id must be a primary key value: a string, a finite number or a bigint\. Nothing was locked\.$/,
+        ],
         ['undefined inside', [2, undefined], /^lockInOrder\(BadInputAccount\): ids\[1\] is undefined; /],
         ['a hole', sparse, /^lockInOrder\(BadInputAccount\): ids\[1\] is undefined; /],
         ['NaN', [Number.NaN], /^lockInOrder\(BadInputAccount\): ids\[0\] is NaN; /],
@@ -284,8 +322,16 @@ describe.each(engines)('bad input gets a clear error, never SQL, on $name', (eng
         ['an object', [{ id: 1 }], /^lockInOrder\(BadInputAccount\): ids\[0\] is an object; /],
         ['an entity instead of its id', [account], /^lockInOrder\(BadInputAccount\): ids\[0\] is a BadInputAccount; /],
         ['a boolean', [true], /^lockInOrder\(BadInputAccount\): ids\[0\] is true; /],
-        ['an integer beyond 2^53', [2 ** 53 + 2], /^lockInOrder\(BadInputAccount\): ids\[0\] is 9007199254740994, beyond Number\.MAX_SAFE_INTEGER.*Pass it as a string or a bigint\./],
-        ['strings and numbers mixed', [2, '10'], /^lockInOrder\(BadInputAccount\): ids mix strings \(ids\[1\] is '10'\) and numbers \(ids\[0\] is 2\)\. They sort differently/],
+        [
+          'an integer beyond 2^53',
+          [2 ** 53 + 2],
+          /^lockInOrder\(BadInputAccount\): ids\[0\] is 9007199254740994, beyond Number\.MAX_SAFE_INTEGER.*Pass it as a string or a bigint\./,
+        ],
+        [
+          'strings and numbers mixed',
+          [2, '10'],
+          /^lockInOrder\(BadInputAccount\): ids mix strings \(ids\[1\] is '10'\) and numbers \(ids\[0\] is 2\)\. They sort differently/,
+        ],
       ];
 
       it.each(bad)('rejects %s with TransactionalError naming it, and sends nothing', async (_what, ids, message) => {
@@ -312,17 +358,24 @@ describe.each(engines)('bad input gets a clear error, never SQL, on $name', (eng
 
         expect(error).toBeInstanceOf(TransactionalError);
         expect(sqlLog.statements().filter((sql) => /bad_input_accounts/.test(sql))).toEqual([]);
-        expect((await db.query<{ label: string }>('SELECT label FROM bad_input_notes ORDER BY id')).map((row) => row.label)).toEqual([
-          'before the bad call',
-          'after the bad call',
-        ]);
+        expect(
+          (await db.query<{ label: string }>('SELECT label FROM bad_input_notes ORDER BY id')).map((row) => row.label),
+        ).toEqual(['before the bad call', 'after the bad call']);
       });
 
       it.each([
         ['null', null, /^lockInOrder\(BadInputAccount\): options must be an object such as \{ mode: 'share' \}, got null\.$/],
-        ['a string', 'share', /^lockInOrder\(BadInputAccount\): options must be an object such as \{ mode: 'share' \}, got 'share'\.$/],
+        [
+          'a string',
+          'share',
+          /^lockInOrder\(BadInputAccount\): options must be an object such as \{ mode: 'share' \}, got 'share'\.$/,
+        ],
         ['an unknown key', { lock: 'share' }, /^lockInOrder\(BadInputAccount\): unknown option 'lock'\. Known options: mode\.$/],
-        ['an unknown mode', { mode: 'exclusive' }, /^lockInOrder\(BadInputAccount\): mode must be 'update' or 'share', got 'exclusive'\.$/],
+        [
+          'an unknown mode',
+          { mode: 'exclusive' },
+          /^lockInOrder\(BadInputAccount\): mode must be 'update' or 'share', got 'exclusive'\.$/,
+        ],
       ])('rejects %s as options, and sends nothing', async (_what, options, message) => {
         await expectRejection(
           runner.run((tx) => lockInOrder(tx, BadInputAccount, [1], options as never)),
@@ -337,7 +390,10 @@ describe.each(engines)('bad input gets a clear error, never SQL, on $name', (eng
 
         const rows = await runner.run(async (tx) => {
           const result = await lockInOrder(tx, BadInputAccount, [3n, 1, 2n, 10]);
-          locked = sqlLog.sent().filter((q) => /FOR UPDATE/.test(q.sql)).map((q) => Number(q.parameters[0]));
+          locked = sqlLog
+            .sent()
+            .filter((q) => /FOR UPDATE/.test(q.sql))
+            .map((q) => Number(q.parameters[0]));
           return result;
         });
 
@@ -364,7 +420,10 @@ describe.each(engines)('bad input gets a clear error, never SQL, on $name', (eng
     }
 
     /** Builds and initialises an application context of `imports()`, runs `use` in it, closes it. */
-    async function bootstrap(imports: () => TestingModuleImports, use?: (moduleRef: TestingModule) => Promise<void>): Promise<void> {
+    async function bootstrap(
+      imports: () => TestingModuleImports,
+      use?: (moduleRef: TestingModule) => Promise<void>,
+    ): Promise<void> {
       let moduleRef: TestingModule | undefined;
       try {
         moduleRef = await Test.createTestingModule({ imports: imports() }).setLogger(new RecordingNestLogger()).compile();
@@ -383,7 +442,9 @@ describe.each(engines)('bad input gets a clear error, never SQL, on $name', (eng
           .map((dataSource) => dataSource.destroy()),
       );
       if (engine.name === 'postgres') {
-        await waitFor(async () => expect(await (db as PostgresObserver).backends(applicationName)).toEqual([]), { timeoutMs: 5000 });
+        await waitFor(async () => expect(await (db as PostgresObserver).backends(applicationName)).toEqual([]), {
+          timeoutMs: 5000,
+        });
       }
     });
 
@@ -414,7 +475,11 @@ describe.each(engines)('bad input gets a clear error, never SQL, on $name', (eng
 
     it('rejects an options factory that returns dataSource, saying where it goes', async () => {
       await expectRejection(
-        bootstrap(() => [typeorm(), typeorm(REPORTS), TransactionalModule.forRootAsync({ useFactory: () => ({ dataSource: REPORTS }) as never })]),
+        bootstrap(() => [
+          typeorm(),
+          typeorm(REPORTS),
+          TransactionalModule.forRootAsync({ useFactory: () => ({ dataSource: REPORTS }) as never }),
+        ]),
         TransactionalOptionsError,
         `TransactionalModule.forRootAsync(): the options factory returned dataSource '${REPORTS}', which would be ignored: ` +
           'the data source is chosen before the factory runs. Give it beside the factory: ' +
@@ -446,7 +511,10 @@ describe.each(engines)('bad input gets a clear error, never SQL, on $name', (eng
 
     it.each([
       ['forRoot({ dataSource })', () => TransactionalModule.forRoot({ dataSource: REPORTS, timeoutMs: 1500 })],
-      ['forRootAsync({ dataSource, useFactory })', () => TransactionalModule.forRootAsync({ dataSource: REPORTS, useFactory: () => ({ timeoutMs: 1500 }) })],
+      [
+        'forRootAsync({ dataSource, useFactory })',
+        () => TransactionalModule.forRootAsync({ dataSource: REPORTS, useFactory: () => ({ timeoutMs: 1500 }) }),
+      ],
     ])('manages a named data source given by %s, with its options', async (_how, transactional) => {
       await bootstrap(
         () => [typeorm(), typeorm(REPORTS), transactional()],
@@ -454,7 +522,11 @@ describe.each(engines)('bad input gets a clear error, never SQL, on $name', (eng
           const runner = moduleRef.get(TransactionRunner);
           expect(await runner.run((tx) => sessionTimeoutMs(tx, engine.name), { dataSource: REPORTS })).toBe(1500);
           // Only that one: the default data source is not managed.
-          await expectRejection(runner.run(() => 1), TransactionalOptionsError, /asked for data source 'default', which TransactionalModule does not manage/);
+          await expectRejection(
+            runner.run(() => 1),
+            TransactionalOptionsError,
+            /asked for data source 'default', which TransactionalModule does not manage/,
+          );
         },
       );
     });

@@ -2,13 +2,7 @@ import { Injectable, Module, type ModuleMetadata } from '@nestjs/common';
 import { Test, type TestingModule } from '@nestjs/testing';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { Column, DataSource, type DataSourceOptions, Entity, PrimaryGeneratedColumn } from 'typeorm';
-import {
-  Transactional,
-  TransactionalError,
-  TransactionalModule,
-  TransactionalOptionsError,
-  TransactionRunner,
-} from '../../lib';
+import { Transactional, TransactionalError, TransactionalModule, TransactionalOptionsError, TransactionRunner } from '../../lib';
 import { typeormOptions } from '../support/databases';
 import { observer, waitFor, type PostgresObserver } from '../support/observer';
 import { RecordingNestLogger } from '../support/recording-loggers';
@@ -105,7 +99,10 @@ describe('bad options fail at bootstrap on postgres', () => {
 
   it('boots with good options (the setup of the other tests is sound)', async () => {
     await expect(
-      bootstrap(() => [typeorm(), TransactionalModule.forRoot({ guard: 'warn', isolationLevel: 'SERIALIZABLE', timeoutMs: 1000 })]),
+      bootstrap(() => [
+        typeorm(),
+        TransactionalModule.forRoot({ guard: 'warn', isolationLevel: 'SERIALIZABLE', timeoutMs: 1000 }),
+      ]),
     ).resolves.toBeUndefined();
   });
 
@@ -128,9 +125,14 @@ describe('bad options fail at bootstrap on postgres', () => {
       const attempt = bootstrap(() => [typeorm(), TransactionalModule.forRoot({ isolation: 'SERIALIZABLE' } as never)]);
 
       await expectOptionsError(attempt, /^TransactionalModule\.forRoot\(\): unknown option 'isolation'\. Known options: .+\.$/);
-      expect(knownOptionsIn(await attempt.then(() => '', (error: Error) => error.message))).toEqual(
-        expect.arrayContaining(['isolationLevel', 'readOnly', 'timeoutMs', 'guard', 'dataSource']),
-      );
+      expect(
+        knownOptionsIn(
+          await attempt.then(
+            () => '',
+            (error: Error) => error.message,
+          ),
+        ),
+      ).toEqual(expect.arrayContaining(['isolationLevel', 'readOnly', 'timeoutMs', 'guard', 'dataSource']));
     });
 
     it('rejects a timeout that is not a whole positive number of milliseconds', async () => {
@@ -255,15 +257,21 @@ describe('bad options fail at bootstrap on postgres', () => {
         let ran = false;
 
         await expectOptionsError(
-          runner.run(() => {
-            ran = true;
-          }, { propagation: 'sideways' as never }),
+          runner.run(
+            () => {
+              ran = true;
+            },
+            { propagation: 'sideways' as never },
+          ),
           "TransactionRunner.run(): propagation 'sideways' is not one of 'required', 'nested'.",
         );
         await expectOptionsError(
-          runner.run(() => {
-            ran = true;
-          }, { isolationLevel: 'CHAOS' as never }),
+          runner.run(
+            () => {
+              ran = true;
+            },
+            { isolationLevel: 'CHAOS' as never },
+          ),
           `TransactionRunner.run(): isolationLevel 'CHAOS' is not one of ${ISOLATION_LEVELS}.`,
         );
         expect(ran).toBe(false);

@@ -7,15 +7,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { Body, Controller, Injectable, Post } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
-import {
-  Column,
-  DataSource,
-  Entity,
-  type EntityManager,
-  ManyToOne,
-  PrimaryGeneratedColumn,
-  type Repository,
-} from 'typeorm';
+import { Column, DataSource, Entity, type EntityManager, ManyToOne, PrimaryGeneratedColumn, type Repository } from 'typeorm';
 import type { UnitOfWorkState } from '../../lib/core/unit-of-work';
 import {
   InjectTxRepository,
@@ -166,14 +158,12 @@ class AbortController_ {
     later['tx.find()'] = await outcomeOf(() => tx.find(AbortItem));
     later['tx.insert()'] = await outcomeOf(() => tx.insert(AbortItem, { label: late }));
     later['tx.getRepository().save()'] = await outcomeOf(() => tx.getRepository(AbortItem).save({ label: late }));
-    later['tx.createQueryBuilder().getMany()'] = await outcomeOf(() =>
-      tx.createQueryBuilder(AbortItem, 'item').getMany(),
-    );
-    later['tx.transaction()'] = await outcomeOf(() =>
-      tx.transaction((inner) => inner.insert(AbortItem, { label: late })),
-    );
+    later['tx.createQueryBuilder().getMany()'] = await outcomeOf(() => tx.createQueryBuilder(AbortItem, 'item').getMany());
+    later['tx.transaction()'] = await outcomeOf(() => tx.transaction((inner) => inner.insert(AbortItem, { label: late })));
     later['@InjectTxRepository().insert()'] = await outcomeOf(() => this.items.insert({ label: late }));
-    later['TransactionRunner.run()'] = await outcomeOf(() => this.runner.run((fresh) => fresh.insert(AbortItem, { label: late })));
+    later['TransactionRunner.run()'] = await outcomeOf(() =>
+      this.runner.run((fresh) => fresh.insert(AbortItem, { label: late })),
+    );
     later["run(fn, { propagation: 'nested' })"] = await outcomeOf(() =>
       this.runner.run((fresh) => fresh.insert(AbortItem, { label: late }), { propagation: 'nested' }),
     );
@@ -269,7 +259,7 @@ describe.each(engines)('when the client aborts, on $name', (engine) => {
       } finally {
         probe.reset();
         await db.query('DELETE FROM abort_items');
-      await db.query('DELETE FROM abort_owners');
+        await db.query('DELETE FROM abort_owners');
       }
     });
 
@@ -353,7 +343,7 @@ describe.each(engines)('when the client aborts, on $name', (engine) => {
     describe('after the handler loaded an entity with a lazy relation', () => {
       it('fails the later load of that relation with TransactionFinishedError instead of running it on another connection', async () => {
         const label = `lazy-${adapter}`;
-        const [owner] = await db.query<{ id: number }>('INSERT INTO abort_owners (name) VALUES (\'owner\') RETURNING id');
+        const [owner] = await db.query<{ id: number }>("INSERT INTO abort_owners (name) VALUES ('owner') RETURNING id");
         const ownerColumn = db.engine === 'postgres' ? '"ownerId"' : 'ownerId';
         const placeholders = db.engine === 'postgres' ? '$1, $2' : '?, ?';
         await db.query(`INSERT INTO abort_items (label, ${ownerColumn}) VALUES (${placeholders})`, [label, owner.id]);
@@ -409,9 +399,7 @@ describe.each(engines)('when the client aborts, on $name', (engine) => {
         const placeholder = engine.name === 'postgres' ? '$1' : '?';
         lockHolder = await observer(engine);
         await db.query(`INSERT INTO abort_items (label) VALUES (${placeholder})`, [LOCKED]);
-        const [row] = await db.query<{ id: number }>(`SELECT id FROM abort_items WHERE label = ${placeholder}`, [
-          LOCKED,
-        ]);
+        const [row] = await db.query<{ id: number }>(`SELECT id FROM abort_items WHERE label = ${placeholder}`, [LOCKED]);
         probe.lockedId = Number(row.id);
         await lockHolder.query(engine.name === 'postgres' ? 'BEGIN' : 'START TRANSACTION');
         await lockHolder.query(`SELECT id FROM abort_items WHERE id = ${placeholder} FOR UPDATE`, [probe.lockedId]);

@@ -151,7 +151,9 @@ describe.each(adapters)('commit order across two data sources, over %s', (adapte
       adapter,
       logger: nestLog,
       imports: [
-        TypeOrmModule.forRoot(typeormOptions(postgresEngine, { poolSize: 1, applicationName, entities: [OrderRow], logger: sql })),
+        TypeOrmModule.forRoot(
+          typeormOptions(postgresEngine, { poolSize: 1, applicationName, entities: [OrderRow], logger: sql }),
+        ),
         TypeOrmModule.forRoot(
           typeormOptions(postgresEngine, {
             name: 'audit',
@@ -171,9 +173,7 @@ describe.each(adapters)('commit order across two data sources, over %s', (adapte
     auditSource = testApp.app.get<DataSource>(getDataSourceToken('audit'));
     // After the app synchronized its tables, which would drop a constraint its entities do not declare.
     await db.query(`ALTER TABLE ${AUDIT} DROP CONSTRAINT IF EXISTS ${AUDIT}_label_deferred`);
-    await db.query(
-      `ALTER TABLE ${AUDIT} ADD CONSTRAINT ${AUDIT}_label_deferred UNIQUE (label) DEFERRABLE INITIALLY DEFERRED`,
-    );
+    await db.query(`ALTER TABLE ${AUDIT} ADD CONSTRAINT ${AUDIT}_label_deferred UNIQUE (label) DEFERRABLE INITIALLY DEFERRED`);
   });
 
   beforeEach(async () => {
@@ -201,14 +201,17 @@ describe.each(adapters)('commit order across two data sources, over %s', (adapte
     { param: 'default', first: 'default', second: 'audit' },
     { param: 'audit', first: 'audit', second: 'default' },
     { param: 'audit', first: 'default', second: 'audit' },
-  ])('commits in the order of first use ($first, then $second) with the $param @Tx() parameter first', async ({ param, first, second }) => {
-    const reply = await call('POST', `${testApp.url}/commit-order/${param}-param-first/${first}-used-first`);
+  ])(
+    'commits in the order of first use ($first, then $second) with the $param @Tx() parameter first',
+    async ({ param, first, second }) => {
+      const reply = await call('POST', `${testApp.url}/commit-order/${param}-param-first/${first}-used-first`);
 
-    expect(reply.status).toBe(201);
-    expect(transactionControl()).toEqual([`${first}: BEGIN`, `${second}: BEGIN`, `${first}: COMMIT`, `${second}: COMMIT`]);
-    expect(await labelsIn(db, ORDERS)).toEqual(['written']);
-    expect(await labelsIn(db, AUDIT)).toEqual([TAKEN, 'written']);
-  });
+      expect(reply.status).toBe(201);
+      expect(transactionControl()).toEqual([`${first}: BEGIN`, `${second}: BEGIN`, `${first}: COMMIT`, `${second}: COMMIT`]);
+      expect(await labelsIn(db, ORDERS)).toEqual(['written']);
+      expect(await labelsIn(db, AUDIT)).toEqual([TAKEN, 'written']);
+    },
+  );
 
   it('sends nothing on a data source whose manager was taken but never used', async () => {
     const reply = await call('POST', `${testApp.url}/commit-order/audit-unused`);
@@ -219,40 +222,43 @@ describe.each(adapters)('commit order across two data sources, over %s', (adapte
   });
 
   describe('when the second COMMIT fails after the first went through', () => {
-    it.each(['default', 'audit'])('fails the request with PartialCommitError naming both data sources, and logs it (the %s @Tx() parameter first)', async (param) => {
-      const host = testApp.app.get(TransactionHost);
-      const before = host.stats().dataSources;
+    it.each(['default', 'audit'])(
+      'fails the request with PartialCommitError naming both data sources, and logs it (the %s @Tx() parameter first)',
+      async (param) => {
+        const host = testApp.app.get(TransactionHost);
+        const before = host.stats().dataSources;
 
-      const reply = await call<ErrorBody>('POST', `${testApp.url}/commit-order/${param}-param-first/second-commit-fails`);
+        const reply = await call<ErrorBody>('POST', `${testApp.url}/commit-order/${param}-param-first/second-commit-fails`);
 
-      expect(reply.status).toBe(500);
-      expect(reply.body.name).toBe('PartialCommitError');
-      expect(reply.body.message).toMatch(
-        /^POST \/commit-order\/(default|audit)-param-first\/second-commit-fails committed on data source 'default', then the COMMIT on data source 'audit' failed \(duplicate key value violates unique constraint "commit_order_audit_label_deferred"\) and its work was rolled back\. There is no two-phase commit across data sources: the work on 'default' stays committed\./,
-      );
-      expect(reply.body.cause).toMatchObject({ name: 'QueryFailedError', code: '23505' });
-      expect(lastError).toBeInstanceOf(PartialCommitError);
-      expect(lastError).toMatchObject({ committed: ['default'], failed: 'audit' });
-      // What the database holds: the first data source's work, and none of the second's.
-      expect(await labelsIn(db, ORDERS)).toEqual(['order of a partial commit']);
-      expect(await labelsIn(db, AUDIT)).toEqual([TAKEN]);
-      expect(sql.failures()).toEqual(['COMMIT']);
-      expect(transactionControl()).toEqual([
-        'default: BEGIN',
-        'audit: BEGIN',
-        'default: COMMIT',
-        'audit: COMMIT',
-        // After the failed COMMIT: makes sure nothing stays open before the connection goes back.
-        'audit: ROLLBACK',
-      ]);
-      expect(nestLog.library('error').map((entry) => entry.message)).toEqual([reply.body.message]);
-      // The unit of work failed as a whole: its afterRollback hooks run; stats() counts what each database did.
-      expect(hooksRan).toEqual(['afterRollback']);
-      const after = host.stats().dataSources;
-      expect(after.default.commits - before.default.commits).toBe(1);
-      expect(after.audit.commits - before.audit.commits).toBe(0);
-      expect(after.audit.rollbacks - before.audit.rollbacks).toBe(1);
-    });
+        expect(reply.status).toBe(500);
+        expect(reply.body.name).toBe('PartialCommitError');
+        expect(reply.body.message).toMatch(
+          /^POST \/commit-order\/(default|audit)-param-first\/second-commit-fails committed on data source 'default', then the COMMIT on data source 'audit' failed \(duplicate key value violates unique constraint "commit_order_audit_label_deferred"\) and its work was rolled back\. There is no two-phase commit across data sources: the work on 'default' stays committed\./,
+        );
+        expect(reply.body.cause).toMatchObject({ name: 'QueryFailedError', code: '23505' });
+        expect(lastError).toBeInstanceOf(PartialCommitError);
+        expect(lastError).toMatchObject({ committed: ['default'], failed: 'audit' });
+        // What the database holds: the first data source's work, and none of the second's.
+        expect(await labelsIn(db, ORDERS)).toEqual(['order of a partial commit']);
+        expect(await labelsIn(db, AUDIT)).toEqual([TAKEN]);
+        expect(sql.failures()).toEqual(['COMMIT']);
+        expect(transactionControl()).toEqual([
+          'default: BEGIN',
+          'audit: BEGIN',
+          'default: COMMIT',
+          'audit: COMMIT',
+          // After the failed COMMIT: makes sure nothing stays open before the connection goes back.
+          'audit: ROLLBACK',
+        ]);
+        expect(nestLog.library('error').map((entry) => entry.message)).toEqual([reply.body.message]);
+        // The unit of work failed as a whole: its afterRollback hooks run; stats() counts what each database did.
+        expect(hooksRan).toEqual(['afterRollback']);
+        const after = host.stats().dataSources;
+        expect(after.default.commits - before.default.commits).toBe(1);
+        expect(after.audit.commits - before.audit.commits).toBe(0);
+        expect(after.audit.rollbacks - before.audit.rollbacks).toBe(1);
+      },
+    );
   });
 
   it('fails the request with the COMMIT error, and rolls the other back, when the first COMMIT fails', async () => {

@@ -127,7 +127,9 @@ describe.each(engines)('private parts of TypeORM and the driver, checked at boot
           `\\(typeorm; written against TypeORM 0\\.3\\.20 to 0\\.3\\.28 and 1\\.1, installed: \\d+\\.\\d+\\.\\d+\\): the connection guard sees every pooled connection`,
       ),
     );
-    expect(error.message).toMatch(/Install a version the library supports \(see the README's supported stack\), or report an issue/);
+    expect(error.message).toMatch(
+      /Install a version the library supports \(see the README's supported stack\), or report an issue/,
+    );
   });
 
   it('fails with a CompatibilityError when the data source has no relationLoader, naming the forRootAsync() call', async () => {

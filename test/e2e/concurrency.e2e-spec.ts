@@ -58,11 +58,7 @@ class MarkersController {
 
   /** The same, then fails: its marker must never be seen by anyone. */
   @Post(':batch/:marker/fail')
-  async markThenFail(
-    @Param('batch') batch: string,
-    @Param('marker') marker: string,
-    @Tx() tx: EntityManager,
-  ): Promise<never> {
+  async markThenFail(@Param('batch') batch: string, @Param('marker') marker: string, @Tx() tx: EntityManager): Promise<never> {
     await tx.insert(Marker, { batch, marker });
     await tx.find(Marker, { where: { batch } });
     throw new ConflictException(`${marker} failed after its write`);
@@ -176,81 +172,92 @@ describe.each(engines)('concurrent requests on a pool of one, on $name', (engine
       await testApp?.close();
     });
 
-    it(`answers all ${REQUESTS} with 2xx, each seeing its own marker and only markers committed before it`, async () => {
-      const batch = `ok-${engine.name}-${adapter}`;
-      const markers = Array.from({ length: REQUESTS }, (_, i) => `m${i}`);
+    it(
+      `answers all ${REQUESTS} with 2xx, each seeing its own marker and only markers committed before it`,
+      async () => {
+        const batch = `ok-${engine.name}-${adapter}`;
+        const markers = Array.from({ length: REQUESTS }, (_, i) => `m${i}`);
 
-      const answers = await sendAll(markers.map((marker) => `/markers/${batch}/${marker}`));
+        const answers = await sendAll(markers.map((marker) => `/markers/${batch}/${marker}`));
 
-      expect(answers.filter((a) => a.status !== 201)).toEqual([]);
-      // The SQL log: one unit of work per request, each its own runner and transaction, never interleaved.
-      const units = unitsOf(sqlLog.entries, new Set(markers));
-      expect(units).toHaveLength(REQUESTS);
-      for (const unit of units) {
-        expect(unit.kinds).toEqual([beginStatement(engine.name), 'INSERT', 'SELECT', 'COMMIT']);
-      }
-      // The k-th unit to run saw the k-1 markers committed before it, and its own: nothing in flight.
-      const order = units.map((unit) => unit.marker);
-      expect([...order].sort()).toEqual([...markers].sort());
-      const seenBy = new Map((answers.map((a) => a.body) as Seen[]).map((body) => [body.marker, body.seen]));
-      order.forEach((marker, k) => {
-        expect({ marker, seen: seenBy.get(marker) }).toEqual({ marker, seen: order.slice(0, k + 1) });
-      });
-      // One connection per unit of work, and all of them committed.
-      expect(audit.units()).toHaveLength(REQUESTS);
-      audit.assertOneConnectionPerUnit();
-      expect(await persisted(batch)).toEqual([...markers].sort());
-    }, ROUND_TIMEOUT_MS);
+        expect(answers.filter((a) => a.status !== 201)).toEqual([]);
+        // The SQL log: one unit of work per request, each its own runner and transaction, never interleaved.
+        const units = unitsOf(sqlLog.entries, new Set(markers));
+        expect(units).toHaveLength(REQUESTS);
+        for (const unit of units) {
+          expect(unit.kinds).toEqual([beginStatement(engine.name), 'INSERT', 'SELECT', 'COMMIT']);
+        }
+        // The k-th unit to run saw the k-1 markers committed before it, and its own: nothing in flight.
+        const order = units.map((unit) => unit.marker);
+        expect([...order].sort()).toEqual([...markers].sort());
+        const seenBy = new Map((answers.map((a) => a.body) as Seen[]).map((body) => [body.marker, body.seen]));
+        order.forEach((marker, k) => {
+          expect({ marker, seen: seenBy.get(marker) }).toEqual({ marker, seen: order.slice(0, k + 1) });
+        });
+        // One connection per unit of work, and all of them committed.
+        expect(audit.units()).toHaveLength(REQUESTS);
+        audit.assertOneConnectionPerUnit();
+        expect(await persisted(batch)).toEqual([...markers].sort());
+      },
+      ROUND_TIMEOUT_MS,
+    );
 
-    it('leaves the one connection with the listeners it had after its first request, after dozens more', async () => {
-      const batch = `listeners-${engine.name}-${adapter}`;
-      const listeners = (connection: EventEmitter) => ({
-        error: connection.listenerCount('error'),
-        end: connection.listenerCount('end'),
-      });
-      connectionsUsed.length = 0;
-      expect((await sendAll([`/markers/${batch}/first`])).map((a) => a.status)).toEqual([201]);
-      const [connection] = connectionsUsed;
-      const after = listeners(connection);
+    it(
+      'leaves the one connection with the listeners it had after its first request, after dozens more',
+      async () => {
+        const batch = `listeners-${engine.name}-${adapter}`;
+        const listeners = (connection: EventEmitter) => ({
+          error: connection.listenerCount('error'),
+          end: connection.listenerCount('end'),
+        });
+        connectionsUsed.length = 0;
+        expect((await sendAll([`/markers/${batch}/first`])).map((a) => a.status)).toEqual([201]);
+        const [connection] = connectionsUsed;
+        const after = listeners(connection);
 
-      const answers = await sendAll(Array.from({ length: 50 }, (_, i) => `/markers/${batch}/m${i}`));
+        const answers = await sendAll(Array.from({ length: 50 }, (_, i) => `/markers/${batch}/m${i}`));
 
-      expect(answers.filter((a) => a.status !== 201)).toEqual([]);
-      // Every request held the same connection; the library watches it with listeners put on it once.
-      expect(new Set(connectionsUsed)).toEqual(new Set([connection]));
-      expect(connectionsUsed).toHaveLength(51);
-      expect(listeners(connection)).toEqual(after);
-    }, ROUND_TIMEOUT_MS);
+        expect(answers.filter((a) => a.status !== 201)).toEqual([]);
+        // Every request held the same connection; the library watches it with listeners put on it once.
+        expect(new Set(connectionsUsed)).toEqual(new Set([connection]));
+        expect(connectionsUsed).toHaveLength(51);
+        expect(listeners(connection)).toEqual(after);
+      },
+      ROUND_TIMEOUT_MS,
+    );
 
-    it(`keeps the markers of failed requests invisible to the others among ${MIXED_REQUESTS} at once`, async () => {
-      const batch = `mixed-${engine.name}-${adapter}`;
-      const markers = Array.from({ length: MIXED_REQUESTS }, (_, i) => `m${i}`);
-      const fails = (i: number) => i % 4 === 3;
+    it(
+      `keeps the markers of failed requests invisible to the others among ${MIXED_REQUESTS} at once`,
+      async () => {
+        const batch = `mixed-${engine.name}-${adapter}`;
+        const markers = Array.from({ length: MIXED_REQUESTS }, (_, i) => `m${i}`);
+        const fails = (i: number) => i % 4 === 3;
 
-      const answers = await sendAll(
-        markers.map((marker, i) => `/markers/${batch}/${marker}${fails(i) ? '/fail' : ''}`),
-      );
+        const answers = await sendAll(markers.map((marker, i) => `/markers/${batch}/${marker}${fails(i) ? '/fail' : ''}`));
 
-      expect(answers.map((a) => a.status)).toEqual(markers.map((_, i) => (fails(i) ? 409 : 201)));
-      const failed = new Set(markers.filter((_, i) => fails(i)));
-      const units = unitsOf(sqlLog.entries, new Set(markers));
-      expect(units).toHaveLength(MIXED_REQUESTS);
-      for (const unit of units) {
-        const end = failed.has(unit.marker) ? 'ROLLBACK' : 'COMMIT';
-        expect(unit.kinds).toEqual([beginStatement(engine.name), 'INSERT', 'SELECT', end]);
-      }
-      const committedBefore: string[] = [];
-      const seenBy = new Map(
-        answers.map((a) => a.body).filter((b): b is Seen => Array.isArray((b as Seen).seen)).map(
-          (body) => [body.marker, body.seen],
-        ),
-      );
-      for (const { marker } of units) {
-        if (failed.has(marker)) continue;
-        committedBefore.push(marker);
-        expect({ marker, seen: seenBy.get(marker) }).toEqual({ marker, seen: committedBefore.slice() });
-      }
-      expect(await persisted(batch)).toEqual(markers.filter((_, i) => !fails(i)).sort());
-    }, ROUND_TIMEOUT_MS);
+        expect(answers.map((a) => a.status)).toEqual(markers.map((_, i) => (fails(i) ? 409 : 201)));
+        const failed = new Set(markers.filter((_, i) => fails(i)));
+        const units = unitsOf(sqlLog.entries, new Set(markers));
+        expect(units).toHaveLength(MIXED_REQUESTS);
+        for (const unit of units) {
+          const end = failed.has(unit.marker) ? 'ROLLBACK' : 'COMMIT';
+          expect(unit.kinds).toEqual([beginStatement(engine.name), 'INSERT', 'SELECT', end]);
+        }
+        const committedBefore: string[] = [];
+        const seenBy = new Map(
+          answers
+            .map((a) => a.body)
+            .filter((b): b is Seen => Array.isArray((b as Seen).seen))
+            .map((body) => [body.marker, body.seen]),
+        );
+        for (const { marker } of units) {
+          if (failed.has(marker)) continue;
+          committedBefore.push(marker);
+          expect({ marker, seen: seenBy.get(marker) }).toEqual({ marker, seen: committedBefore.slice() });
+        }
+        expect(await persisted(batch)).toEqual(markers.filter((_, i) => !fails(i)).sort());
+      },
+      ROUND_TIMEOUT_MS,
+    );
   });
 });

@@ -126,7 +126,9 @@ describe.each(engines)('a caught deadlock on $name', (engine) => {
   });
 
   /** Sends A (1 then 2) and B (2 then 1) together; returns the replies with the deadlock's victim second. */
-  async function deadlock(path: string): Promise<[Reply<{ caught?: string } & ErrorBody>, Reply<{ caught?: string } & ErrorBody>]> {
+  async function deadlock(
+    path: string,
+  ): Promise<[Reply<{ caught?: string } & ErrorBody>, Reply<{ caught?: string } & ErrorBody>]> {
     const replies = await Promise.all([
       call<{ caught?: string } & ErrorBody>('POST', `${testApp.url}/deadlock/${path}/1/2`),
       call<{ caught?: string } & ErrorBody>('POST', `${testApp.url}/deadlock/${path}/2/1`),
@@ -139,26 +141,29 @@ describe.each(engines)('a caught deadlock on $name', (engine) => {
   const balances = async () =>
     (await db.query<{ balance: unknown }>(`SELECT balance FROM ${ACCOUNTS} ORDER BY id`)).map((row) => Number(row.balance));
 
-  it.each(['nested', 'direct'])('never answers 2xx or runs anything in autocommit after MariaDB ended the transaction (%s)', async (how) => {
-    const [winner, victim] = await deadlock(how);
+  it.each(['nested', 'direct'])(
+    'never answers 2xx or runs anything in autocommit after MariaDB ended the transaction (%s)',
+    async (how) => {
+      const [winner, victim] = await deadlock(how);
 
-    expect(winner.status).toBe(201);
-    const labels = await labelsIn(db, LOG);
-    if (postgres && how === 'nested') {
-      // The deadlock aborted the savepoint alone: the victim's outer work goes on and commits.
-      expect(victim.status).toBe(201);
-      expect(victim.body.caught).toBe('QueryFailedError');
-      expect(labels).toHaveLength(4);
-      expect(await balances()).toEqual([1, 1]);
-    } else {
-      // The whole transaction is gone: the victim's later INSERT was refused, nothing of it is left.
-      expect(victim.status).toBe(500);
-      expect(victim.body.name).toBe('TransactionAbortedError');
-      expect(labels).toHaveLength(2);
-      expect(labels.every((label) => label.startsWith(labels[0].split(':')[0]))).toBe(true);
-      expect(await balances()).toEqual([1, 1]);
-    }
-  });
+      expect(winner.status).toBe(201);
+      const labels = await labelsIn(db, LOG);
+      if (postgres && how === 'nested') {
+        // The deadlock aborted the savepoint alone: the victim's outer work goes on and commits.
+        expect(victim.status).toBe(201);
+        expect(victim.body.caught).toBe('QueryFailedError');
+        expect(labels).toHaveLength(4);
+        expect(await balances()).toEqual([1, 1]);
+      } else {
+        // The whole transaction is gone: the victim's later INSERT was refused, nothing of it is left.
+        expect(victim.status).toBe(500);
+        expect(victim.body.name).toBe('TransactionAbortedError');
+        expect(labels).toHaveLength(2);
+        expect(labels.every((label) => label.startsWith(labels[0].split(':')[0]))).toBe(true);
+        expect(await balances()).toEqual([1, 1]);
+      }
+    },
+  );
 
   it.each(['nested', 'direct'])('runs the victim again when the route sets retry, instead of failing it (%s)', async (how) => {
     const replies = await Promise.all([

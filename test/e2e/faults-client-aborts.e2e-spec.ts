@@ -186,33 +186,37 @@ describe.each(engines)(`${REQUESTS} transfers cut by their clients at random (${
       }
     }
 
-    it(`leaks no connection and writes no partial transfer across ${REQUESTS / adapters.length} requests`, async () => {
-      const before = host.stats();
-      const mine: Outcome[] = [];
-      let next = 0;
-      const count = REQUESTS / adapters.length;
-      await Promise.all(
-        Array.from({ length: IN_FLIGHT }, async () => {
-          while (next < count) mine.push(await send(next++));
-        }),
-      );
-      outcomes.push(...mine);
+    it(
+      `leaks no connection and writes no partial transfer across ${REQUESTS / adapters.length} requests`,
+      async () => {
+        const before = host.stats();
+        const mine: Outcome[] = [];
+        let next = 0;
+        const count = REQUESTS / adapters.length;
+        await Promise.all(
+          Array.from({ length: IN_FLIGHT }, async () => {
+            while (next < count) mine.push(await send(next++));
+          }),
+        );
+        outcomes.push(...mine);
 
-      await expectNothingLeaked({ dataSource, db, applicationName }, { mariadb: 'app-connections' });
-      const after = host.stats();
-      expect({ openUnitsOfWork: after.openUnitsOfWork, connectionsHeld: after.connectionsHeld }).toEqual({
-        openUnitsOfWork: 0,
-        connectionsHeld: 0,
-      });
-      // Every request the client did not cut was answered 2xx.
-      const answered = mine.filter((o): o is Extract<Outcome, { aborted: false }> => !o.aborted);
-      expect(answered.filter((o) => o.status !== 201)).toEqual([]);
-      // The cuts happened, and some of them inside open transactions (rolled back mid-way).
-      const aborted = mine.filter((o) => o.aborted).length;
-      expect(aborted).toBeGreaterThan(count * ABORT_SHARE * 0.5);
-      expect(after.rollbacks - before.rollbacks).toBeGreaterThan(count * 0.2);
-      expect(after.acquisitionFailures - before.acquisitionFailures).toBe(0);
-    }, RUN_TIMEOUT_MS);
+        await expectNothingLeaked({ dataSource, db, applicationName }, { mariadb: 'app-connections' });
+        const after = host.stats();
+        expect({ openUnitsOfWork: after.openUnitsOfWork, connectionsHeld: after.connectionsHeld }).toEqual({
+          openUnitsOfWork: 0,
+          connectionsHeld: 0,
+        });
+        // Every request the client did not cut was answered 2xx.
+        const answered = mine.filter((o): o is Extract<Outcome, { aborted: false }> => !o.aborted);
+        expect(answered.filter((o) => o.status !== 201)).toEqual([]);
+        // The cuts happened, and some of them inside open transactions (rolled back mid-way).
+        const aborted = mine.filter((o) => o.aborted).length;
+        expect(aborted).toBeGreaterThan(count * ABORT_SHARE * 0.5);
+        expect(after.rollbacks - before.rollbacks).toBeGreaterThan(count * 0.2);
+        expect(after.acquisitionFailures - before.acquisitionFailures).toBe(0);
+      },
+      RUN_TIMEOUT_MS,
+    );
   });
 
   it('keeps the books exact: each balance is its opening balance plus its recorded transfers', async () => {

@@ -31,13 +31,14 @@ export async function connectionListed(db: Observer, id: number): Promise<boolea
 /** What the statement running on connection `id` is, or null when it runs none (or is gone). */
 export async function runningStatement(db: Observer, id: number): Promise<string | null> {
   if (db.engine === 'postgres') {
-    const [row] = await db.query<{ state: string; query: string }>(
-      'SELECT state, query FROM pg_stat_activity WHERE pid = $1',
-      [id],
-    );
+    const [row] = await db.query<{ state: string; query: string }>('SELECT state, query FROM pg_stat_activity WHERE pid = $1', [
+      id,
+    ]);
     return row?.state === 'active' ? row.query : null;
   }
-  const [row] = await db.query<{ info: string | null }>('SELECT INFO AS info FROM information_schema.PROCESSLIST WHERE ID = ?', [id]);
+  const [row] = await db.query<{ info: string | null }>('SELECT INFO AS info FROM information_schema.PROCESSLIST WHERE ID = ?', [
+    id,
+  ]);
   return row?.info ?? null;
 }
 

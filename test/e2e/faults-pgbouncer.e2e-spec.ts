@@ -120,33 +120,39 @@ describePgBouncer('through PgBouncer in transaction-pooling mode, with one serve
     await db?.close();
   });
 
-  it(`gives each of ${REQUESTS} interleaved requests its own settings, none left on the shared server session`, async () => {
-    const answers = await Promise.all(
-      Array.from({ length: REQUESTS }, (_, i) =>
-        i % 2 === 0 ? call<Session>('GET', `${testApp.url}/bounced/plain/p${i}`) : call<Session>('GET', `${testApp.url}/bounced/limited`),
-      ),
-    );
+  it(
+    `gives each of ${REQUESTS} interleaved requests its own settings, none left on the shared server session`,
+    async () => {
+      const answers = await Promise.all(
+        Array.from({ length: REQUESTS }, (_, i) =>
+          i % 2 === 0
+            ? call<Session>('GET', `${testApp.url}/bounced/plain/p${i}`)
+            : call<Session>('GET', `${testApp.url}/bounced/limited`),
+        ),
+      );
 
-    const plain = answers.filter((_, i) => i % 2 === 0);
-    const limited = answers.filter((_, i) => i % 2 === 1);
-    expect(answers.map((a) => a.status)).toEqual(answers.map(() => 200));
-    // The plain route: the server's defaults, though the session just ran a limited transaction.
-    for (const { body } of plain) {
-      expect(body).toMatchObject({ statementTimeout: '0', idleTimeout: '0', isolation: 'read committed', readOnly: 'off' });
-    }
-    for (const { body } of limited) {
-      expect(body).toMatchObject({
-        statementTimeout: `${TIMEOUT_MS}ms`,
-        idleTimeout: `${TIMEOUT_MS}ms`,
-        isolation: 'serializable',
-        readOnly: 'on',
-      });
-    }
-    // One server backend served them all.
-    expect(new Set(answers.map((a) => a.body.pid)).size).toBe(1);
-    const [{ count }] = await db.query<{ count: string }>(`SELECT COUNT(*) AS count FROM ${TABLE}`);
-    expect(Number(count)).toBe(plain.length);
-    await expectNothingLeaked({ dataSource, db, applicationName });
-    expect(host.stats()).toMatchObject({ openUnitsOfWork: 0, connectionsHeld: 0 });
-  }, RUN_TIMEOUT_MS);
+      const plain = answers.filter((_, i) => i % 2 === 0);
+      const limited = answers.filter((_, i) => i % 2 === 1);
+      expect(answers.map((a) => a.status)).toEqual(answers.map(() => 200));
+      // The plain route: the server's defaults, though the session just ran a limited transaction.
+      for (const { body } of plain) {
+        expect(body).toMatchObject({ statementTimeout: '0', idleTimeout: '0', isolation: 'read committed', readOnly: 'off' });
+      }
+      for (const { body } of limited) {
+        expect(body).toMatchObject({
+          statementTimeout: `${TIMEOUT_MS}ms`,
+          idleTimeout: `${TIMEOUT_MS}ms`,
+          isolation: 'serializable',
+          readOnly: 'on',
+        });
+      }
+      // One server backend served them all.
+      expect(new Set(answers.map((a) => a.body.pid)).size).toBe(1);
+      const [{ count }] = await db.query<{ count: string }>(`SELECT COUNT(*) AS count FROM ${TABLE}`);
+      expect(Number(count)).toBe(plain.length);
+      await expectNothingLeaked({ dataSource, db, applicationName });
+      expect(host.stats()).toMatchObject({ openUnitsOfWork: 0, connectionsHeld: 0 });
+    },
+    RUN_TIMEOUT_MS,
+  );
 });

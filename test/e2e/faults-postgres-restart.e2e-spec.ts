@@ -161,7 +161,8 @@ const CLEAR_FAILURES: Record<string, RegExp> = {
   ConnectionAcquisitionError: /^POST \/transfers got no connection of data source 'default' after \d+ ms/,
   // Caught mid-transaction: the next statement of the handler, or its COMMIT; or handed out by the pool
   // already broken, before BEGIN.
-  TransactionalError: /^The connection of POST \/transfers (was lost while its transaction was open|had broken before its transaction began)/,
+  TransactionalError:
+    /^The connection of POST \/transfers (was lost while its transaction was open|had broken before its transaction began)/,
   // Caught mid-statement: the server's own reason.
   QueryFailedError: /terminating connection due to administrator command|Connection terminated/,
 };
@@ -266,7 +267,9 @@ describe(`when the database goes away under load and comes back (${SEED_VARIABLE
       const transfers = await db.query<{ requestId: string; fromId: number; toId: number; amount: number }>(
         'SELECT "requestId", "fromId", "toId", amount FROM faults_restart_transfers',
       );
-      const accounts = await db.query<{ id: number; balance: number }>('SELECT id, balance FROM faults_restart_accounts ORDER BY id');
+      const accounts = await db.query<{ id: number; balance: number }>(
+        'SELECT id, balance FROM faults_restart_accounts ORDER BY id',
+      );
       const expected = new Map(Array.from({ length: ACCOUNTS }, (_, i) => [i + 1, OPENING_BALANCE]));
       for (const t of transfers) {
         expected.set(t.fromId, (expected.get(t.fromId) as number) - t.amount);
@@ -288,37 +291,43 @@ describe(`when the database goes away under load and comes back (${SEED_VARIABLE
       await testApp?.close();
     });
 
-    it('fails the requests of the outage fast and clearly, then serves again by itself, with exact books and no leak', async () => {
-      const started = await start(engine.url, applicationName);
-      testApp = started.testApp;
-      const { dataSource, host } = started;
-      const load = new Load(testApp.url, 'restart');
-      try {
-        await waitFor(() => load.count('up', (o) => o.status === 201) >= PER_PHASE, { timeoutMs: PHASE_WAIT_MS });
+    it(
+      'fails the requests of the outage fast and clearly, then serves again by itself, with exact books and no leak',
+      async () => {
+        const started = await start(engine.url, applicationName);
+        testApp = started.testApp;
+        const { dataSource, host } = started;
+        const load = new Load(testApp.url, 'restart');
+        try {
+          await waitFor(() => load.count('up', (o) => o.status === 201) >= PER_PHASE, { timeoutMs: PHASE_WAIT_MS });
 
-        await pg.halt();
-        load.phase = 'down';
-        await waitFor(() => load.count('down', (o) => o.status !== 201) >= PER_PHASE, { timeoutMs: PHASE_WAIT_MS });
+          await pg.halt();
+          load.phase = 'down';
+          await waitFor(() => load.count('down', (o) => o.status !== 201) >= PER_PHASE, { timeoutMs: PHASE_WAIT_MS });
 
-        await pg.resume();
-        load.phase = 'back';
-        await waitFor(() => servesAgain(load), { timeoutMs: PHASE_WAIT_MS });
-      } finally {
-        await load.stop();
-      }
+          await pg.resume();
+          load.phase = 'back';
+          await waitFor(() => servesAgain(load), { timeoutMs: PHASE_WAIT_MS });
+        } finally {
+          await load.stop();
+        }
 
-      expect(load.outcomes.filter((o) => o.hung)).toEqual([]);
-      // Sent while the server was down: refused, each a ConnectionAcquisitionError, within the
-      // acquisition timeout; or, queued for a connection, served once the server was back within it.
-      expectOutageOutcomes(load);
-      // Every failure, whenever it came, says what happened.
-      expect(unclear(load.outcomes)).toEqual([]);
-      // Back: the app serves again by itself, with no restart (any failure on the way is a clear one, above).
-      expect(servesAgain(load)).toBe(true);
-      const failedAcquisitions = load.outcomes.filter((o) => (o.body as ErrorBody | undefined)?.name === 'ConnectionAcquisitionError');
-      expect(host.stats().acquisitionFailures).toBe(failedAcquisitions.length);
-      await expectExactBooksAndNoLeak(load, dataSource, host, applicationName);
-    }, SCENARIO_TIMEOUT_MS);
+        expect(load.outcomes.filter((o) => o.hung)).toEqual([]);
+        // Sent while the server was down: refused, each a ConnectionAcquisitionError, within the
+        // acquisition timeout; or, queued for a connection, served once the server was back within it.
+        expectOutageOutcomes(load);
+        // Every failure, whenever it came, says what happened.
+        expect(unclear(load.outcomes)).toEqual([]);
+        // Back: the app serves again by itself, with no restart (any failure on the way is a clear one, above).
+        expect(servesAgain(load)).toBe(true);
+        const failedAcquisitions = load.outcomes.filter(
+          (o) => (o.body as ErrorBody | undefined)?.name === 'ConnectionAcquisitionError',
+        );
+        expect(host.stats().acquisitionFailures).toBe(failedAcquisitions.length);
+        await expectExactBooksAndNoLeak(load, dataSource, host, applicationName);
+      },
+      SCENARIO_TIMEOUT_MS,
+    );
   });
 
   describe('when the network to PostgreSQL goes silent', () => {
@@ -331,41 +340,45 @@ describe(`when the database goes away under load and comes back (${SEED_VARIABLE
       await proxy?.close();
     });
 
-    it('fails the requests within the acquisition timeout, saying the database did not answer, then serves again once the network is back', async () => {
-      proxy = await startTcpProxy(pg.port);
-      const url = new URL(engine.url);
-      url.port = String(proxy.port);
-      const started = await start(url.toString(), applicationName);
-      testApp = started.testApp;
-      const { dataSource, host } = started;
-      const load = new Load(testApp.url, 'blackhole');
-      try {
-        await waitFor(() => load.count('up', (o) => o.status === 201) >= PER_PHASE, { timeoutMs: PHASE_WAIT_MS });
+    it(
+      'fails the requests within the acquisition timeout, saying the database did not answer, then serves again once the network is back',
+      async () => {
+        proxy = await startTcpProxy(pg.port);
+        const url = new URL(engine.url);
+        url.port = String(proxy.port);
+        const started = await start(url.toString(), applicationName);
+        testApp = started.testApp;
+        const { dataSource, host } = started;
+        const load = new Load(testApp.url, 'blackhole');
+        try {
+          await waitFor(() => load.count('up', (o) => o.status === 201) >= PER_PHASE, { timeoutMs: PHASE_WAIT_MS });
 
-        proxy.blackhole();
-        load.phase = 'down';
-        await waitFor(() => load.count('down', (o) => o.status !== 201) >= PER_PHASE, { timeoutMs: PHASE_WAIT_MS });
+          proxy.blackhole();
+          load.phase = 'down';
+          await waitFor(() => load.count('down', (o) => o.status !== 201) >= PER_PHASE, { timeoutMs: PHASE_WAIT_MS });
 
-        proxy.restore();
-        load.phase = 'back';
-        await waitFor(() => servesAgain(load), { timeoutMs: PHASE_WAIT_MS });
-      } finally {
-        await load.stop();
-      }
+          proxy.restore();
+          load.phase = 'back';
+          await waitFor(() => servesAgain(load), { timeoutMs: PHASE_WAIT_MS });
+        } finally {
+          await load.stop();
+        }
 
-      expect(load.outcomes.filter((o) => o.hung)).toEqual([]);
-      // Nothing answers: no request waits much past the acquisition timeout.
-      expectOutageOutcomes(load);
-      const timedOut = load.outcomes.filter(
-        (o) => o.phase === 'down' && /timeout/i.test((o.body as ErrorBody | undefined)?.message ?? ''),
-      );
-      expect(timedOut.length).toBeGreaterThan(0);
-      expect(servesAgain(load)).toBe(true);
-      await expectExactBooksAndNoLeak(load, dataSource, host, applicationName);
-      // The diagnosis: the pool was not full of busy connections (the app held none of them: every
-      // one was cut), the database did not answer new ones. Raising poolSize would not help.
-      const blamesThePool = timedOut.filter((o) => /raise poolSize/.test((o.body as ErrorBody).message));
-      expect(blamesThePool.map((o) => (o.body as ErrorBody).message)).toEqual([]);
-    }, SCENARIO_TIMEOUT_MS);
+        expect(load.outcomes.filter((o) => o.hung)).toEqual([]);
+        // Nothing answers: no request waits much past the acquisition timeout.
+        expectOutageOutcomes(load);
+        const timedOut = load.outcomes.filter(
+          (o) => o.phase === 'down' && /timeout/i.test((o.body as ErrorBody | undefined)?.message ?? ''),
+        );
+        expect(timedOut.length).toBeGreaterThan(0);
+        expect(servesAgain(load)).toBe(true);
+        await expectExactBooksAndNoLeak(load, dataSource, host, applicationName);
+        // The diagnosis: the pool was not full of busy connections (the app held none of them: every
+        // one was cut), the database did not answer new ones. Raising poolSize would not help.
+        const blamesThePool = timedOut.filter((o) => /raise poolSize/.test((o.body as ErrorBody).message));
+        expect(blamesThePool.map((o) => (o.body as ErrorBody).message)).toEqual([]);
+      },
+      SCENARIO_TIMEOUT_MS,
+    );
   });
 });

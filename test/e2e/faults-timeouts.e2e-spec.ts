@@ -194,71 +194,93 @@ describe.each(engines)('when the database stops a statement, on $name', (engine)
   }
 
   describe('timeoutMs', () => {
-    it(`stops each of ${AT_ONCE} slow statements, rolls back the write before it, and releases the connection`, async () => {
-      const answers = await sendAll('/timeouts/slow-statement', 'slow');
+    it(
+      `stops each of ${AT_ONCE} slow statements, rolls back the write before it, and releases the connection`,
+      async () => {
+        const answers = await sendAll('/timeouts/slow-statement', 'slow');
 
-      expect(answers.map((answer) => answer.status)).toEqual(answers.map(() => 500));
-      // Each 10 s statement was stopped by the server's statement timeout (the cause says so), not run
-      // to its end: no clock needed to tell.
-      for (const { body } of answers) {
-        expect(body).toMatchObject({ name: 'TransactionTimeoutError', cause: { name: 'QueryFailedError', ...statementTimeoutCause } });
-      }
-      expect(await labels('slow')).toEqual([]);
-      await nextRequestsSucceed('slow');
-    }, TEST_TIMEOUT_MS);
+        expect(answers.map((answer) => answer.status)).toEqual(answers.map(() => 500));
+        // Each 10 s statement was stopped by the server's statement timeout (the cause says so), not run
+        // to its end: no clock needed to tell.
+        for (const { body } of answers) {
+          expect(body).toMatchObject({
+            name: 'TransactionTimeoutError',
+            cause: { name: 'QueryFailedError', ...statementTimeoutCause },
+          });
+        }
+        expect(await labels('slow')).toEqual([]);
+        await nextRequestsSucceed('slow');
+      },
+      TEST_TIMEOUT_MS,
+    );
 
-    it('stops statements waiting on a lock another connection holds, and leaves that connection its lock', async () => {
-      await holdTheLock();
+    it(
+      'stops statements waiting on a lock another connection holds, and leaves that connection its lock',
+      async () => {
+        await holdTheLock();
 
-      const answers = await sendAll('/timeouts/statement-timeout-on-lock', 'waits');
+        const answers = await sendAll('/timeouts/statement-timeout-on-lock', 'waits');
 
-      expect(answers.map((answer) => answer.status)).toEqual(answers.map(() => 500));
-      for (const { body } of answers) {
-        expect(body).toMatchObject({ name: 'TransactionTimeoutError', cause: { name: 'QueryFailedError', ...statementTimeoutCause } });
-      }
-      expect(await labels('waits')).toEqual([]);
-      // The holder still has its transaction and its lock.
-      const [row] = await lockHolder.query<{ label: string }>(`SELECT label FROM ${TABLE} WHERE id = ${LOCKED_ID}`);
-      expect(row.label).toBe('held-row');
-      await lockHolder.query('ROLLBACK');
-      await nextRequestsSucceed('waits');
-    }, TEST_TIMEOUT_MS);
+        expect(answers.map((answer) => answer.status)).toEqual(answers.map(() => 500));
+        for (const { body } of answers) {
+          expect(body).toMatchObject({
+            name: 'TransactionTimeoutError',
+            cause: { name: 'QueryFailedError', ...statementTimeoutCause },
+          });
+        }
+        expect(await labels('waits')).toEqual([]);
+        // The holder still has its transaction and its lock.
+        const [row] = await lockHolder.query<{ label: string }>(`SELECT label FROM ${TABLE} WHERE id = ${LOCKED_ID}`);
+        expect(row.label).toBe('held-row');
+        await lockHolder.query('ROLLBACK');
+        await nextRequestsSucceed('waits');
+      },
+      TEST_TIMEOUT_MS,
+    );
   });
 
   describe(engine.name === 'postgres' ? 'lock_timeout' : 'innodb_lock_wait_timeout', () => {
-    it(`fails each of ${AT_ONCE} lock waits with the database's lock timeout error, rolling back the whole transaction`, async () => {
-      await holdTheLock();
+    it(
+      `fails each of ${AT_ONCE} lock waits with the database's lock timeout error, rolling back the whole transaction`,
+      async () => {
+        await holdTheLock();
 
-      const answers = await sendAll('/timeouts/lock-timeout', 'lock');
+        const answers = await sendAll('/timeouts/lock-timeout', 'lock');
 
-      expect(answers.map((answer) => answer.status)).toEqual(answers.map(() => 500));
-      for (const { body } of answers) {
-        // The database's error as it is: the route set this timeout itself, not through timeoutMs.
-        expect(body).toMatchObject({ name: 'QueryFailedError', ...lockWaitError });
-      }
-      // MariaDB undoes only the statement that timed out; the library must roll back the insert before it.
-      expect(await labels('lock')).toEqual([]);
-      await lockHolder.query('ROLLBACK');
-      // No SET LOCAL lock_timeout (nor SET STATEMENT) outlives its transaction on the pooled connections.
-      await nextRequestsSucceed('lock');
-    }, TEST_TIMEOUT_MS);
+        expect(answers.map((answer) => answer.status)).toEqual(answers.map(() => 500));
+        for (const { body } of answers) {
+          // The database's error as it is: the route set this timeout itself, not through timeoutMs.
+          expect(body).toMatchObject({ name: 'QueryFailedError', ...lockWaitError });
+        }
+        // MariaDB undoes only the statement that timed out; the library must roll back the insert before it.
+        expect(await labels('lock')).toEqual([]);
+        await lockHolder.query('ROLLBACK');
+        // No SET LOCAL lock_timeout (nor SET STATEMENT) outlives its transaction on the pooled connections.
+        await nextRequestsSucceed('lock');
+      },
+      TEST_TIMEOUT_MS,
+    );
 
-    it('lets a request through once the lock holder ends, while the others wait', async () => {
-      await holdTheLock();
-      const waiting = postJson<ErrorBody>(`${testApp.url}/timeouts/plain`, { label: 'after-holder' });
-      // The app's request waits for the lock (no other client's wait counts: the server is shared).
-      await waitFor(async () => {
-        const waiting =
-          db.engine === 'postgres'
-            ? (await db.backends(applicationName)).filter((b) => b.waitEventType === 'Lock' && /FOR UPDATE/.test(b.query))
-            : (await mariadbTransactionsOfApp(db, dataSource)).filter((t) => t.state === 'LOCK WAIT');
-        expect(waiting).toHaveLength(1);
-      }, INNODB_TRX_POLL);
+    it(
+      'lets a request through once the lock holder ends, while the others wait',
+      async () => {
+        await holdTheLock();
+        const waiting = postJson<ErrorBody>(`${testApp.url}/timeouts/plain`, { label: 'after-holder' });
+        // The app's request waits for the lock (no other client's wait counts: the server is shared).
+        await waitFor(async () => {
+          const waiting =
+            db.engine === 'postgres'
+              ? (await db.backends(applicationName)).filter((b) => b.waitEventType === 'Lock' && /FOR UPDATE/.test(b.query))
+              : (await mariadbTransactionsOfApp(db, dataSource)).filter((t) => t.state === 'LOCK WAIT');
+          expect(waiting).toHaveLength(1);
+        }, INNODB_TRX_POLL);
 
-      await lockHolder.query('ROLLBACK');
+        await lockHolder.query('ROLLBACK');
 
-      expect((await waiting).status).toBe(201);
-      expect(await labels('after-holder')).toEqual(['after-holder']);
-    }, TEST_TIMEOUT_MS);
+        expect((await waiting).status).toBe(201);
+        expect(await labels('after-holder')).toEqual(['after-holder']);
+      },
+      TEST_TIMEOUT_MS,
+    );
   });
 });

@@ -85,7 +85,10 @@ class ArticlesService {
 
   /** Two plain reads at once: two connections, neither waiting for the other. */
   async page(author: string): Promise<{ items: number; total: number }> {
-    const [items, total] = await Promise.all([this.articles.find({ where: { author }, take: 5 }), this.articles.countBy({ author })]);
+    const [items, total] = await Promise.all([
+      this.articles.find({ where: { author }, take: 5 }),
+      this.articles.countBy({ author }),
+    ]);
     return { items: items.length, total };
   }
 
@@ -210,7 +213,9 @@ class MixedController {
     const seen = await articles.countBy({ author: 'converted' });
     await tx.insert(Article, { title: `${body.title}/tx`, author: 'converted' });
     const seenAfter = await tx.withRepository(this.articles).countBy({ author: 'converted' });
-    await tx.transaction((inner) => inner.withRepository(this.articles).insert({ title: `${body.title}/savepoint`, author: 'converted' }));
+    await tx.transaction((inner) =>
+      inner.withRepository(this.articles).insert({ title: `${body.title}/savepoint`, author: 'converted' }),
+    );
     const viaHost = await this.host.manager().withRepository(this.articles).countBy({ author: 'converted' });
     return { seen, seenAfter, viaHost };
   }
@@ -234,7 +239,9 @@ describe.each(engines)('the guard without false alarms on $name', (engine: Engin
   let db: Observer;
   const q = (sql: string) => (engine.name === 'postgres' ? sql : sql.replace(/\$\d+/g, '?'));
   const titlesBy = async (author: string) =>
-    (await db.query<{ title: string }>(q(`SELECT title FROM ${TABLE} WHERE author = $1 ORDER BY title`), [author])).map((r) => r.title);
+    (await db.query<{ title: string }>(q(`SELECT title FROM ${TABLE} WHERE author = $1 ORDER BY title`), [author])).map(
+      (r) => r.title,
+    );
 
   beforeAll(async () => {
     db = await observer(engine);
@@ -344,9 +351,19 @@ describe.each(engines)('the guard without false alarms on $name', (engine: Engin
         expect(plain.map((p) => p.unit)).toEqual(['GET /articles', 'GET /articles', 'GET /articles', 'GET /articles/stats']);
         const lines = audit.checklist().split('\n');
         expect(lines).toHaveLength(2);
-        expect(lines[0]).toMatch(new RegExp(`^- \\[ \\] ${siteAt('ArticlesService.findAll', 'adoption:find-all', __filename).source}: GET /articles \\(3\\)$`));
-        expect(lines[1]).toMatch(new RegExp(`^- \\[ \\] ${siteAt('ArticlesService.stats', 'adoption:stats', __filename).source}: GET /articles/stats \\(1\\)$`));
-        expect(() => audit.assertNoPlainAcquisitions()).toThrow(/^2 call site\(s\) took pooled connections inside units of work, outside their transactions: /);
+        expect(lines[0]).toMatch(
+          new RegExp(
+            `^- \\[ \\] ${siteAt('ArticlesService.findAll', 'adoption:find-all', __filename).source}: GET /articles \\(3\\)$`,
+          ),
+        );
+        expect(lines[1]).toMatch(
+          new RegExp(
+            `^- \\[ \\] ${siteAt('ArticlesService.stats', 'adoption:stats', __filename).source}: GET /articles/stats \\(1\\)$`,
+          ),
+        );
+        expect(() => audit.assertNoPlainAcquisitions()).toThrow(
+          /^2 call site\(s\) took pooled connections inside units of work, outside their transactions: /,
+        );
         // One connection per unit all the same: the strict check of one connection per unit passes.
         expect(() => audit.assertOneConnectionPerUnit()).not.toThrow();
       });
@@ -370,7 +387,9 @@ describe.each(engines)('the guard without false alarms on $name', (engine: Engin
         expect(recorder.errors).toHaveLength(1);
         const { message } = recorder.errors[0] as Error;
         expect(recorder.errors[0]).toBeInstanceOf(NestedConnectionError);
-        expect(message).toContain('Repository<Article>.countBy() was called during the transaction of POST /mixed/read-write-read (at ');
+        expect(message).toContain(
+          'Repository<Article>.countBy() was called during the transaction of POST /mixed/read-write-read (at ',
+        );
         expect(message).toMatch(siteAt('MixedController.readWriteRead', 'adoption:plain-after', __filename));
         expect(message).toMatch(
           new RegExp(
@@ -401,7 +420,9 @@ describe.each(engines)('the guard without false alarms on $name', (engine: Engin
         expect(violations()).toBe(0);
         expect(logger.library()).toEqual([]);
         expect(audit.plainAcquisitions()).toEqual([]);
-        expect(audit.units()).toEqual([expect.objectContaining({ name: 'POST /mixed/with-repository', acquisitions: 1, maxHeld: 1 })]);
+        expect(audit.units()).toEqual([
+          expect.objectContaining({ name: 'POST /mixed/with-repository', acquisitions: 1, maxHeld: 1 }),
+        ]);
         expect(() => audit.assertNoPlainAcquisitions()).not.toThrow();
         expect(await titlesBy('converted')).toEqual(['w', 'w/savepoint', 'w/tx']);
       });

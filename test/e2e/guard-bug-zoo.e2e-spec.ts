@@ -29,7 +29,8 @@ const QUEUED_TEST_TIMEOUT_MS = 2 * QUEUED_ACQUIRE_TIMEOUT_MS;
 describe.each(engines)('the bug zoo on $name', (engine) => {
   let db: Observer;
   const q = (sql: string) => (engine.name === 'postgres' ? sql : sql.replace(/\$\d+/g, '?'));
-  const rowsOf = (kind: string) => db.query<ZooRow>(q(`SELECT id, label, kind, note FROM ${TABLE} WHERE kind = $1 ORDER BY id`), [kind]);
+  const rowsOf = (kind: string) =>
+    db.query<ZooRow>(q(`SELECT id, label, kind, note FROM ${TABLE} WHERE kind = $1 ORDER BY id`), [kind]);
 
   beforeAll(async () => {
     db = await observer(engine);
@@ -128,7 +129,9 @@ describe.each(engines)('the bug zoo on $name', (engine) => {
         await postJson(`${testApp.url}/zoo/${bug.kind}`, { label: `${bug.kind}-second` });
         expect(recorder.errors).toHaveLength(1);
         expect((recorder.errors[0] as Error).message).toMatch(
-          new RegExp(`holds one \\(taken at ${siteAt(bug.site, bug.holderMarker).source}, where this route's first request took it\\)`),
+          new RegExp(
+            `holds one \\(taken at ${siteAt(bug.site, bug.holderMarker).source}, where this route's first request took it\\)`,
+          ),
         );
       });
 
@@ -144,18 +147,24 @@ describe.each(engines)('the bug zoo on $name', (engine) => {
       });
 
       // The seeds' failure needs load: every request holds a connection and waits for a second one.
-      it(`fails all of ${CONCURRENT_BUGGY_REQUESTS} concurrent requests with NestedConnectionError, none by timeout`, async () => {
-        recorder.clear();
+      it(
+        `fails all of ${CONCURRENT_BUGGY_REQUESTS} concurrent requests with NestedConnectionError, none by timeout`,
+        async () => {
+          recorder.clear();
 
-        const responses = await Promise.all(
-          Array.from({ length: CONCURRENT_BUGGY_REQUESTS }, (_, i) => postJson(`${testApp.url}/zoo/${bug.kind}`, { label: `${bug.kind}-${i}` })),
-        );
+          const responses = await Promise.all(
+            Array.from({ length: CONCURRENT_BUGGY_REQUESTS }, (_, i) =>
+              postJson(`${testApp.url}/zoo/${bug.kind}`, { label: `${bug.kind}-${i}` }),
+            ),
+          );
 
-        expect(responses.map((r) => r.status)).toEqual(responses.map(() => 500));
-        expect(recorder.errors.map((e) => (e as Error).name)).toEqual(responses.map(() => 'NestedConnectionError'));
-        expect(await rowsOf(bug.kind)).toEqual([]);
-        await expectNothingLeaked({ dataSource, db, applicationName });
-      }, QUEUED_TEST_TIMEOUT_MS);
+          expect(responses.map((r) => r.status)).toEqual(responses.map(() => 500));
+          expect(recorder.errors.map((e) => (e as Error).name)).toEqual(responses.map(() => 'NestedConnectionError'));
+          expect(await rowsOf(bug.kind)).toEqual([]);
+          await expectNothingLeaked({ dataSource, db, applicationName });
+        },
+        QUEUED_TEST_TIMEOUT_MS,
+      );
     });
   });
 
@@ -206,27 +215,37 @@ describe.each(engines)('the bug zoo on $name', (engine) => {
       QUEUED_TEST_TIMEOUT_MS,
     );
 
-    it('serves nested-transaction with 100 concurrent requests, the inner transaction a savepoint', async () => {
-      const responses = await requests('nested-transaction');
+    it(
+      'serves nested-transaction with 100 concurrent requests, the inner transaction a savepoint',
+      async () => {
+        const responses = await requests('nested-transaction');
 
-      expect(recorder.errors).toEqual([]);
-      expect(responses.map((r) => r.status)).toEqual(responses.map(() => 201));
-      const rows = await rowsOf('nested-transaction');
-      const expected = labels('nested-transaction').flatMap((label) => [label, `${label}/webhook`]).sort();
-      expect(rows.map((r) => r.label).sort()).toEqual(expected);
-    }, QUEUED_TEST_TIMEOUT_MS);
+        expect(recorder.errors).toEqual([]);
+        expect(responses.map((r) => r.status)).toEqual(responses.map(() => 201));
+        const rows = await rowsOf('nested-transaction');
+        const expected = labels('nested-transaction')
+          .flatMap((label) => [label, `${label}/webhook`])
+          .sort();
+        expect(rows.map((r) => r.label).sort()).toEqual(expected);
+      },
+      QUEUED_TEST_TIMEOUT_MS,
+    );
 
-    it('serves nested-iteration with 100 concurrent requests, reading the rows before querying for each', async () => {
-      const responses = await requests('nested-iteration');
+    it(
+      'serves nested-iteration with 100 concurrent requests, reading the rows before querying for each',
+      async () => {
+        const responses = await requests('nested-iteration');
 
-      expect(recorder.errors).toEqual([]);
-      expect(responses.map((r) => r.status)).toEqual(responses.map(() => 201));
-      // Every nested query ran in the unit of work: it saw the row inserted just before.
-      const ones = Array.from({ length: ROWS_PER_ITERATION }, () => 1);
-      expect(responses.map((r) => r.body.seen)).toEqual(responses.map(() => ones));
-      const rows = await rowsOf('nested-iteration');
-      expect(rows).toHaveLength(CONCURRENT_REQUESTS * ROWS_PER_ITERATION);
-      expect(new Set(rows.map((r) => r.note))).toEqual(new Set([`seen ${ones.join(',')}`]));
-    }, QUEUED_TEST_TIMEOUT_MS);
+        expect(recorder.errors).toEqual([]);
+        expect(responses.map((r) => r.status)).toEqual(responses.map(() => 201));
+        // Every nested query ran in the unit of work: it saw the row inserted just before.
+        const ones = Array.from({ length: ROWS_PER_ITERATION }, () => 1);
+        expect(responses.map((r) => r.body.seen)).toEqual(responses.map(() => ones));
+        const rows = await rowsOf('nested-iteration');
+        expect(rows).toHaveLength(CONCURRENT_REQUESTS * ROWS_PER_ITERATION);
+        expect(new Set(rows.map((r) => r.note))).toEqual(new Set([`seen ${ones.join(',')}`]));
+      },
+      QUEUED_TEST_TIMEOUT_MS,
+    );
   });
 });

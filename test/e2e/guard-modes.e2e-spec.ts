@@ -1,22 +1,6 @@
-import {
-  Body,
-  ConflictException,
-  Controller,
-  Injectable,
-  type OnModuleInit,
-  Post,
-} from '@nestjs/common';
+import { Body, ConflictException, Controller, Injectable, type OnModuleInit, Post } from '@nestjs/common';
 import { InjectDataSource, InjectRepository, TypeOrmModule } from '@nestjs/typeorm';
-import {
-  Column,
-  DataSource,
-  Entity,
-  EntityManager,
-  ManyToOne,
-  OneToMany,
-  PrimaryGeneratedColumn,
-  Repository,
-} from 'typeorm';
+import { Column, DataSource, Entity, EntityManager, ManyToOne, OneToMany, PrimaryGeneratedColumn, Repository } from 'typeorm';
 import {
   type GuardMode,
   NestedConnectionError,
@@ -220,7 +204,11 @@ class SafeController {
     await tx.save(Order, tx.create(Order, { label: body.label, lines: [{ sku: 'r-1' }, { sku: 'r-2' }] }));
     const orders = tx.getRepository(Order);
     const joined = await orders.find({ where: { label: body.label }, relations: { lines: true } });
-    const separate = await orders.find({ where: { label: body.label }, relations: { lines: true }, relationLoadStrategy: 'query' });
+    const separate = await orders.find({
+      where: { label: body.label },
+      relations: { lines: true },
+      relationLoadStrategy: 'query',
+    });
     const [, count] = await orders.findAndCount({ where: { label: body.label } });
     const line = await tx.findOneByOrFail(OrderLine, { sku: 'r-1', order: { label: body.label } });
     const lazy = await line.order;
@@ -260,9 +248,9 @@ describe.each(engines)('the connection guard modes on $name', (engine) => {
   let db: Observer;
   const q = (sql: string) => (engine.name === 'postgres' ? sql : sql.replace(/\$\d+/g, '?'));
   const labelsOf = async (table: string, column: string, like: string) =>
-    (await db.query<{ v: string }>(q(`SELECT ${column} AS v FROM ${table} WHERE ${column} LIKE $1 ORDER BY ${column}`), [like])).map(
-      (r) => r.v,
-    );
+    (
+      await db.query<{ v: string }>(q(`SELECT ${column} AS v FROM ${table} WHERE ${column} LIKE $1 ORDER BY ${column}`), [like])
+    ).map((r) => r.v);
 
   beforeAll(async () => {
     db = await observer(engine);
@@ -539,11 +527,16 @@ describe.each(engines)('the connection guard modes on $name', (engine) => {
     });
 
     it("lets tx.save() with cascades run TypeORM's own queries on the unit's connection", async () => {
-      const response = await postJson<{ id: number }>(`${ctx.testApp.url}/safe/cascade`, { label: 'cascaded', skus: ['a', 'b', 'c'] });
+      const response = await postJson<{ id: number }>(`${ctx.testApp.url}/safe/cascade`, {
+        label: 'cascaded',
+        skus: ['a', 'b', 'c'],
+      });
 
       expect(response.status).toBe(201);
       const orderId = engine.name === 'postgres' ? '"orderId"' : 'orderId';
-      const lines = await db.query<{ sku: string }>(q(`SELECT sku FROM ${LINES} WHERE ${orderId} = $1 ORDER BY sku`), [response.body.id]);
+      const lines = await db.query<{ sku: string }>(q(`SELECT sku FROM ${LINES} WHERE ${orderId} = $1 ORDER BY sku`), [
+        response.body.id,
+      ]);
       expect(lines.map((l) => l.sku)).toEqual(['a', 'b', 'c']);
     });
 

@@ -41,7 +41,15 @@ import { RouteConfig } from '@nestjs/platform-fastify';
 import { getDataSourceToken, TypeOrmModule } from '@nestjs/typeorm';
 import { Expose } from 'class-transformer';
 import { from, map, mergeMap, type Observable, race, tap, throwError } from 'rxjs';
-import { Column, DataSource, Entity, EntityManager, ManyToOne, PrimaryGeneratedColumn, type Logger as TypeormLogger } from 'typeorm';
+import {
+  Column,
+  DataSource,
+  Entity,
+  EntityManager,
+  ManyToOne,
+  PrimaryGeneratedColumn,
+  type Logger as TypeormLogger,
+} from 'typeorm';
 import {
   NoTransactionError,
   Transactional,
@@ -538,7 +546,10 @@ describe.each(engines)('TransactionInterceptor on $name', (engine) => {
       // The filter sees the guard's refusal, outside as well.
       expect(steps).toEqual(['middleware: outside', 'guard: outside', 'filter: outside']);
 
-      const response = await fetch(`${testApp.url}/interceptor/order?label=y`, { method: 'POST', headers: { 'x-role': 'admin' } });
+      const response = await fetch(`${testApp.url}/interceptor/order?label=y`, {
+        method: 'POST',
+        headers: { 'x-role': 'admin' },
+      });
       expect(response.status).toBe(202);
       expect(response.headers.get('x-intercepted')).toBe('yes');
       expect(await labelsIn(db, TABLE)).toEqual(['y']);
@@ -547,7 +558,10 @@ describe.each(engines)('TransactionInterceptor on $name', (engine) => {
     it('runs a controller that binds it again (besides the global binding) in one unit of work', async () => {
       const execute = jest.spyOn(TransactionRunner.prototype, 'execute');
       try {
-        expect(await call('POST', `${testApp.url}/bound?label=twice`)).toEqual({ status: 201, body: { unitOfWork: 'POST /bound' } });
+        expect(await call('POST', `${testApp.url}/bound?label=twice`)).toEqual({
+          status: 201,
+          body: { unitOfWork: 'POST /bound' },
+        });
         expect(execute).toHaveBeenCalledTimes(1);
       } finally {
         execute.mockRestore();

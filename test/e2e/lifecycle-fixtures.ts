@@ -30,10 +30,9 @@ export async function rowsWhere(db: AnyObserver, table: string, column: string, 
  */
 export async function inTransaction(db: AnyObserver, connectionId: number): Promise<boolean> {
   if (db.engine === 'postgres') {
-    const rows = await db.query<{ open: boolean }>(
-      'SELECT xact_start IS NOT NULL AS open FROM pg_stat_activity WHERE pid = $1',
-      [connectionId],
-    );
+    const rows = await db.query<{ open: boolean }>('SELECT xact_start IS NOT NULL AS open FROM pg_stat_activity WHERE pid = $1', [
+      connectionId,
+    ]);
     return rows[0]?.open === true;
   }
   const [row] = await db.query<{ count: number | string }>(

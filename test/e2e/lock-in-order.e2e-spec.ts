@@ -70,7 +70,11 @@ describe.each(engines)('lockInOrder on $name', (engine: Engine) => {
     const ours = new Set(mariadbThreadIds(dataSource));
     const waiting = (await (db as MariadbObserver).processlist()).filter(
       (p) =>
-        ours.has(Number(p.id)) && p.command === 'Query' && p.info !== null && /lock_order_accounts/.test(p.info) && /FOR UPDATE/.test(p.info),
+        ours.has(Number(p.id)) &&
+        p.command === 'Query' &&
+        p.info !== null &&
+        /lock_order_accounts/.test(p.info) &&
+        /FOR UPDATE/.test(p.info),
     );
     return waiting.length === 1;
   }
@@ -118,35 +122,34 @@ describe.each(engines)('lockInOrder on $name', (engine: Engine) => {
       expect(rows.get(3)).toEqual({ id: 3, balance: START_BALANCE });
     });
 
-    it.each([
-      { given: [5, 3, 1, 2] },
-      { given: [2, 5, 1, 3, 3, 5] },
-      { given: [10, 9, 8, 7, 6, 5, 4, 3, 2, 1] },
-    ])('locks one row per statement in ascending id order inside the transaction, given $given', async ({ given }) => {
-      let queryRunner: QueryRunner | undefined;
+    it.each([{ given: [5, 3, 1, 2] }, { given: [2, 5, 1, 3, 3, 5] }, { given: [10, 9, 8, 7, 6, 5, 4, 3, 2, 1] }])(
+      'locks one row per statement in ascending id order inside the transaction, given $given',
+      async ({ given }) => {
+        let queryRunner: QueryRunner | undefined;
 
-      await runner.run(async (tx) => {
-        queryRunner = tx.queryRunner;
-        await lockInOrder(tx, Account, given);
-      });
+        await runner.run(async (tx) => {
+          queryRunner = tx.queryRunner;
+          await lockInOrder(tx, Account, given);
+        });
 
-      const expected = [...new Set(given)].sort((a, b) => a - b);
-      const locks = lockStatements(sqlLog, queryRunner);
-      expect(locks.map((lock) => Number(lock.id))).toEqual(expected);
-      for (const lock of locks) expect(lock.sql).toMatch(/ FOR UPDATE$/);
-      // All of them between the unit of work's BEGIN and its COMMIT, on its one connection.
-      const statements = sqlLog.of(queryRunner);
-      const begin = statements.findIndex((sql) => /^(BEGIN|START TRANSACTION)/.test(sql));
-      const commit = statements.indexOf('COMMIT');
-      const lockIndexes = statements.flatMap((sql, index) => (/FOR UPDATE/.test(sql) ? [index] : []));
-      expect(begin).toBeGreaterThanOrEqual(0);
-      expect(commit).toBeGreaterThan(begin);
-      expect(lockIndexes).toHaveLength(expected.length);
-      for (const index of lockIndexes) {
-        expect(index).toBeGreaterThan(begin);
-        expect(index).toBeLessThan(commit);
-      }
-    });
+        const expected = [...new Set(given)].sort((a, b) => a - b);
+        const locks = lockStatements(sqlLog, queryRunner);
+        expect(locks.map((lock) => Number(lock.id))).toEqual(expected);
+        for (const lock of locks) expect(lock.sql).toMatch(/ FOR UPDATE$/);
+        // All of them between the unit of work's BEGIN and its COMMIT, on its one connection.
+        const statements = sqlLog.of(queryRunner);
+        const begin = statements.findIndex((sql) => /^(BEGIN|START TRANSACTION)/.test(sql));
+        const commit = statements.indexOf('COMMIT');
+        const lockIndexes = statements.flatMap((sql, index) => (/FOR UPDATE/.test(sql) ? [index] : []));
+        expect(begin).toBeGreaterThanOrEqual(0);
+        expect(commit).toBeGreaterThan(begin);
+        expect(lockIndexes).toHaveLength(expected.length);
+        for (const index of lockIndexes) {
+          expect(index).toBeGreaterThan(begin);
+          expect(index).toBeLessThan(commit);
+        }
+      },
+    );
   });
 
   describe('when a second transaction locks one of the rows', () => {
@@ -235,7 +238,7 @@ describe.each(engines)('lockInOrder on $name', (engine: Engine) => {
       expect(sqlLog.sent().filter((q) => /lock_order_accounts/.test(q.sql))).toEqual([]);
     });
 
-    it("rejects the manager of a query runner that has no transaction open", async () => {
+    it('rejects the manager of a query runner that has no transaction open', async () => {
       const queryRunner = dataSource.createQueryRunner();
       try {
         await expect(lockInOrder(queryRunner.manager, Account, [1])).rejects.toThrow(
@@ -268,7 +271,7 @@ describe.each(engines)('lockInOrder on $name', (engine: Engine) => {
   });
 
   describe('given the manager of a savepoint (tx.transaction)', () => {
-    it('locks on the unit of work\'s one connection, inside the savepoint', async () => {
+    it("locks on the unit of work's one connection, inside the savepoint", async () => {
       let outer: QueryRunner | undefined;
       let inner: QueryRunner | undefined;
 

@@ -26,9 +26,16 @@ const RUNS = Number(process.env.MODEL_RUNS ?? '') || 300;
 const PAIR_RUNS = Math.max(4, Math.round(RUNS / 10));
 const ABORT_RUNS = Math.max(4, Math.round(RUNS / 15));
 const PATH = process.env.MODEL_PATH || undefined;
-const parameters = (numRuns: number): fc.Parameters<unknown> => ({ seed: SEED, numRuns, path: PATH, endOnFailure: PATH !== undefined });
+const parameters = (numRuns: number): fc.Parameters<unknown> => ({
+  seed: SEED,
+  numRuns,
+  path: PATH,
+  endOnFailure: PATH !== undefined,
+});
 
-process.stdout.write(`model-based test: seed ${SEED}, ${RUNS} programs per database (replay: TEST_SEED=${SEED} MODEL_RUNS=${RUNS})\n`);
+process.stdout.write(
+  `model-based test: seed ${SEED}, ${RUNS} programs per database (replay: TEST_SEED=${SEED} MODEL_RUNS=${RUNS})\n`,
+);
 
 /** Fails with the report of the first divergent program, shrunk, and the seed to replay it. */
 function failOn(report: string | undefined): void {
@@ -37,7 +44,11 @@ function failOn(report: string | undefined): void {
 
 describe.each(engines)('the model-based test on $name', (engine) => {
   // In the PgBouncer run the app goes through PgBouncer; the observer and deadlock partners to the server.
-  const database = { dialect: engine.name, url: engine.url, directUrl: engine.name === 'postgres' ? envValue('DATABASE_DIRECT_URL') : undefined };
+  const database = {
+    dialect: engine.name,
+    url: engine.url,
+    directUrl: engine.name === 'postgres' ? envValue('DATABASE_DIRECT_URL') : undefined,
+  };
   let harness: RunnerHarness;
 
   beforeAll(async () => {

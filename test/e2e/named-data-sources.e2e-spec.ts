@@ -2,7 +2,14 @@ import { ConflictException, Controller, Post } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
 import { getDataSourceToken, InjectDataSource, TypeOrmModule } from '@nestjs/typeorm';
 import { Column, DataSource, Entity, EntityManager, PrimaryGeneratedColumn, type Repository } from 'typeorm';
-import { InjectTxRepository, TransactionalModule, TransactionHost, TransactionInterceptor, TransactionRunner, Tx } from '../../lib';
+import {
+  InjectTxRepository,
+  TransactionalModule,
+  TransactionHost,
+  TransactionInterceptor,
+  TransactionRunner,
+  Tx,
+} from '../../lib';
 import { ConnectionAudit } from '../../lib/testing';
 import { createApp, type TestApp } from '../support/app';
 import { mariadbEngine, mysqlAvailable, postgresEngine, typeormOptions } from '../support/databases';

@@ -135,7 +135,11 @@ describe.each(engines)('observability on $name', (engine) => {
         ...Array.from({ length: 5 }, () => call('POST', `${testApp.url}/observed/fail`)),
         ...Array.from({ length: 5 }, () => call('GET', `${testApp.url}/observed/nothing`)),
       ]);
-      expect(responses.map((r) => r.status).sort()).toEqual([...Array(5).fill(200), ...Array(20).fill(201), ...Array(5).fill(400)]);
+      expect(responses.map((r) => r.status).sort()).toEqual([
+        ...Array(5).fill(200),
+        ...Array(20).fill(201),
+        ...Array(5).fill(400),
+      ]);
 
       const after = host.stats();
       expect(after.openUnitsOfWork).toBe(0);
@@ -273,8 +277,12 @@ describe.each(engines)('observability on $name', (engine) => {
     });
   });
 
-  it('logs the stats of the data source every logStatsIntervalMs through Nest\'s Logger, counters as changes', async () => {
-    const statsLines = () => nestLog.library('log').map((entry) => entry.message).filter((m) => m.startsWith('stats of'));
+  it("logs the stats of the data source every logStatsIntervalMs through Nest's Logger, counters as changes", async () => {
+    const statsLines = () =>
+      nestLog
+        .library('log')
+        .map((entry) => entry.message)
+        .filter((m) => m.startsWith('stats of'));
     expect((await call('POST', `${testApp.url}/observed/write`)).status).toBe(201);
     const counted = await waitFor(() => statsLines().find((line) => / [1-9]\d* commits, /.test(line)) ?? false);
     expect(counted).toMatch(
@@ -285,7 +293,12 @@ describe.each(engines)('observability on $name', (engine) => {
       ),
     );
     // With nothing going on, the next line counts nothing: the counters are changes, not totals.
-    const idle = await waitFor(() => statsLines().slice(statsLines().indexOf(counted) + 1).find((line) => line.includes(' 0 commits, ')) ?? false);
+    const idle = await waitFor(
+      () =>
+        statsLines()
+          .slice(statsLines().indexOf(counted) + 1)
+          .find((line) => line.includes(' 0 commits, ')) ?? false,
+    );
     expect(idle).toContain('0 units of work open, 0 connections held (pool: 1 open, 1 idle, 0 waiting)');
   });
 

@@ -250,20 +250,23 @@ describe.each(engines)("the peers' test cases on $name", (engine: Engine) => {
     it.each([
       ['READ COMMITTED', ['committed meanwhile']],
       ['REPEATABLE READ', []],
-    ] as const)('under %s reads %j of a row committed by another client after its first read', async (isolationLevel, expected) => {
-      const seen = await runner.run(
-        async () => {
-          expect(await service.users.count()).toBe(0);
-          // Another client, not a second connection of this unit of work (typeorm-transactional's own
-          // case opens `dataSource.transaction()` here, which this package refuses: see REQUIRES_NEW).
-          await db.query(`INSERT INTO ${TABLE} (label) VALUES ('committed meanwhile')`);
-          return (await service.users.find()).map((user) => user.label);
-        },
-        { isolationLevel },
-      );
+    ] as const)(
+      'under %s reads %j of a row committed by another client after its first read',
+      async (isolationLevel, expected) => {
+        const seen = await runner.run(
+          async () => {
+            expect(await service.users.count()).toBe(0);
+            // Another client, not a second connection of this unit of work (typeorm-transactional's own
+            // case opens `dataSource.transaction()` here, which this package refuses: see REQUIRES_NEW).
+            await db.query(`INSERT INTO ${TABLE} (label) VALUES ('committed meanwhile')`);
+            return (await service.users.find()).map((user) => user.label);
+          },
+          { isolationLevel },
+        );
 
-      expect(seen).toEqual(expected);
-    });
+        expect(seen).toEqual(expected);
+      },
+    );
 
     it('Nest: a user created through a service when the request succeeds', async () => {
       const reply = await call('POST', `${testApp.url}/peer-users`, { label: 'John Doe' });

@@ -60,14 +60,7 @@ import { latch, type Latch } from '../support/latch';
 import { expectNothingLeaked, poolStats } from '../support/leaks';
 import { observer, waitFor } from '../support/observer';
 import { beginStatement, RecordingSqlLogger, statementKind } from '../support/recording-loggers';
-import {
-  type AnyObserver,
-  connectionIdOf,
-  inTransaction,
-  INNODB_TRX_POLL,
-  rowsWhere,
-  within,
-} from './lifecycle-fixtures';
+import { type AnyObserver, connectionIdOf, inTransaction, INNODB_TRX_POLL, rowsWhere, within } from './lifecycle-fixtures';
 
 @Entity('lifecycle_items')
 class LifecycleItem {
@@ -229,10 +222,7 @@ class ItemsController {
 
   /** Emits one value per label, each after its INSERT on the request's transaction. */
   @Post('observable')
-  observable(
-    @Body() body: { labels: string[] },
-    @Tx() tx: EntityManager,
-  ): Observable<{ label: string; written: number }> {
+  observable(@Body() body: { labels: string[] }, @Tx() tx: EntityManager): Observable<{ label: string; written: number }> {
     return from(body.labels).pipe(
       concatMap(async (label, index) => {
         await tx.insert(LifecycleItem, { label });

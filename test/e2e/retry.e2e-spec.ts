@@ -4,15 +4,7 @@ import { APP_FILTER, BaseExceptionFilter } from '@nestjs/core';
 import { Test } from '@nestjs/testing';
 import { TypeOrmModule, getDataSourceToken } from '@nestjs/typeorm';
 import { createConnection, type Connection as MysqlConnection } from 'mysql2/promise';
-import {
-  Column,
-  DataSource,
-  type DataSourceOptions,
-  Entity,
-  type EntityManager,
-  PrimaryColumn,
-  QueryFailedError,
-} from 'typeorm';
+import { Column, DataSource, type DataSourceOptions, Entity, type EntityManager, PrimaryColumn, QueryFailedError } from 'typeorm';
 import {
   Transactional,
   TransactionalModule,
@@ -116,9 +108,9 @@ class CounterController {
  * opened, savepoints and MariaDB's SET TRANSACTION left out.
  */
 function beginsAndEnds(log: RecordingSqlLogger): string[] {
-  return log.transactionControl().flatMap((sql) =>
-    /^(BEGIN|START TRANSACTION)/.test(sql) ? ['BEGIN'] : /^(COMMIT|ROLLBACK)$/.test(sql) ? [sql] : [],
-  );
+  return log
+    .transactionControl()
+    .flatMap((sql) => (/^(BEGIN|START TRANSACTION)/.test(sql) ? ['BEGIN'] : /^(COMMIT|ROLLBACK)$/.test(sql) ? [sql] : []));
 }
 
 /** The driver's code for a failure worth a retry, or undefined for any other error. */
@@ -374,7 +366,12 @@ describe.each(engines)('retry on $name', (engine: Engine) => {
         await Promise.all([first, second]);
 
         expect(sqlLog.failures()).toEqual(['COMMIT']);
-        expect(attempts).toEqual(new Map([['first', 1], ['second', 2]]));
+        expect(attempts).toEqual(
+          new Map([
+            ['first', 1],
+            ['second', 2],
+          ]),
+        );
         expect(hooksRun.sort()).toEqual(['first attempt 1', 'second attempt 2']);
         expect(nestLog.warnings()).toHaveLength(1);
         expect(nestLog.warnings()[0]).toMatch(/^second: attempt 1 of 3 failed \(could not serialize access .*\[40001\]\)/);
@@ -463,17 +460,20 @@ describe.each(engines)('retry on $name', (engine: Engine) => {
       let innerCalls = 0;
 
       const error = await runner
-        .run(async () => {
-          outerCalls += 1;
-          await runner.run(
-            async (tx) => {
-              innerCalls += 1;
-              const counter = await tx.findOneByOrFail(Counter, { id: COUNTER });
-              await collide(() => tx.update(Counter, { id: COUNTER }, { value: counter.value + 1 }));
-            },
-            { retry: { attempts: 5, baseDelayMs: 5 } },
-          );
-        }, { name: 'outer', isolationLevel: 'SERIALIZABLE' })
+        .run(
+          async () => {
+            outerCalls += 1;
+            await runner.run(
+              async (tx) => {
+                innerCalls += 1;
+                const counter = await tx.findOneByOrFail(Counter, { id: COUNTER });
+                await collide(() => tx.update(Counter, { id: COUNTER }, { value: counter.value + 1 }));
+              },
+              { retry: { attempts: 5, baseDelayMs: 5 } },
+            );
+          },
+          { name: 'outer', isolationLevel: 'SERIALIZABLE' },
+        )
         .then(
           () => undefined,
           (reason: unknown) => reason,
@@ -677,19 +677,22 @@ describe('retry options', () => {
 
     it('fails at bootstrap with TransactionalOptionsError saying retry is set per route or per run', async () => {
       // A static forRoot() checks its options when called; an async one when its factory has run.
-      const bootstrap = Promise.resolve().then(() => Test.createTestingModule({
-        imports: [
-          TypeOrmModule.forRootAsync({
-            useFactory: () => typeormOptions(postgresEngine, { poolSize: 1, applicationName: bootstrapName, entities: [Counter] }),
-            dataSourceFactory: async (options?: DataSourceOptions) => {
-              const source = new DataSource(options!);
-              created.push(source);
-              return source.initialize();
-            },
-          }),
-          module(),
-        ],
-      }).compile());
+      const bootstrap = Promise.resolve().then(() =>
+        Test.createTestingModule({
+          imports: [
+            TypeOrmModule.forRootAsync({
+              useFactory: () =>
+                typeormOptions(postgresEngine, { poolSize: 1, applicationName: bootstrapName, entities: [Counter] }),
+              dataSourceFactory: async (options?: DataSourceOptions) => {
+                const source = new DataSource(options!);
+                created.push(source);
+                return source.initialize();
+              },
+            }),
+            module(),
+          ],
+        }).compile(),
+      );
 
       const error = await bootstrap.then(
         () => undefined,

@@ -226,7 +226,8 @@ describe.each(engines)('route options on $name', (engine) => {
 
   const get = (path: string) => fetch(`${testApp.url}${path}`);
   const post = (path: string) => fetch(`${testApp.url}${path}`, { method: 'POST' });
-  const beginOf = () => sql.transactionControl({ settings: true }).find((statement) => /^(BEGIN|START TRANSACTION)/.test(statement));
+  const beginOf = () =>
+    sql.transactionControl({ settings: true }).find((statement) => /^(BEGIN|START TRANSACTION)/.test(statement));
 
   /** Runs a probing route while another connection commits a change between its two reads. */
   async function isolationSeenBy(path: string): Promise<ProbeResult> {
@@ -358,7 +359,9 @@ describe.each(engines)('route options on $name', (engine) => {
 
       await expect(run).rejects.toBeInstanceOf(TransactionTimeoutError);
       await expect(run).rejects.toThrow(
-        new RegExp(`^The database closed the connection of idle job \\(.+\\): its transaction sat idle longer than timeoutMs \\(${TIMEOUT_MS} ms\\)`),
+        new RegExp(
+          `^The database closed the connection of idle job \\(.+\\): its transaction sat idle longer than timeoutMs \\(${TIMEOUT_MS} ms\\)`,
+        ),
       );
       // The pool replaced the connection the server closed.
       await expectNothingLeaked({ dataSource, db, applicationName });

@@ -58,7 +58,11 @@ let serverSawClose: Latch | undefined;
 @Controller('ordering')
 class OrderingController {
   @Post('wait')
-  async insertThenWait(@Body() body: { marker: string }, @Tx() tx: EntityManager, @Req() request: IncomingMessage & { res?: ServerResponse }) {
+  async insertThenWait(
+    @Body() body: { marker: string },
+    @Tx() tx: EntityManager,
+    @Req() request: IncomingMessage & { res?: ServerResponse },
+  ) {
     const closed = serverSawClose;
     request.res?.once('close', () => closed?.resolve());
     await tx.insert(OrderingItem, { marker: body.marker });
@@ -119,7 +123,7 @@ describe.each(engines)('statements in flight when a unit of work ends, on $name'
     await serverSawClose.promise;
     held.release.resolve();
 
-    expect((await request as { name?: string }).name).toBe('AbortError');
+    expect(((await request) as { name?: string }).name).toBe('AbortError');
     await expectNothingLeaked({ dataSource, db, applicationName }, { mariadb: 'app-connections' });
     expect(await rowsWhere(db, 'ordering_items', 'marker', marker)).toEqual([]);
   });

@@ -403,10 +403,7 @@ describe.each(engines)('streams of rows on $name', (engine) => {
     });
 
     it('catches seed 004: a plain repository queried while iterating the rows fails with NestedConnectionError, before the pool', async () => {
-      const reply = await within(
-        call<ErrorBody>('POST', `${testApp.url}/streams/plain-repository-inside-loop`),
-        'the response',
-      );
+      const reply = await within(call<ErrorBody>('POST', `${testApp.url}/streams/plain-repository-inside-loop`), 'the response');
 
       expect(reply.status).toBe(500);
       expect(reply.body.name).toBe('NestedConnectionError');
@@ -442,7 +439,9 @@ describe.each(engines)('streams of rows on $name', (engine) => {
         expect(reply.status).toBe(500);
         expect(reply.body.name).toBe('TransactionAbortedError');
         expect(reply.body.message).toMatch(/^COMMIT in the transaction of POST \/streams\/failing-stream was refused/);
-        expect(reply.body.message).toMatch(/an earlier statement failed \(column "no_such_column" does not exist\) and PostgreSQL aborted the transaction/);
+        expect(reply.body.message).toMatch(
+          /an earlier statement failed \(column "no_such_column" does not exist\) and PostgreSQL aborted the transaction/,
+        );
         expect(sql.transactionControl()).toEqual([begin, 'ROLLBACK']);
         expect(await labelsIn(db, WRITES_TABLE)).toEqual([]);
       } else {

@@ -140,15 +140,27 @@ describe.each(engines)('the testing kit on $name', (engine: Engine) => {
     });
 
     it("overrides the driver's own pool size in extra, which TypeORM applies after poolSize", () => {
-      const options = typeormOptions(engine, { poolSize: 10, applicationName: 'kit-options', entities: [KitItem], extra: { [poolKey]: 10 } });
+      const options = typeormOptions(engine, {
+        poolSize: 10,
+        applicationName: 'kit-options',
+        entities: [KitItem],
+        extra: { [poolKey]: 10 },
+      });
 
       expect(singleConnectionPool(options).extra).toMatchObject({ [poolKey]: 1 });
       expect(options.extra).toMatchObject({ [poolKey]: 10 });
     });
 
     it('takes what a forRootAsync() factory returns (TypeOrmModuleOptions) as well as DataSourceOptions', () => {
-      const moduleOptions: TypeOrmModuleOptions = { ...typeormOptions(engine, { poolSize: 10, applicationName: 'kit-options', entities: [KitItem] }), retryAttempts: 0 };
-      const dataSourceOptions: DataSourceOptions = typeormOptions(engine, { poolSize: 10, applicationName: 'kit-options', entities: [KitItem] });
+      const moduleOptions: TypeOrmModuleOptions = {
+        ...typeormOptions(engine, { poolSize: 10, applicationName: 'kit-options', entities: [KitItem] }),
+        retryAttempts: 0,
+      };
+      const dataSourceOptions: DataSourceOptions = typeormOptions(engine, {
+        poolSize: 10,
+        applicationName: 'kit-options',
+        entities: [KitItem],
+      });
 
       const fromModule: TypeOrmModuleOptions = singleConnectionPool(moduleOptions);
       const fromDataSource: DataSourceOptions = singleConnectionPool(dataSourceOptions);
@@ -172,7 +184,9 @@ describe.each(engines)('the testing kit on $name', (engine: Engine) => {
     });
 
     it('fails at bootstrap when the pool size is set again after singleConnectionPool()', async () => {
-      const options = singleConnectionPool(typeormOptions(engine, { poolSize: 1, applicationName: 'kit-reset', entities: [KitItem] }));
+      const options = singleConnectionPool(
+        typeormOptions(engine, { poolSize: 1, applicationName: 'kit-reset', entities: [KitItem] }),
+      );
       let built: DataSource | undefined;
 
       const started = createApp({
@@ -265,7 +279,9 @@ describe.each(engines)('the testing kit on $name', (engine: Engine) => {
           expect(error.message).toBe('timeout exceeded when trying to connect');
         } else {
           expect(error).toBeInstanceOf(ConnectionAcquisitionError);
-          expect(error.message).toContain(`No connection of data source 'default' within connectTimeout (${acquireTimeoutMs} ms) (pool: 1 of 1 open, 0 idle`);
+          expect(error.message).toContain(
+            `No connection of data source 'default' within connectTimeout (${acquireTimeoutMs} ms) (pool: 1 of 1 open, 0 idle`,
+          );
         }
         // The pool really had one connection, and the request's work was rolled back.
         expect(poolStats(dataSource).total).toBe(1);
@@ -374,7 +390,11 @@ describe.each(engines)('the testing kit on $name', (engine: Engine) => {
       ]);
       const [first, second, ...rest] = audit.checklist().split('\n');
       expect(rest).toEqual([]);
-      expect(first).toMatch(new RegExp(`^- \\[ \\] ${siteAt('KitService.readWriteRead', 'kit:read-before', __filename).source}: POST /kit/read-write-read \\(1\\)$`));
+      expect(first).toMatch(
+        new RegExp(
+          `^- \\[ \\] ${siteAt('KitService.readWriteRead', 'kit:read-before', __filename).source}: POST /kit/read-write-read \\(1\\)$`,
+        ),
+      );
       expect(second).toMatch(
         new RegExp(
           `^- \\[ \\] ${siteAt('KitService.readWriteRead', 'kit:read-after-write', __filename).source}: POST /kit/read-write-read \\(1\\); ` +

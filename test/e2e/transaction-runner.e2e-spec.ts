@@ -96,7 +96,10 @@ describe.each(engines)('TransactionRunner.run() outside HTTP on $name', (engine)
 
       expect(value).toBe('done');
       expect(await labelsIn(db, TABLE)).toEqual(['committed']);
-      expect(sql.transactionControl({ settings: true })).toEqual([engine.name === 'postgres' ? 'BEGIN' : 'START TRANSACTION', 'COMMIT']);
+      expect(sql.transactionControl({ settings: true })).toEqual([
+        engine.name === 'postgres' ? 'BEGIN' : 'START TRANSACTION',
+        'COMMIT',
+      ]);
     });
 
     it('rolls back and rethrows the very error fn threw', async () => {
@@ -109,16 +112,22 @@ describe.each(engines)('TransactionRunner.run() outside HTTP on $name', (engine)
 
       await expect(run).rejects.toBe(error);
       expect(await labelsIn(db, TABLE)).toEqual([]);
-      expect(sql.transactionControl({ settings: true })).toEqual([engine.name === 'postgres' ? 'BEGIN' : 'START TRANSACTION', 'ROLLBACK']);
+      expect(sql.transactionControl({ settings: true })).toEqual([
+        engine.name === 'postgres' ? 'BEGIN' : 'START TRANSACTION',
+        'ROLLBACK',
+      ]);
     });
 
     it('takes no connection and sends nothing when fn runs no query', async () => {
       const audit = ConnectionAudit.attach(dataSource);
       try {
-        const seen = await runner.run((tx) => {
-          expect(tx).toBeInstanceOf(EntityManager);
-          return host.current();
-        }, { name: 'idle job' });
+        const seen = await runner.run(
+          (tx) => {
+            expect(tx).toBeInstanceOf(EntityManager);
+            return host.current();
+          },
+          { name: 'idle job' },
+        );
 
         expect(seen).toEqual({ name: 'idle job', state: 'open' });
         expect(audit.units()).toEqual([]);
@@ -148,7 +157,10 @@ describe.each(engines)('TransactionRunner.run() outside HTTP on $name', (engine)
       await expect(run).rejects.toBe(error);
       expect(innerId).toBe(outerId);
       expect(await labelsIn(db, TABLE)).toEqual([]);
-      expect(sql.transactionControl({ settings: true })).toEqual([engine.name === 'postgres' ? 'BEGIN' : 'START TRANSACTION', 'ROLLBACK']);
+      expect(sql.transactionControl({ settings: true })).toEqual([
+        engine.name === 'postgres' ? 'BEGIN' : 'START TRANSACTION',
+        'ROLLBACK',
+      ]);
     });
 
     it("with propagation 'nested' runs in a savepoint: the failed inner work is undone, the outer work commits", async () => {

@@ -35,7 +35,15 @@ import {
   type WsResponse,
 } from '@nestjs/websockets';
 import { concatMap, firstValueFrom, from, type Observable, throwError } from 'rxjs';
-import { Column, DataSource, Entity, type EntityManager, type EntitySubscriberInterface, EventSubscriber, PrimaryGeneratedColumn } from 'typeorm';
+import {
+  Column,
+  DataSource,
+  Entity,
+  type EntityManager,
+  type EntitySubscriberInterface,
+  EventSubscriber,
+  PrimaryGeneratedColumn,
+} from 'typeorm';
 import WebSocket from 'ws';
 import { TransactionalModule, TransactionHost, TransactionInterceptor, Tx } from '../../lib';
 import { createApp, type TestApp } from '../support/app';
@@ -419,7 +427,10 @@ describe.each(engines)('transports on $name', (engine) => {
 
     it('runs each @SubscribeMessage call in its own unit of work, named after its message, and commits', async () => {
       expect(await ask({ label: 'first' })).toEqual({ event: 'events', data: { unitOfWork: 'WS message events' } });
-      expect(await ask({ label: 'second', fail: true })).toEqual({ event: 'error', data: 'message second failed after its write' });
+      expect(await ask({ label: 'second', fail: true })).toEqual({
+        event: 'error',
+        data: 'message second failed after its write',
+      });
       expect(await ask({ label: 'third' })).toEqual({ event: 'events', data: { unitOfWork: 'WS message events' } });
       expect(seen.units).toEqual(['WS message events', 'WS message events', 'WS message events']);
       // The failed message rolled back alone.
@@ -448,7 +459,9 @@ describe.each(engines)('transports on $name', (engine) => {
         expect(received).toEqual([
           {
             event: 'error',
-            data: expect.stringMatching(/^@Tx\(\) was used outside a unit of work\..+ add @UseInterceptors\(TransactionInterceptor\) to the gateway/),
+            data: expect.stringMatching(
+              /^@Tx\(\) was used outside a unit of work\..+ add @UseInterceptors\(TransactionInterceptor\) to the gateway/,
+            ),
           },
         ]);
       } finally {

@@ -259,7 +259,9 @@ export function defineZoo(table: string): Zoo {
 
     async sign(tx: EntityManager, label: string): Promise<ZooAnswer> {
       await tx.save(ZooItem, { label, kind: 'nested-transaction' }); // zoo:nested-transaction-holds
-      await this.dataSource.transaction((inner) => inner.save(ZooItem, { label: `${label}/webhook`, kind: 'nested-transaction' })); // zoo:nested-transaction-bug
+      await this.dataSource.transaction((inner) =>
+        inner.save(ZooItem, { label: `${label}/webhook`, kind: 'nested-transaction' }),
+      ); // zoo:nested-transaction-bug
       return {};
     }
   }
@@ -280,11 +282,20 @@ export function defineZoo(table: string): Zoo {
     constructor(@InjectDataSource() private readonly dataSource: DataSource) {}
 
     async reconcile(tx: EntityManager, label: string): Promise<ZooAnswer> {
-      const entries = Array.from({ length: ROWS_PER_ITERATION }, (_, i) => ({ label: `${label}#${i + 1}`, kind: 'nested-iteration' }));
+      const entries = Array.from({ length: ROWS_PER_ITERATION }, (_, i) => ({
+        label: `${label}#${i + 1}`,
+        kind: 'nested-iteration',
+      }));
       await tx.insert(ZooItem, entries); // zoo:nested-iteration-holds
       const seen: number[] = [];
       for await (const row of openRows(tx, label)) {
-        seen.push(countOf(await this.dataSource.query(`SELECT COUNT(*) AS n FROM ${table} WHERE label = ${param(this.dataSource)}`, [row.label]))); // zoo:nested-iteration-bug
+        seen.push(
+          countOf(
+            await this.dataSource.query(`SELECT COUNT(*) AS n FROM ${table} WHERE label = ${param(this.dataSource)}`, [
+              row.label,
+            ]),
+          ),
+        ); // zoo:nested-iteration-bug
       }
       await tx.update(ZooItem, { label: Like(`${label}#%`) }, { note: `seen ${seen.join(',')}` });
       return { seen };
@@ -294,14 +305,19 @@ export function defineZoo(table: string): Zoo {
   @Injectable()
   class FixedLedgerService {
     async reconcile(tx: EntityManager, label: string): Promise<ZooAnswer> {
-      const entries = Array.from({ length: ROWS_PER_ITERATION }, (_, i) => ({ label: `${label}#${i + 1}`, kind: 'nested-iteration' }));
+      const entries = Array.from({ length: ROWS_PER_ITERATION }, (_, i) => ({
+        label: `${label}#${i + 1}`,
+        kind: 'nested-iteration',
+      }));
       await tx.insert(ZooItem, entries);
       // Read every row first, then query for each: one open query at a time, on the unit's connection.
       const rows: Array<{ id: number; label: string }> = [];
       for await (const row of openRows(tx, label)) rows.push(row);
       const seen: number[] = [];
       for (const row of rows) {
-        seen.push(countOf(await tx.query(`SELECT COUNT(*) AS n FROM ${table} WHERE label = ${param(tx.connection)}`, [row.label])));
+        seen.push(
+          countOf(await tx.query(`SELECT COUNT(*) AS n FROM ${table} WHERE label = ${param(tx.connection)}`, [row.label])),
+        );
       }
       await tx.update(ZooItem, { label: Like(`${label}#%`) }, { note: `seen ${seen.join(',')}` });
       return { seen };
@@ -336,7 +352,10 @@ export function defineZoo(table: string): Zoo {
 
     async create(tx: EntityManager, label: string): Promise<ZooAnswer> {
       await tx.insert(ZooItem, { label, kind: 'query-builder' }); // zoo:query-builder-holds
-      const found = await this.dataSource.createQueryBuilder(ZooItem, 'i').where('i.kind = :kind', { kind: 'query-builder' }).getMany(); // zoo:query-builder-bug
+      const found = await this.dataSource
+        .createQueryBuilder(ZooItem, 'i')
+        .where('i.kind = :kind', { kind: 'query-builder' })
+        .getMany(); // zoo:query-builder-bug
       return { total: found.length };
     }
   }
@@ -580,10 +599,7 @@ class RecordingExceptionFilter implements ExceptionFilter {
 }
 
 /** Providers that install the recording exception filter; read it with `app.get(ErrorRecorder)`. */
-export const recordingFilterProviders = [
-  ErrorRecorder,
-  { provide: APP_FILTER, useClass: RecordingExceptionFilter },
-];
+export const recordingFilterProviders = [ErrorRecorder, { provide: APP_FILTER, useClass: RecordingExceptionFilter }];
 
 // ---------------------------------------------------------------------------------------------
 // The pool below the guard

@@ -73,9 +73,7 @@ export async function probeMysql(url: string): Promise<string> {
   const connection = await createConnection({ uri: url, connectTimeout: PROBE_TIMEOUT_MS });
   connection.on('error', () => undefined);
   try {
-    const [rows] = await connection.query<Array<{ version: string } & RowDataPacket>>(
-      'SELECT VERSION() AS version',
-    );
+    const [rows] = await connection.query<Array<{ version: string } & RowDataPacket>>('SELECT VERSION() AS version');
     return rows[0].version;
   } finally {
     await connection.end().catch(() => undefined);

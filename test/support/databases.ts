@@ -53,11 +53,7 @@ const notInThisRun = Object.assign(() => undefined, {
  * @example
  * describeMysql('on MariaDB', () => { it('…', async () => { … }); });
  */
-export const describeMysql: jest.Describe = postgresOnlyRun()
-  ? notInThisRun
-  : mysqlAvailable()
-    ? describe
-    : describe.skip;
+export const describeMysql: jest.Describe = postgresOnlyRun() ? notInThisRun : mysqlAvailable() ? describe : describe.skip;
 
 /** PostgreSQL of this run (the machine's, `DATABASE_URL`'s or an embedded one). */
 export const postgresEngine: Engine<'postgres'> = { name: 'postgres', type: 'postgres', url: postgresUrl() };
@@ -139,10 +135,7 @@ export const QUEUED_ACQUIRE_TIMEOUT_MS = 120_000;
  * `new DataSource()`. Creates the suite's tables (`synchronize`), never drops anything: each suite
  * uses its own table names.
  */
-export function typeormOptions(
-  engine: EngineRef,
-  options: TestTypeormOptions,
-): TypeOrmModuleOptions & DataSourceOptions {
+export function typeormOptions(engine: EngineRef, options: TestTypeormOptions): TypeOrmModuleOptions & DataSourceOptions {
   const { url, name: type } = engineOf(engine);
   const common = {
     url,

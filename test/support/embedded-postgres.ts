@@ -77,13 +77,18 @@ export async function startEmbeddedPostgres(): Promise<EmbeddedPostgres> {
     createPostgresUser: userInfo().uid === 0,
     initdbFlags: ['--encoding=UTF8', '--locale=C', '--no-sync'],
     postgresFlags: [
-      '-c', 'listen_addresses=127.0.0.1',
+      '-c',
+      'listen_addresses=127.0.0.1',
       // TCP only: no socket file in /tmp to collide with another server's.
-      '-c', 'unix_socket_directories=',
+      '-c',
+      'unix_socket_directories=',
       // A throwaway test database: durability only costs time.
-      '-c', 'fsync=off',
-      '-c', 'synchronous_commit=off',
-      '-c', 'full_page_writes=off',
+      '-c',
+      'fsync=off',
+      '-c',
+      'synchronous_commit=off',
+      '-c',
+      'full_page_writes=off',
     ],
     onLog: keepLog,
     onError: keepLog,

@@ -1,12 +1,4 @@
-import {
-  DEFAULT_POSTGRES_URL,
-  envValue,
-  mysqlUrl,
-  probeMysql,
-  probePostgres,
-  reasonOf,
-  redactUrl,
-} from './database-urls';
+import { DEFAULT_POSTGRES_URL, envValue, mysqlUrl, probeMysql, probePostgres, reasonOf, redactUrl } from './database-urls';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from './embedded-postgres';
 import { runSeed, seedLine } from './random';
 

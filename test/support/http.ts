@@ -7,7 +7,12 @@ export interface Reply<T = any> {
 }
 
 /** Sends a request with a JSON body (if any; a string is sent as is) and reads the JSON answer. */
-export async function call<T = any>(method: string, url: string, body?: unknown, headers?: Record<string, string>): Promise<Reply<T>> {
+export async function call<T = any>(
+  method: string,
+  url: string,
+  body?: unknown,
+  headers?: Record<string, string>,
+): Promise<Reply<T>> {
   const response = await fetch(url, {
     method,
     headers: body === undefined ? headers : { ...headers, 'content-type': 'application/json' },

@@ -46,4 +46,3 @@ export function barrier(parties: number): { arrive(): Promise<void> } {
     },
   };
 }
-

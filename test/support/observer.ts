@@ -124,8 +124,7 @@ async function postgresObserver(appUrl: string): Promise<PostgresObserver> {
     await client.end();
     throw error;
   }
-  const query = async <T>(sql: string, params?: unknown[]): Promise<T[]> =>
-    (await client.query(sql, params)).rows as T[];
+  const query = async <T>(sql: string, params?: unknown[]): Promise<T[]> => (await client.query(sql, params)).rows as T[];
   const backends = async (applicationName: string): Promise<Backend[]> =>
     admin === undefined
       ? query<Backend>(

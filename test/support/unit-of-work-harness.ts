@@ -79,7 +79,14 @@ export const HANG_MS = Number(process.env.MODEL_HANG_MS ?? '') || 20_000;
 
 /** TypeORM options of the app under test. */
 export function modelTypeormOptions(database: HarnessDatabase, applicationName: string, poolSize: number): TypeOrmModuleOptions {
-  const common = { url: database.url, poolSize, entities: MODEL_ENTITIES, synchronize: true, dropSchema: false, retryAttempts: 0 };
+  const common = {
+    url: database.url,
+    poolSize,
+    entities: MODEL_ENTITIES,
+    synchronize: true,
+    dropSchema: false,
+    retryAttempts: 0,
+  };
   if (database.dialect === 'postgres') {
     return { ...common, type: 'postgres', connectTimeoutMS: 2000, applicationName };
   }
@@ -101,7 +108,11 @@ export interface RawConnection {
 /** Opens a {@link RawConnection} (to `directUrl` when set) tagged with `applicationName` on PostgreSQL. */
 export async function connectRaw(database: HarnessDatabase, applicationName = 'model-observer'): Promise<RawConnection> {
   if (database.dialect === 'postgres') {
-    const client = new Client({ connectionString: database.directUrl ?? database.url, application_name: applicationName, connectionTimeoutMillis: 5000 });
+    const client = new Client({
+      connectionString: database.directUrl ?? database.url,
+      application_name: applicationName,
+      connectionTimeoutMillis: 5000,
+    });
     client.on('error', () => undefined);
     await client.connect();
     const [{ pid }] = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows;
@@ -146,7 +157,11 @@ const PARTNER_DEADLOCK_TIMEOUT = `SET LOCAL deadlock_timeout = '60s'`;
 
 /** Whether `error` (or an error it wraps) is the database's deadlock error: PostgreSQL 40P01, MariaDB 1213. */
 export function isDeadlock(error: unknown): boolean {
-  for (let e = error as { driverError?: unknown; cause?: unknown; code?: unknown; errno?: unknown } | undefined, i = 0; e && i < 5; i++) {
+  for (
+    let e = error as { driverError?: unknown; cause?: unknown; code?: unknown; errno?: unknown } | undefined, i = 0;
+    e && i < 5;
+    i++
+  ) {
     if (e.code === '40P01' || e.errno === 1213) return true;
     e = (e.driverError ?? e.cause) as typeof e;
   }
@@ -192,9 +207,15 @@ export class Interpreter {
   private step(step: Step, tx: EntityManager): Promise<unknown> {
     switch (step.kind) {
       case 'insert':
-        return caught(step.caught, this.record(step.n, () => this.insert(step, tx)));
+        return caught(
+          step.caught,
+          this.record(step.n, () => this.insert(step, tx)),
+        );
       case 'fail':
-        return caught(step.caught, this.record(step.n, () => this.fail(step, tx)));
+        return caught(
+          step.caught,
+          this.record(step.n, () => this.fail(step, tx)),
+        );
       case 'hook':
         return this.record(step.n, () => {
           const label = `${step.on}#${step.n}`;
@@ -203,15 +224,30 @@ export class Interpreter {
           else this.host.afterRollback(hook);
         });
       case 'savepoint':
-        return caught(step.caught, this.record(step.n, () => this.savepoint(step, tx)));
+        return caught(
+          step.caught,
+          this.record(step.n, () => this.savepoint(step, tx)),
+        );
       case 'join':
-        return caught(step.caught, this.record(step.n, () => this.runner.run((inner) => this.block(step.body, inner))));
+        return caught(
+          step.caught,
+          this.record(step.n, () => this.runner.run((inner) => this.block(step.body, inner))),
+        );
       case 'concurrent':
-        return caught(step.caught, this.record(step.n, () => this.concurrent(step.branches, step.settle, tx)));
+        return caught(
+          step.caught,
+          this.record(step.n, () => this.concurrent(step.branches, step.settle, tx)),
+        );
       case 'deadlock':
-        return caught(step.caught, this.record(step.n, () => this.deadlock(step.n, tx)));
+        return caught(
+          step.caught,
+          this.record(step.n, () => this.deadlock(step.n, tx)),
+        );
       case 'cross':
-        return caught(step.caught, this.record(step.n, () => this.cross(step, tx)));
+        return caught(
+          step.caught,
+          this.record(step.n, () => this.cross(step, tx)),
+        );
     }
   }
 
@@ -258,7 +294,11 @@ export class Interpreter {
    * error in call order) or `Promise.allSettled`. Awaiting them all first keeps a rejection from ending
    * the enclosing savepoint while a sibling still runs, which the model leaves open.
    */
-  private async concurrent(branches: Array<InsertStep | SavepointStep>, settle: 'all' | 'allSettled', tx: EntityManager): Promise<unknown> {
+  private async concurrent(
+    branches: Array<InsertStep | SavepointStep>,
+    settle: 'all' | 'allSettled',
+    tx: EntityManager,
+  ): Promise<unknown> {
     const calls = branches.map((branch) =>
       this.record(branch.n, () => (branch.kind === 'insert' ? this.insert(branch, tx) : this.savepoint(branch, tx))),
     );
@@ -335,7 +375,8 @@ export class Interpreter {
   async partnersDone(): Promise<void> {
     const all = Promise.all(this.partners);
     const timeout = new Promise<'late'>((resolve) => setTimeout(() => resolve('late'), 10_000).unref());
-    if ((await Promise.race([all, timeout])) === 'late') this.problems.push('a deadlock partner was still waiting 10 s after the unit ended');
+    if ((await Promise.race([all, timeout])) === 'late')
+      this.problems.push('a deadlock partner was still waiting 10 s after the unit ended');
   }
 }
 
@@ -366,14 +407,21 @@ export function differences(expected: Partial<UnitOutcome>, observed: Observed):
       if (!('resolves' in run) || run.resolves !== expected.run.resolves) found.push('run() outcome');
     } else if (!('rejects' in run)) {
       found.push('run() outcome');
-    } else if (expected.run.rejects !== undefined && !(run.rejects instanceof ProgramError && run.rejects.n === expected.run.rejects)) {
+    } else if (
+      expected.run.rejects !== undefined &&
+      !(run.rejects instanceof ProgramError && run.rejects.n === expected.run.rejects)
+    ) {
       found.push('run() error');
     }
   }
   if (expected.status !== undefined && observed.status !== expected.status) found.push('status');
   if (expected.hooks !== undefined && expected.hooks.join() !== observed.hooks.join()) found.push('hooks');
   const stats = observed.stats;
-  if (expected.stats !== undefined && stats !== undefined && (expected.stats.commits !== stats.commits || expected.stats.rollbacks !== stats.rollbacks)) {
+  if (
+    expected.stats !== undefined &&
+    stats !== undefined &&
+    (expected.stats.commits !== stats.commits || expected.stats.rollbacks !== stats.rollbacks)
+  ) {
     found.push('stats()');
   }
   if (expected.rows !== undefined && expected.rows.join() !== observed.rows.join()) found.push('rows');
@@ -476,7 +524,10 @@ export class RunnerHarness {
 
   private async boot(): Promise<void> {
     this.moduleRef = await Test.createTestingModule({
-      imports: [TypeOrmModule.forRoot(modelTypeormOptions(this.database, this.applicationName, 2)), TransactionalModule.forRoot()],
+      imports: [
+        TypeOrmModule.forRoot(modelTypeormOptions(this.database, this.applicationName, 2)),
+        TransactionalModule.forRoot(),
+      ],
     }).compile();
     this.moduleRef.useLogger(false);
     await this.moduleRef.init();
@@ -541,7 +592,9 @@ export class RunnerHarness {
     let ended: () => void = () => undefined;
     const oneEnded = new Promise<void>((resolve) => (ended = resolve));
     const crossed = () => Promise.race([meet.arrive(), oneEnded]);
-    const interpreters = [pair.a, pair.b].map(() => new Interpreter(this.database, this.runner, this.host, this.observer, crossed));
+    const interpreters = [pair.a, pair.b].map(
+      () => new Interpreter(this.database, this.runner, this.host, this.observer, crossed),
+    );
     const units = [pair.a, pair.b].map((program, i) => this.unit(program, interpreters[i]));
     const runs = units.map((unit) => unit.run.finally(ended));
     const settled = await withinHang(Promise.all(runs));
@@ -563,10 +616,15 @@ export class RunnerHarness {
     if (victims.filter(Boolean).length !== 1) {
       problems.push(`${victims.filter(Boolean).length} of the two units got the deadlock error; exactly one must`);
     }
-    const total = { commits: expected[0].stats.commits + expected[1].stats.commits, rollbacks: expected[0].stats.rollbacks + expected[1].stats.rollbacks };
+    const total = {
+      commits: expected[0].stats.commits + expected[1].stats.commits,
+      rollbacks: expected[0].stats.rollbacks + expected[1].stats.rollbacks,
+    };
     const seen = { commits: after.commits - before.commits, rollbacks: after.rollbacks - before.rollbacks };
     if (total.commits !== seen.commits || total.rollbacks !== seen.rollbacks) {
-      problems.push(`stats() counted commits +${seen.commits}, rollbacks +${seen.rollbacks} for the two; the model, +${total.commits} and +${total.rollbacks}`);
+      problems.push(
+        `stats() counted commits +${seen.commits}, rollbacks +${seen.rollbacks} for the two; the model, +${total.commits} and +${total.rollbacks}`,
+      );
     }
     const reports = [0, 1].map((i) =>
       report({
@@ -634,16 +692,24 @@ export class RunnerHarness {
       'program:',
       program.toString(),
       'steps so far:',
-      describeSteps(new Map(), { status: undefined, hooks: interpreter.ran, rows: [], steps: interpreter.steps }, interpreter.errors),
+      describeSteps(
+        new Map(),
+        { status: undefined, hooks: interpreter.ran, rows: [], steps: interpreter.steps },
+        interpreter.errors,
+      ),
     ].join('\n');
   }
 
   /** Ends the app's connections from outside and starts the app afresh. */
   private async recover(): Promise<void> {
     if (this.database.dialect === 'postgres') {
-      await this.observer.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name IN ('${this.applicationName}', 'model-partner')`);
+      await this.observer.query(
+        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name IN ('${this.applicationName}', 'model-partner')`,
+      );
     } else {
-      const pool = (this.dataSource.driver as unknown as { pool: { _allConnections: { toArray(): Array<{ threadId: number | null }> } } }).pool;
+      const pool = (
+        this.dataSource.driver as unknown as { pool: { _allConnections: { toArray(): Array<{ threadId: number | null }> } } }
+      ).pool;
       for (const { threadId } of pool._allConnections.toArray()) {
         if (threadId !== null) await this.observer.query(`KILL ${threadId}`).catch(() => undefined);
       }
@@ -688,14 +754,23 @@ function idsOf(program: Program): Set<number> {
  * `application_name`) with a transaction start. MariaDB: `@@in_transaction` asked on each pooled
  * connection (the pool must be idle), which, unlike `INNODB_TRX`, has no cache.
  */
-export async function openTransactions(database: HarnessDatabase, observer: RawConnection, dataSource: DataSource, applicationName: string): Promise<number> {
+export async function openTransactions(
+  database: HarnessDatabase,
+  observer: RawConnection,
+  dataSource: DataSource,
+  applicationName: string,
+): Promise<number> {
   if (database.dialect === 'postgres') {
-    const open = await observer.query(`SELECT pid FROM pg_stat_activity WHERE application_name = '${applicationName}' AND xact_start IS NOT NULL`);
+    const open = await observer.query(
+      `SELECT pid FROM pg_stat_activity WHERE application_name = '${applicationName}' AND xact_start IS NOT NULL`,
+    );
     return open.length;
   }
   const pool = dialectOf(dataSource)!.poolStats(dataSource);
   const answers = await Promise.all(
-    Array.from({ length: pool.total }, () => dataSource.query<Array<{ open: number | string }>>('SELECT @@in_transaction AS open')),
+    Array.from({ length: pool.total }, () =>
+      dataSource.query<Array<{ open: number | string }>>('SELECT @@in_transaction AS open'),
+    ),
   );
   return answers.filter(([row]) => Number(row.open) !== 0).length;
 }

@@ -106,7 +106,10 @@ export class AbortHarness {
   private async boot(): Promise<void> {
     this.testApp = await createApp({
       adapter: this.adapter,
-      imports: [TypeOrmModule.forRoot(modelTypeormOptions(this.database, this.applicationName, 1)), TransactionalModule.forRoot()],
+      imports: [
+        TypeOrmModule.forRoot(modelTypeormOptions(this.database, this.applicationName, 1)),
+        TransactionalModule.forRoot(),
+      ],
       controllers: [ModelController],
       providers: [AbortProbe],
     });
@@ -144,10 +147,12 @@ export class AbortHarness {
       }
     }
     this.probe.release.resolve();
-    if ((await withinHang(this.probe.finished.promise)) === 'hang') problems.push(`the handler did not end within ${HANG_MS} ms of its release`);
+    if ((await withinHang(this.probe.finished.promise)) === 'hang')
+      problems.push(`the handler did not end within ${HANG_MS} ms of its release`);
     const answer = await response;
     if (answer !== 'aborted') problems.push(`the client got an answer: ${answer}`);
-    if (!(await this.until(() => this.idle()))) problems.push(`leak: the pool is not idle (${JSON.stringify(this.poolAndStats())})`);
+    if (!(await this.until(() => this.idle())))
+      problems.push(`leak: the pool is not idle (${JSON.stringify(this.poolAndStats())})`);
     else {
       const open = await openTransactions(this.database, this.observer, this.dataSource, this.applicationName);
       if (open > 0) problems.push(`leak: ${open} connection(s) of the app inside a transaction`);

@@ -228,13 +228,20 @@ function draftArbitraries(options: GeneratorOptions): { root: fc.Arbitrary<Draft
   const insertWith = (caught: fc.Arbitrary<boolean>) =>
     fc.record({ kind: fc.constant('insert' as const), api: fc.constantFrom<InsertApi>('insert', 'save', 'query'), caught });
   const branchInsert = insertWith(fc.constant(false));
-  const hook = fc.record({ kind: fc.constant('hook' as const), on: fc.constantFrom<'commit' | 'rollback'>('commit', 'rollback') });
+  const hook = fc.record({
+    kind: fc.constant('hook' as const),
+    on: fc.constantFrom<'commit' | 'rollback'>('commit', 'rollback'),
+  });
   const caughtAt = (root: boolean) => (quiet && root ? fc.constant(true) : chance(0.6));
   const blocks = new Map<number, fc.Arbitrary<DraftBlock>>();
 
   const stepAt = (depth: number): fc.Arbitrary<Draft<Step>> => {
     const root = depth === 0;
-    const fail = fc.record({ kind: fc.constant('fail' as const), failure: fc.constantFrom(...failures(options.dialect)), caught: caughtAt(root) });
+    const fail = fc.record({
+      kind: fc.constant('fail' as const),
+      failure: fc.constantFrom(...failures(options.dialect)),
+      caught: caughtAt(root),
+    });
     const choices: Array<[number, fc.Arbitrary<Draft<Step>>]> = [
       [8, insertWith(quiet && root ? fc.constant(true) : chance(0.2))],
       [4, fail],
@@ -242,7 +249,10 @@ function draftArbitraries(options: GeneratorOptions): { root: fc.Arbitrary<Draft
     ];
     if (depth < maxDepth) {
       const inner = blockAt(depth + 1);
-      const via = options.managerOnly === true ? fc.constant<SavepointVia>('transaction') : fc.constantFrom<SavepointVia>('transaction', 'nested-run');
+      const via =
+        options.managerOnly === true
+          ? fc.constant<SavepointVia>('transaction')
+          : fc.constantFrom<SavepointVia>('transaction', 'nested-run');
       choices.push([4, fc.record({ kind: fc.constant('savepoint' as const), via, caught: caughtAt(root), body: inner })]);
       if (options.managerOnly !== true) {
         choices.push([1, fc.record({ kind: fc.constant('join' as const), caught: caughtAt(root), body: inner })]);
@@ -329,11 +339,22 @@ export function abortProgramArbitrary(options: GeneratorOptions): fc.Arbitrary<P
  */
 export function pairArbitrary(dialect: Dialect): fc.Arbitrary<ProgramPair> {
   const simple = weighted<Draft<Step>>([
-    [3, fc.record({ kind: fc.constant('insert' as const), api: fc.constantFrom<InsertApi>('insert', 'save', 'query'), caught: fc.boolean() })],
+    [
+      3,
+      fc.record({
+        kind: fc.constant('insert' as const),
+        api: fc.constantFrom<InsertApi>('insert', 'save', 'query'),
+        caught: fc.boolean(),
+      }),
+    ],
     [2, fc.record({ kind: fc.constant('hook' as const), on: fc.constantFrom<'commit' | 'rollback'>('commit', 'rollback') })],
   ]);
   const wrapper = fc.record({
-    kind: fc.constantFrom<'savepoint-transaction' | 'savepoint-nested-run' | 'join'>('savepoint-transaction', 'savepoint-nested-run', 'join'),
+    kind: fc.constantFrom<'savepoint-transaction' | 'savepoint-nested-run' | 'join'>(
+      'savepoint-transaction',
+      'savepoint-nested-run',
+      'join',
+    ),
     caught: fc.boolean(),
     before: fc.array(simple, { maxLength: 2 }),
     after: fc.array(simple, { maxLength: 2 }),
@@ -363,7 +384,13 @@ export function pairArbitrary(dialect: Dialect): fc.Arbitrary<ProgramPair> {
 
 interface UnitDraft {
   before: Array<Draft<Step>>;
-  wrappers: Array<{ kind: 'savepoint-transaction' | 'savepoint-nested-run' | 'join'; caught: boolean; before: Array<Draft<Step>>; after: Array<Draft<Step>>; throws: boolean }>;
+  wrappers: Array<{
+    kind: 'savepoint-transaction' | 'savepoint-nested-run' | 'join';
+    caught: boolean;
+    before: Array<Draft<Step>>;
+    after: Array<Draft<Step>>;
+    throws: boolean;
+  }>;
   caught: boolean;
   after: Array<Draft<Step>>;
   throws: boolean;
@@ -434,7 +461,13 @@ export interface ModelOptions {
 
 /** What the unit of work of `program` must come to. */
 export function model(program: Program, options: ModelOptions = {}): UnitOutcome {
-  const unit: UnitState = { dialect: program.dialect, aborted: false, touched: false, steps: new Map(), victim: options.victim === true };
+  const unit: UnitState = {
+    dialect: program.dialect,
+    aborted: false,
+    touched: false,
+    steps: new Map(),
+    victim: options.victim === true,
+  };
   const root: Scope = { root: true, writes: [], hooks: [], failed: false };
   const result = runBlock(program.body, root, unit);
   const commit = result.ok && !unit.aborted;
@@ -638,7 +671,9 @@ function printStep(step: Step, depth: number, lines: string[], awaited: boolean)
   }
   switch (step.kind) {
     case 'hook':
-      lines.push(`${pad}host.${step.on === 'commit' ? 'afterCommit' : 'afterRollback'}(() => ran('${step.on}#${step.n}'))${awaited ? ';' : ','} ${tag}`);
+      lines.push(
+        `${pad}host.${step.on === 'commit' ? 'afterCommit' : 'afterRollback'}(() => ran('${step.on}#${step.n}'))${awaited ? ';' : ','} ${tag}`,
+      );
       return;
     case 'savepoint':
     case 'join': {

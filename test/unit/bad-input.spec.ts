@@ -1,6 +1,13 @@
 import 'reflect-metadata';
 import { Column, Entity, EntitySchema, PrimaryColumn } from 'typeorm';
-import { InjectTxRepository, lockInOrder, TransactionalError, TransactionalModule, TransactionalOptionsError, Tx } from '../../lib';
+import {
+  InjectTxRepository,
+  lockInOrder,
+  TransactionalError,
+  TransactionalModule,
+  TransactionalOptionsError,
+  Tx,
+} from '../../lib';
 import { databaseError, fakeApp } from './support/fake-data-source';
 
 @Entity('bad_input_unit_items')
@@ -12,7 +19,10 @@ class Item {
   value!: number;
 }
 
-const ItemSchema = new EntitySchema<{ id: number }>({ name: 'BadInputSchemaItem', columns: { id: { type: Number, primary: true } } });
+const ItemSchema = new EntitySchema<{ id: number }>({
+  name: 'BadInputSchemaItem',
+  columns: { id: { type: Number, primary: true } },
+});
 
 /** What `attempt` threw. */
 function thrownBy(attempt: () => unknown): unknown {
@@ -160,7 +170,10 @@ describe('TransactionalModule.forFeature() given bad entities or a bad data sour
 
 describe('@InjectTxRepository() and @Tx() given bad arguments', () => {
   it('throw where the class is declared', () => {
-    expectOptionsError(() => InjectTxRepository(undefined as never), /^@InjectTxRepository\(\): the entity is undefined, not an entity class/);
+    expectOptionsError(
+      () => InjectTxRepository(undefined as never),
+      /^@InjectTxRepository\(\): the entity is undefined, not an entity class/,
+    );
     expectOptionsError(
       () => InjectTxRepository(Item, ''),
       /^@InjectTxRepository\(\): the data source must be given by its name, a non-empty string .*got ''\./,
@@ -176,7 +189,9 @@ describe('lockInOrder() given something other than an EntityManager', () => {
   it.each([undefined, null, {}])('rejects %p before anything else', async (tx) => {
     const attempt = lockInOrder(tx as never, Item, [1]);
     await expect(attempt).rejects.toThrow(TransactionalError);
-    await expect(attempt).rejects.toThrow(/^lockInOrder\(\) takes an EntityManager first, got (undefined|null|an object)\. Pass the manager from @Tx\(\)/);
+    await expect(attempt).rejects.toThrow(
+      /^lockInOrder\(\) takes an EntityManager first, got (undefined|null|an object)\. Pass the manager from @Tx\(\)/,
+    );
   });
 });
 

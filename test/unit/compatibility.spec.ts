@@ -22,7 +22,13 @@ function acquire(): Promise<never> {
 }
 
 class PostgresDriver {
-  master: Record<string, unknown> = { totalCount: 1, idleCount: 1, waitingCount: 0, options: { max: 10 }, connect: () => undefined };
+  master: Record<string, unknown> = {
+    totalCount: 1,
+    idleCount: 1,
+    waitingCount: 0,
+    options: { max: 10 },
+    connect: () => undefined,
+  };
   postgres: unknown = pg;
   obtainMasterConnection = acquire;
   obtainSlaveConnection = acquire;
@@ -118,8 +124,14 @@ interface Removal {
 }
 
 const typeormRemovals = (runner: string, driver: string): Removal[] => [
-  { shape: `${driver}.obtainMasterConnection()`, remove: (f) => delete (f.driver as Partial<PostgresDriver>).obtainMasterConnection },
-  { shape: `${driver}.obtainSlaveConnection()`, remove: (f) => delete (f.driver as Partial<PostgresDriver>).obtainSlaveConnection },
+  {
+    shape: `${driver}.obtainMasterConnection()`,
+    remove: (f) => delete (f.driver as Partial<PostgresDriver>).obtainMasterConnection,
+  },
+  {
+    shape: `${driver}.obtainSlaveConnection()`,
+    remove: (f) => delete (f.driver as Partial<PostgresDriver>).obtainSlaveConnection,
+  },
   {
     shape: 'DataSource.relationLoader.load(relation, entities, queryRunner)',
     remove: (f) => delete (f.dataSource as unknown as { relationLoader?: unknown }).relationLoader,
@@ -147,7 +159,10 @@ const typeormRemovals = (runner: string, driver: string): Removal[] => [
 const removals: Record<Engine, Removal[]> = {
   postgres: [
     ...typeormRemovals('PostgresQueryRunner', 'PostgresDriver'),
-    { shape: 'PostgresQueryRunner.releasePostgresConnection()', remove: (f) => (f.alterRunner = (r) => (r.releasePostgresConnection = undefined)) },
+    {
+      shape: 'PostgresQueryRunner.releasePostgresConnection()',
+      remove: (f) => (f.alterRunner = (r) => (r.releasePostgresConnection = undefined)),
+    },
     {
       shape: "PostgresDriver.master (pg-pool's Pool: totalCount, idleCount, waitingCount, options.max)",
       remove: (f) => delete f.driver.master.waitingCount,
@@ -158,7 +173,13 @@ const removals: Record<Engine, Removal[]> = {
     },
     {
       shape: 'pg Client._queryable, Client._ending',
-      remove: (f) => (f.driver.postgres = { ...pg, Client: class Client { queryable = true; } }),
+      remove: (f) =>
+        (f.driver.postgres = {
+          ...pg,
+          Client: class Client {
+            queryable = true;
+          },
+        }),
     },
   ],
   mysql: [
@@ -167,7 +188,10 @@ const removals: Record<Engine, Removal[]> = {
       shape: "MysqlDriver.mysql is mysql2 (its Connection and ConnectionConfig), not the older 'mysql' package",
       // The mysql package has no Connection class among its exports; its connections are built by createConnection().
       remove: (f) => (f.driver.mysql = { ...mysql2, Connection: undefined, ConnectionConfig: undefined }),
-      named: ["MysqlDriver.mysql is mysql2 (its Connection and ConnectionConfig), not the older 'mysql' package", 'mysql2 Connection._closing'],
+      named: [
+        "MysqlDriver.mysql is mysql2 (its Connection and ConnectionConfig), not the older 'mysql' package",
+        'mysql2 Connection._closing',
+      ],
     },
     {
       shape: 'mysql2 Connection._closing',

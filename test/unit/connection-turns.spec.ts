@@ -23,7 +23,7 @@ describe('ConnectionTurns', () => {
     expect(turns.tryTake(turns.root)).toBe(true);
   });
 
-  it("keeps the enclosing level waiting while a savepoint is open, and lets it go once the savepoint closed", async () => {
+  it('keeps the enclosing level waiting while a savepoint is open, and lets it go once the savepoint closed', async () => {
     const turns = new ConnectionTurns();
     const savepoint = savepointOf(turns.root);
     expect(turns.tryTake(turns.root)).toBe(true);

@@ -80,7 +80,9 @@ describe('the abort state of a data-source transaction', () => {
     const error = abort.error('a query', 'POST /transfers');
     expect(error).toBeInstanceOf(TransactionAbortedError);
     expect(error.cause).toBe(failure);
-    expect(error.message).toMatch(/^a query in the transaction of POST \/transfers was refused.*duplicate key.*rolled the whole transaction back/);
+    expect(error.message).toMatch(
+      /^a query in the transaction of POST \/transfers was refused.*duplicate key.*rolled the whole transaction back/,
+    );
   });
 
   it('marks the transaction aborted when a savepoint could not be undone', () => {
@@ -156,7 +158,9 @@ describe('the connection hold', () => {
     const other = new ConnectionHold(source);
     const failed = other.take(() => Promise.reject(new Error('timeout exceeded when trying to connect')), 'POST /transfers');
     await expect(failed).rejects.toBeInstanceOf(ConnectionAcquisitionError);
-    await expect(failed).rejects.toThrow(/POST \/transfers got no connection of data source 'default'.*Every connection stayed in use/);
+    await expect(failed).rejects.toThrow(
+      /POST \/transfers got no connection of data source 'default'.*Every connection stayed in use/,
+    );
     expect({ held: source.counters.connectionsHeld, failures: source.counters.acquisitionFailures, state: other.state }).toEqual({
       held: 1,
       failures: 1,

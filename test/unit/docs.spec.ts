@@ -15,7 +15,10 @@ describe('the documentation', () => {
       'test/readme/accounts.controller.ts',
     ]);
     for (const block of example) {
-      expect({ file: block.file, code: block.code }).toEqual({ file: block.file, code: readFileSync(join(ROOT, block.file!), 'utf8') });
+      expect({ file: block.file, code: block.code }).toEqual({
+        file: block.file,
+        code: readFileSync(join(ROOT, block.file!), 'utf8'),
+      });
     }
   });
 });

@@ -26,12 +26,18 @@ describe('the hold-and-wait rule', () => {
     expect(heldDuring(unit([source(main, 'none'), source(reports, 'none')]), main)).toBeUndefined();
   });
 
-  it.each([['holds', 'held'], ['is taking', 'taking']] as const)('refuses it while the unit of work %s a connection of the same pool', (_, hold) => {
+  it.each([
+    ['holds', 'held'],
+    ['is taking', 'taking'],
+  ] as const)('refuses it while the unit of work %s a connection of the same pool', (_, hold) => {
     const own = source(main, hold);
     expect(heldDuring(unit([own]), main)).toBe(own);
   });
 
-  it.each([['holds', 'held'], ['is taking', 'taking']] as const)('refuses it while the unit of work %s a connection of another pool', (_, hold) => {
+  it.each([
+    ['holds', 'held'],
+    ['is taking', 'taking'],
+  ] as const)('refuses it while the unit of work %s a connection of another pool', (_, hold) => {
     const other = source(reports, hold);
     expect(heldDuring(unit([source(main, 'none'), other]), main)).toBe(other);
   });

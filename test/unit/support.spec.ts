@@ -152,9 +152,7 @@ describe('test support', () => {
 
   describe('redactUrl', () => {
     it('hides the password and keeps the rest', () => {
-      expect(redactUrl('postgres://postgres:s3cret@127.0.0.1:54329/test')).toBe(
-        'postgres://postgres:***@127.0.0.1:54329/test',
-      );
+      expect(redactUrl('postgres://postgres:s3cret@127.0.0.1:54329/test')).toBe('postgres://postgres:***@127.0.0.1:54329/test');
       expect(redactUrl('mysql://root@127.0.0.1:3306/test')).toBe('mysql://root@127.0.0.1:3306/test');
     });
   });
@@ -196,12 +194,16 @@ describe('test support', () => {
 
     it('takes a longer acquisition timeout for pools that queue on purpose', () => {
       const entities: never[] = [];
-      expect(typeormOptions('postgres', { poolSize: 1, applicationName: 'q', entities, acquireTimeoutMs: 120_000 })).toMatchObject({
+      expect(
+        typeormOptions('postgres', { poolSize: 1, applicationName: 'q', entities, acquireTimeoutMs: 120_000 }),
+      ).toMatchObject({
         connectTimeoutMS: 120_000,
       });
-      expect(typeormOptions('mariadb', { poolSize: 1, applicationName: 'q', entities, acquireTimeoutMs: 120_000 })).toMatchObject({
-        connectTimeout: 120_000,
-      });
+      expect(typeormOptions('mariadb', { poolSize: 1, applicationName: 'q', entities, acquireTimeoutMs: 120_000 })).toMatchObject(
+        {
+          connectTimeout: 120_000,
+        },
+      );
     });
   });
 });

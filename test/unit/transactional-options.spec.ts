@@ -32,7 +32,15 @@ describe('module options', () => {
   it('keeps explicit values, false and zero-like ones included', () => {
     expect(
       resolveModuleOptions(
-        { guard: 'off', readOnly: false, isolationLevel: 'SERIALIZABLE', timeoutMs: 1, slowTransactionMs: 2, idleInTransactionMs: 4, logStatsIntervalMs: 3 },
+        {
+          guard: 'off',
+          readOnly: false,
+          isolationLevel: 'SERIALIZABLE',
+          timeoutMs: 1,
+          slowTransactionMs: 2,
+          idleInTransactionMs: 4,
+          logStatsIntervalMs: 3,
+        },
         'x',
       ),
     ).toEqual({
@@ -48,7 +56,10 @@ describe('module options', () => {
 
   it.each([
     [{ guard: 'loud' }, "forRoot(): guard 'loud' is not one of 'throw', 'warn', 'off'."],
-    [{ isolationLevel: 'SNAPSHOT' }, "forRoot(): isolationLevel 'SNAPSHOT' is not one of 'READ UNCOMMITTED', 'READ COMMITTED', 'REPEATABLE READ', 'SERIALIZABLE'."],
+    [
+      { isolationLevel: 'SNAPSHOT' },
+      "forRoot(): isolationLevel 'SNAPSHOT' is not one of 'READ UNCOMMITTED', 'READ COMMITTED', 'REPEATABLE READ', 'SERIALIZABLE'.",
+    ],
     [{ timeoutMs: 0 }, 'forRoot(): timeoutMs must be a whole number of milliseconds above 0, got 0.'],
     [{ timeoutMs: 1.5 }, 'forRoot(): timeoutMs must be a whole number of milliseconds above 0, got 1.5.'],
     [{ slowTransactionMs: -5 }, 'forRoot(): slowTransactionMs must be a whole number of milliseconds above 0, got -5.'],
@@ -58,9 +69,18 @@ describe('module options', () => {
       { isolation: 'SERIALIZABLE' },
       "forRoot(): unknown option 'isolation'. Known options: isolationLevel, readOnly, timeoutMs, guard, slowTransactionMs, idleInTransactionMs, logStatsIntervalMs, dataSource, mount.",
     ],
-    [{ idleInTransactionMs: -1 }, 'forRoot(): idleInTransactionMs must be a whole number of milliseconds, or 0 or false to turn the report off; got -1.'],
-    [{ idleInTransactionMs: 2.5 }, 'forRoot(): idleInTransactionMs must be a whole number of milliseconds, or 0 or false to turn the report off; got 2.5.'],
-    [{ idleInTransactionMs: true }, 'forRoot(): idleInTransactionMs must be a whole number of milliseconds, or 0 or false to turn the report off; got true.'],
+    [
+      { idleInTransactionMs: -1 },
+      'forRoot(): idleInTransactionMs must be a whole number of milliseconds, or 0 or false to turn the report off; got -1.',
+    ],
+    [
+      { idleInTransactionMs: 2.5 },
+      'forRoot(): idleInTransactionMs must be a whole number of milliseconds, or 0 or false to turn the report off; got 2.5.',
+    ],
+    [
+      { idleInTransactionMs: true },
+      'forRoot(): idleInTransactionMs must be a whole number of milliseconds, or 0 or false to turn the report off; got true.',
+    ],
     [
       { idleInTransactionMs: 2 ** 31 },
       'forRoot(): idleInTransactionMs 2147483648 is above the limit of 2147483647 ms (about 24.8 days): no gap between two ' +
@@ -75,13 +95,17 @@ describe('module options', () => {
 describe('@Transactional()', () => {
   it('rejects bad options where the class is declared', () => {
     expect(() => Transactional({ isolationLevel: 'serializable' as never })).toThrow(TransactionalOptionsError);
-    expect(() => Transactional({ isolationLevel: 'serializable' as never })).toThrow(/@Transactional\(\): isolationLevel 'serializable'/);
+    expect(() => Transactional({ isolationLevel: 'serializable' as never })).toThrow(
+      /@Transactional\(\): isolationLevel 'serializable'/,
+    );
   });
 
   it('takes slowTransactionMs and idleInTransactionMs per route, but not the module-wide logStatsIntervalMs', () => {
     expect(() => Transactional({ slowTransactionMs: 500 })).not.toThrow();
     expect(() => Transactional({ idleInTransactionMs: false })).not.toThrow();
-    expect(() => Transactional({ idleInTransactionMs: 'off' as never })).toThrow(/^@Transactional\(\): idleInTransactionMs must be a whole number/);
+    expect(() => Transactional({ idleInTransactionMs: 'off' as never })).toThrow(
+      /^@Transactional\(\): idleInTransactionMs must be a whole number/,
+    );
     expect(() => Transactional({ logStatsIntervalMs: 500 } as never)).toThrow(
       "@Transactional(): unknown option 'logStatsIntervalMs'. Known options: isolationLevel, readOnly, timeoutMs, guard, slowTransactionMs, idleInTransactionMs, retry, propagation, dataSource.",
     );
@@ -163,16 +187,36 @@ describe('checkedTransactionOptions()', () => {
     ['a string retry', { retry: 'yes' }, "x: retry must be true, false or { attempts, baseDelayMs, maxDelayMs }, got 'yes'."],
     ['retry.attempts 1.5', { retry: { attempts: 1.5 } }, 'x: retry.attempts must be a whole number of at least 1, got 1.5.'],
     ['retry.attempts 0', { retry: { attempts: 0 } }, 'x: retry.attempts must be a whole number of at least 1, got 0.'],
-    ['a NaN retry delay', { retry: { baseDelayMs: Number.NaN } }, 'x: retry.baseDelayMs must be a number of milliseconds of at least 0, got NaN.'],
-    ['an infinite retry delay', { retry: { maxDelayMs: Infinity } }, 'x: retry.maxDelayMs must be a number of milliseconds of at least 0, got Infinity.'],
-    ['a negative retry delay', { retry: { baseDelayMs: -1 } }, 'x: retry.baseDelayMs must be a number of milliseconds of at least 0, got -1.'],
-    ['a string retry delay', { retry: { baseDelayMs: '5' } }, "x: retry.baseDelayMs must be a number of milliseconds of at least 0, got '5'."],
+    [
+      'a NaN retry delay',
+      { retry: { baseDelayMs: Number.NaN } },
+      'x: retry.baseDelayMs must be a number of milliseconds of at least 0, got NaN.',
+    ],
+    [
+      'an infinite retry delay',
+      { retry: { maxDelayMs: Infinity } },
+      'x: retry.maxDelayMs must be a number of milliseconds of at least 0, got Infinity.',
+    ],
+    [
+      'a negative retry delay',
+      { retry: { baseDelayMs: -1 } },
+      'x: retry.baseDelayMs must be a number of milliseconds of at least 0, got -1.',
+    ],
+    [
+      'a string retry delay',
+      { retry: { baseDelayMs: '5' } },
+      "x: retry.baseDelayMs must be a number of milliseconds of at least 0, got '5'.",
+    ],
     [
       'a retry delay of 2^31 ms',
       { retry: { maxDelayMs: 2 ** 31 } },
       'x: retry.maxDelayMs 2147483648 is above the limit of 2147483647 ms (about 24.8 days): Node.js ends a longer wait after 1 ms. Use at most 2147483647.',
     ],
-    ['an unknown retry key', { retry: { tries: 3 } }, "x: unknown retry option 'tries'. Known: attempts, baseDelayMs, maxDelayMs."],
+    [
+      'an unknown retry key',
+      { retry: { tries: 3 } },
+      "x: unknown retry option 'tries'. Known: attempts, baseDelayMs, maxDelayMs.",
+    ],
     ['null', null, 'x: options must be an object, got null. Leave them out for the defaults.'],
     ['a number', 5, 'x: options must be an object, got 5. Leave them out for the defaults.'],
     ['an array', [], 'x: options must be an object, got an array of 0. Leave them out for the defaults.'],
@@ -194,12 +238,16 @@ describe('checkedTransactionOptions()', () => {
   });
 
   describe("with TransactionRunner.run()'s extra keys", () => {
-    const run = (options: unknown) => () => checkedTransactionOptions(options, 'TransactionRunner.run()', ['name', 'dataSource', 'propagation']);
+    const run = (options: unknown) => () =>
+      checkedTransactionOptions(options, 'TransactionRunner.run()', ['name', 'dataSource', 'propagation']);
 
     it.each([
       [{ name: 42 }, 'TransactionRunner.run(): name must be a label for errors and warnings, a non-empty string; got 42.'],
       [{ name: '' }, "TransactionRunner.run(): name must be a label for errors and warnings, a non-empty string; got ''."],
-      [{ dataSource: {} }, 'TransactionRunner.run(): dataSource must be the name of a TypeORM data source, a non-empty string; got an object.'],
+      [
+        { dataSource: {} },
+        'TransactionRunner.run(): dataSource must be the name of a TypeORM data source, a non-empty string; got an object.',
+      ],
       [{ propagation: 'sideways' }, "TransactionRunner.run(): propagation 'sideways' is not one of 'required', 'nested'."],
     ])('rejects %j', (options, message) => {
       expect(run(options)).toThrow(new TransactionalOptionsError(message));
@@ -223,10 +271,14 @@ describe('module options are frozen copies', () => {
 
   it('rejects options that are not an object, naming what it got', () => {
     expect(() => resolveModuleOptions(null, 'TransactionalModule.forRoot()')).toThrow(
-      new TransactionalOptionsError('TransactionalModule.forRoot(): options must be an object, got null. Leave them out for the defaults.'),
+      new TransactionalOptionsError(
+        'TransactionalModule.forRoot(): options must be an object, got null. Leave them out for the defaults.',
+      ),
     );
     expect(() => checkedModuleOptions('warn', 'TransactionalModule.forRoot()')).toThrow(
-      new TransactionalOptionsError("TransactionalModule.forRoot(): options must be an object, got 'warn'. Leave them out for the defaults."),
+      new TransactionalOptionsError(
+        "TransactionalModule.forRoot(): options must be an object, got 'warn'. Leave them out for the defaults.",
+      ),
     );
   });
 

@@ -134,7 +134,12 @@ describe('the hooks of a unit of work', () => {
     const app = fakeApp();
     const seen: Array<{ hook: string; statements: string[]; released: number; inside: boolean }> = [];
     const record = (hook: string) => () =>
-      seen.push({ hook, statements: app.pool.statements(), released: app.pool.released, inside: currentUnitOfWork() !== undefined });
+      seen.push({
+        hook,
+        statements: app.pool.statements(),
+        released: app.pool.released,
+        inside: currentUnitOfWork() !== undefined,
+      });
     await app.runner.run(async (tx) => {
       app.host.afterCommit(record('first'));
       app.host.afterRollback(record('never'));
@@ -152,14 +157,18 @@ describe('the hooks of a unit of work', () => {
   it('run outside the unit of work even when it is settled from inside it: a hook can start a fresh one', async () => {
     const app = fakeApp();
     const seenByHook: Array<UnitOfWork | undefined> = [];
-    const unit = new UnitOfWork(app.registry, {}, {
-      describe: () => 'the test unit',
-      attempt: async (self) => {
-        self.afterCommit(() => seenByHook.push(currentUnitOfWork()));
-        await self.manager('default', 'the test').query('INSERT 1');
-        return self.settle(true);
+    const unit = new UnitOfWork(
+      app.registry,
+      {},
+      {
+        describe: () => 'the test unit',
+        attempt: async (self) => {
+          self.afterCommit(() => seenByHook.push(currentUnitOfWork()));
+          await self.manager('default', 'the test').query('INSERT 1');
+          return self.settle(true);
+        },
       },
-    });
+    );
     await expect(unit.enter()).resolves.toBe('committed');
     expect(seenByHook).toEqual([undefined]);
   });

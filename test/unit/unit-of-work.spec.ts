@@ -39,7 +39,7 @@ describe('a unit of work, against a recording fake pool', () => {
     expect(app.pool.acquired).toBe(0);
   });
 
-  it('rolls back and rethrows the work\'s own error', async () => {
+  it("rolls back and rethrows the work's own error", async () => {
     const app = fakeApp();
     const error = new Error('the work failed');
     await expect(

@@ -36,10 +36,18 @@ function describe(exception: unknown): DatabaseErrorBody | undefined {
   const driver = driverError(exception);
   const code = typeof driver?.code === 'string' ? driver.code : undefined;
   if (code === '40P01' || code === 'ER_LOCK_DEADLOCK' || driver?.errno === 1213) {
-    return conflict('deadlock', code, 'The transaction deadlocked with a concurrent one and was rolled back; nothing was written. Retry the request.');
+    return conflict(
+      'deadlock',
+      code,
+      'The transaction deadlocked with a concurrent one and was rolled back; nothing was written. Retry the request.',
+    );
   }
   if (code === '40001') {
-    return conflict('serialization-failure', code, 'The transaction conflicted with a concurrent one and was rolled back; nothing was written. Retry the request.');
+    return conflict(
+      'serialization-failure',
+      code,
+      'The transaction conflicted with a concurrent one and was rolled back; nothing was written. Retry the request.',
+    );
   }
   const message = exception instanceof Error ? exception.message : '';
   // A unit of work's own connection, or (in the naive variants) node-postgres' own timeout on a second

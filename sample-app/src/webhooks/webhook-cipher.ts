@@ -7,7 +7,9 @@ import { Injectable } from '@nestjs/common';
  */
 @Injectable()
 export class WebhookCipher {
-  private readonly key = createHash('sha256').update(process.env.WEBHOOK_SECRET ?? 'sample-app: not a secret').digest();
+  private readonly key = createHash('sha256')
+    .update(process.env.WEBHOOK_SECRET ?? 'sample-app: not a secret')
+    .digest();
 
   encrypt(plain: string): string {
     const iv = randomBytes(12);
