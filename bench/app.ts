@@ -294,6 +294,12 @@ async function rootModule(options: BenchAppOptions): Promise<DynamicModule> {
       const peer = await import('./peer-nestjs-cls');
       return peer.nestjsClsModule(typeOrmOptions, { middleware: options.variant === 'nestjs-cls-transactional' });
     }
+    case 'gql-handwritten':
+    case 'gql-module':
+      // Loaded here: only the GraphQL variants' processes load @nestjs/graphql and its drivers.
+      return (await import('./graphql')).graphQLBenchModule(options.variant, options.adapter, typeOrmOptions);
+    case 'gql-nestjs-cls':
+      return (await import('./graphql-nestjs-cls')).nestjsClsGraphQLModule(options.adapter, typeOrmOptions);
     case 'module-throw-route-off':
     case 'raw-pg':
       throw new Error(`${options.variant} is not a Nest app of its own (see variants.ts)`);

@@ -5,7 +5,7 @@
  * are cut at the top and carry their value.
  */
 import { type Sample, ratio, type Spread } from './report';
-import { type AdapterName, BASELINE, CEILING, LABELS, type Variant } from './variants';
+import { type AdapterName, BASELINE, baselineOf, CEILING, LABELS, type Variant } from './variants';
 import { type Workload, WORKLOADS } from './workloads';
 
 const COLORS: Record<Variant, string> = {
@@ -26,6 +26,9 @@ const COLORS: Record<Variant, string> = {
   'hand-als-handler': '#dadaeb',
   'typeorm-transactional-cls-hooked': '#fdae6b',
   'nestjs-cls-no-middleware': '#a1d99b',
+  'gql-handwritten': '#525252',
+  'gql-module': '#2166ac',
+  'gql-nestjs-cls': '#31a354',
 };
 
 const WORKLOAD_LABELS: Record<Workload, string> = {
@@ -33,6 +36,8 @@ const WORKLOAD_LABELS: Record<Workload, string> = {
   read: 'read (GET /balances)',
   nodb: 'no database (GET /ping)',
   mix: 'mix 80 % read / 20 % write',
+  'gql-write': 'GraphQL mutation (÷ its hand-written)',
+  'gql-read': 'GraphQL query + field resolver (÷ its hand-written)',
 };
 
 const escape = (text: string) => text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
@@ -54,8 +59,9 @@ export function renderChart(options: ChartOptions): string {
   for (const adapter of adapters) {
     for (const workload of workloads) {
       const mine = samples.filter((s) => s.adapter === adapter && s.workload === workload);
+      const baseline = baselineOf(workload);
       for (const variant of variants) {
-        const r = variant === BASELINE ? (mine.some((s) => s.variant === BASELINE) ? { median: 1, min: 1, max: 1 } : undefined) : ratio(mine, variant, BASELINE);
+        const r = variant === baseline ? (mine.some((s) => s.variant === baseline) ? { median: 1, min: 1, max: 1 } : undefined) : ratio(mine, variant, baseline);
         if (r) values.set(`${adapter}/${workload}/${variant}`, r);
       }
     }

@@ -2,7 +2,7 @@
  * Statistics and the Markdown report: medians with min–max, and ratios taken round by round (two
  * variants measured minutes apart on a shared machine are compared only within the same round).
  */
-import { ADAPTERS, type AdapterName, BASELINE, CEILING, LABELS, PEERS, SAME_PROCESS, TARGETS, type Variant } from './variants';
+import { ADAPTERS, type AdapterName, BASELINE, CEILING, GQL_BASELINE, GQL_MODULE, GQL_PEER, LABELS, PEERS, SAME_PROCESS, TARGETS, type Variant } from './variants';
 import { type Workload, WORKLOAD_INFO, WORKLOADS } from './workloads';
 
 export interface Sample {
@@ -87,6 +87,7 @@ const failures = (samples: Sample[]) => samples.reduce((n, s) => n + s.errors + 
 
 /** The variants every row is compared with, among those measured: the baseline, the baseline behind a no-op interceptor, each peer, the ceiling. */
 function references(variants: Variant[]): Variant[] {
+  if (variants.some((v) => v.startsWith('gql-'))) return [GQL_BASELINE, GQL_PEER].filter((v) => variants.includes(v));
   return [BASELINE, 'hand-interceptor' as Variant, ...PEERS, CEILING].filter((v) => variants.includes(v));
 }
 
@@ -274,6 +275,40 @@ export function idleTable(samples: Sample[], variants: Variant[]): string[] {
   return lines;
 }
 
+/**
+ * GraphQL: the module ÷ hand-written (a QueryRunner per operation) and ÷ @nestjs-cls/transactional, per
+ * adapter (Apollo on Express, Mercurius on Fastify), beside the same ratios on the HTTP routes with the
+ * same units of work (the mutation is `POST /transfer`'s unit; the query reads two rows like `GET /balances`).
+ */
+export function graphQLTable(samples: Sample[], variants: Variant[]): string[] {
+  if (!variants.includes(GQL_MODULE)) return [];
+  const http: Partial<Record<Workload, Workload>> = { 'gql-write': 'transfer', 'gql-read': 'read' };
+  const lines = [
+    '### GraphQL (Apollo on Express, Mercurius on Fastify): req/s ratios beside the HTTP ones (median of the per-round ratios, min–max)',
+    '',
+    `| adapter | workload | ${LABELS[GQL_MODULE]} ÷ ${LABELS[GQL_BASELINE]} | ${LABELS[GQL_MODULE]} ÷ ${LABELS[GQL_PEER]} | HTTP workload | ${LABELS['module-throw']} ÷ ${LABELS[BASELINE]} | ${LABELS['module-throw']} ÷ ${LABELS['nestjs-cls-transactional']} |`,
+    '|---|---|---|---|---|---|---|',
+  ];
+  for (const adapter of ADAPTERS) {
+    for (const workload of ['gql-write', 'gql-read'] as Workload[]) {
+      const mine = cell(samples, adapter, workload);
+      if (!mine.some((s) => s.variant === GQL_MODULE)) continue;
+      const httpWorkload = http[workload]!;
+      const theirs = cell(samples, adapter, httpWorkload);
+      lines.push(
+        `| ${adapter} | ${workload} | ${fmtSpread(ratio(mine, GQL_MODULE, GQL_BASELINE))} | ${fmtSpread(ratio(mine, GQL_MODULE, GQL_PEER))} | ${httpWorkload} | ` +
+          `${fmtSpread(ratio(theirs, 'module-throw', BASELINE))} | ${fmtSpread(ratio(theirs, 'module-throw', 'nestjs-cls-transactional'))} |`,
+      );
+    }
+  }
+  lines.push(
+    '',
+    `On gql-read, ${LABELS[GQL_PEER]} runs two transactions per query: its @Transactional() methods are per resolver, so the ` +
+      'field resolver reads in a transaction of its own; the module and the hand-written variant run the operation in one.',
+  );
+  return lines;
+}
+
 /** Each target: on how many adapter × workload cells it was met, and the cells where it was missed. */
 export function targetsTable(samples: Sample[], variants: Variant[]): string[] {
   const lines = [
@@ -304,7 +339,7 @@ export function targetsTable(samples: Sample[], variants: Variant[]): string[] {
 /** Every table of the module's standing: the summary, the realistic app, per controller, the idle accounting, the targets. */
 export function standingReport(samples: Sample[], variants: Variant[]): string[] {
   const out: string[] = [];
-  for (const table of [summaryTable, realisticTable, perControllerTable, idleTable, targetsTable]) {
+  for (const table of [summaryTable, graphQLTable, realisticTable, perControllerTable, idleTable, targetsTable]) {
     const lines = table(samples, variants);
     if (lines.length > 0) out.push(...lines, '');
   }

@@ -55,7 +55,18 @@ import {
   SAME_PROCESS,
   type Variant,
 } from './variants';
-import { AUTHORIZATION, type BenchRequest, nextRequest, ROUTES, type Workload, WORKLOADS } from './workloads';
+import {
+  AUTHORIZATION,
+  type BenchRequest,
+  GQL_PAIR,
+  GQL_TRANSFER,
+  graphQLRequest,
+  isGraphQLWorkload,
+  nextRequest,
+  ROUTES,
+  type Workload,
+  WORKLOADS,
+} from './workloads';
 
 // ---------------------------------------------------------------------------------------------
 // settings
@@ -276,6 +287,8 @@ interface AutocannonRequest {
 }
 /** How every variant's answer to POST /transfer starts. */
 const TRANSFER_ANSWER = '{"id":';
+/** How every GraphQL variant's answer to the transfer mutation starts. */
+const GQL_TRANSFER_ANSWER = '{"data":{"transfer":{"id":';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const autocannon = require('autocannon') as (options: {
   url: string;
@@ -296,6 +309,8 @@ let writes2xx = 0;
 
 async function load(target: Target, workload: Workload, seconds: number): Promise<LoadResult> {
   let writes = 0;
+  let graphQLErrors = 0;
+  const graphQL = isGraphQLWorkload(workload);
   const result = await autocannon({
     url: target.proc.url,
     connections: config.connections,
@@ -310,16 +325,19 @@ async function load(target: Target, workload: Workload, seconds: number): Promis
         },
         // A transfer is known by its answer, `{"id":…}`, not by what the connection sent last: autocannon
         // sends each connection's first request from a buffer the connections share.
+        // A GraphQL server answers 200 with `errors` in the body when a resolver failed: a failed request.
         onResponse: (status, body) => {
-          if (status >= 200 && status < 300 && body.startsWith(TRANSFER_ANSWER)) writes++;
+          if (status < 200 || status >= 300) return;
+          if (graphQL && body.includes('"errors"')) graphQLErrors++;
+          else if (body.startsWith(TRANSFER_ANSWER) || body.startsWith(GQL_TRANSFER_ANSWER)) writes++;
         },
       },
     ],
   });
   target.proc.served += result.requests.total;
-  if (workload === 'transfer' || workload === 'mix') writeLoads++;
+  if (workload === 'transfer' || workload === 'mix' || workload === 'gql-write') writeLoads++;
   writes2xx += writes;
-  return { ...result, writes2xx: writes };
+  return { ...result, errors: result.errors + graphQLErrors, '2xx': result['2xx'] - graphQLErrors, writes2xx: writes };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -358,6 +376,52 @@ async function realisticRefusals(proc: Proc): Promise<{ ok: boolean; text: strin
   };
 }
 
+/** Transactions of a trace, per query runner: each must be BEGIN, its statements, COMMIT. */
+function transactionsOf(trace: { runner: number; sql: string }[]): { runner: number; sql: string[] }[] {
+  const byRunner = new Map<number, string[]>();
+  for (const s of trace) byRunner.set(s.runner, [...(byRunner.get(s.runner) ?? []), s.sql]);
+  return [...byRunner].map(([runner, sql]) => ({ runner, sql }));
+}
+
+/**
+ * The GraphQL variants: the mutation runs BEGIN, its 3 statements, COMMIT on one connection; the query
+ * its 2 SELECTs in one transaction, except with @nestjs-cls/transactional, whose field resolver's
+ * `@Transactional()` method runs its own: two transactions of one SELECT each, on separate query runners.
+ */
+async function graphQLPreflight(proc: Proc, variant: Variant): Promise<{ seen: string[]; problems: string[] }> {
+  const seen: string[] = [];
+  const problems: string[] = [];
+  const checks = [
+    { what: 'mutation transfer', request: graphQLRequest(GQL_TRANSFER, { from: 1, to: 2, amount: 1 }), transactions: [3] },
+    { what: 'query pair + field resolver', request: graphQLRequest(GQL_PAIR, { from: 1, to: 2 }), transactions: variant === 'gql-nestjs-cls' ? [1, 1] : [2] },
+  ];
+  for (const { what, request, transactions } of checks) {
+    const response = await fetch(`${proc.url}${request.path}`, { method: request.method, headers: request.headers, body: request.body });
+    const body = await response.text();
+    if (body.startsWith(GQL_TRANSFER_ANSWER)) writes2xx++;
+    const trace = (await ask<TraceReply>(proc, 'trace')).statements;
+    const found = transactionsOf(trace);
+    const ok =
+      response.ok &&
+      !body.includes('"errors"') &&
+      found.length === transactions.length &&
+      found.every(
+        (t, i) =>
+          t.runner !== 0 && /^(BEGIN|START TRANSACTION)/i.test(t.sql[0]) && /^COMMIT/i.test(t.sql[t.sql.length - 1]) && t.sql.length === transactions[i] + 2,
+      );
+    if (ok) {
+      seen.push(
+        transactions.length === 1
+          ? `${what}: ${found[0].sql[0].split(' ')[0]} + ${transactions[0]} + COMMIT on one connection`
+          : `${what}: ${transactions.length} transactions (one per resolver), each ${found[0].sql[0].split(' ')[0]} + 1 + COMMIT`,
+      );
+    } else {
+      problems.push(`${variant} ${what} (HTTP ${response.status}, ${body.slice(0, 200)}): ${JSON.stringify(trace)}`);
+    }
+  }
+  return { seen, problems };
+}
+
 async function preflight(): Promise<string[]> {
   const lines: string[] = [];
   const adapter = config.adapters[0];
@@ -366,6 +430,12 @@ async function preflight(): Promise<string[]> {
     const proc = await startProc(variant, adapter, { BENCH_TRACE_SQL: '1' });
     try {
       await ask<TraceReply>(proc, 'trace'); // drop the start-up statements
+      if (variant.startsWith('gql-')) {
+        const checked = await graphQLPreflight(proc, variant);
+        lines.push(`- ${LABELS[variant]}: ${checked.seen.join('; ')}`);
+        problems.push(...checked.problems);
+        continue;
+      }
       const suffixes = [''];
       for (const [other, { host, routeSuffix }] of Object.entries(SAME_PROCESS) as [Variant, { host: Variant; routeSuffix: string }][]) {
         if (host === variant && config.variants.includes(other)) suffixes.push(routeSuffix);
@@ -616,7 +686,7 @@ async function main(): Promise<void> {
     ...Object.entries(ONLY_ON)
       .filter(([v]) => config.variants.includes(v as Variant))
       .map(([v, only]) => `- ${v} is measured on ${only.filter((w) => config.workloads.includes(w)).join(', ')} only`),
-    ...config.idle.map((v) => `- ${v} not started: it is measured on ${ONLY_ON[v]!.join(', ')} only`),
+    ...config.idle.map((v) => `- ${v} not started: it is measured on ${WORKLOADS.filter((w) => runsOn(v, w)).join(', ')} only`),
   ];
   console.log(header.join('\n'));
 

@@ -14,7 +14,10 @@ import type { Workload } from './workloads';
  *   and an auth guard (a header check); on the database routes only;
  * - `module-per-controller`: the module with `forRoot({ mount: false })` and
  *   `@UseInterceptors(TransactionInterceptor)` on the database controller only: the route without a
- *   database runs no interceptor at all. On that route only.
+ *   database runs no interceptor at all. On that route only;
+ * - `gql-handwritten`, `gql-module`, `gql-nestjs-cls`: a GraphQL server (Apollo on Express, Mercurius on
+ *   Fastify, graphql.ts) with a QueryRunner per operation by hand, with this module, and with
+ *   @nestjs-cls/transactional. On the GraphQL workloads only, which no other variant serves.
  */
 export const DEFAULT_VARIANTS = [
   'handwritten',
@@ -28,6 +31,9 @@ export const DEFAULT_VARIANTS = [
   'hand-realistic',
   'module-realistic',
   'module-per-controller',
+  'gql-handwritten',
+  'gql-module',
+  'gql-nestjs-cls',
 ] as const;
 
 /**
@@ -84,11 +90,24 @@ export const ONLY_ON: Partial<Record<Variant, readonly Workload[]>> = {
   'module-realistic': ['transfer', 'read'],
   'module-per-controller': ['nodb'],
   'module-idle-off': ['transfer'],
+  'gql-handwritten': ['gql-write', 'gql-read'],
+  'gql-module': ['gql-write', 'gql-read'],
+  'gql-nestjs-cls': ['gql-write', 'gql-read'],
 };
 
-/** Whether a variant is measured on a workload. */
+/** The GraphQL variants: the baseline of their ratios, the module, the peer. */
+export const GQL_BASELINE: Variant = 'gql-handwritten';
+export const GQL_MODULE: Variant = 'gql-module';
+export const GQL_PEER: Variant = 'gql-nestjs-cls';
+
+/** The variant a workload's ratios are relative to: the GraphQL workloads have their own hand-written baseline. */
+export function baselineOf(workload: Workload): Variant {
+  return workload.startsWith('gql-') ? GQL_BASELINE : BASELINE;
+}
+
+/** Whether a variant is measured on a workload: a variant not in ONLY_ON runs every HTTP workload. */
 export function runsOn(variant: Variant, workload: Workload): boolean {
-  return ONLY_ON[variant]?.includes(workload) ?? true;
+  return ONLY_ON[variant]?.includes(workload) ?? !workload.startsWith('gql-');
 }
 
 /**
@@ -153,6 +172,9 @@ export const LABELS: Record<Variant, string> = {
   'hand-als-handler': 'hand-written + ALS (in the handler)',
   'typeorm-transactional-cls-hooked': 'typeorm-transactional (cls-hooked)',
   'nestjs-cls-no-middleware': '@nestjs-cls/transactional, no CLS middleware',
+  'gql-handwritten': 'GraphQL, hand-written QueryRunner per operation',
+  'gql-module': "GraphQL, module, guard 'throw'",
+  'gql-nestjs-cls': 'GraphQL, @nestjs-cls/transactional',
 };
 
 export function isNestVariant(variant: Variant): boolean {
