@@ -11,7 +11,19 @@
  */
 import { ApolloDriver, type ApolloDriverConfig } from '@nestjs/apollo';
 import { type DynamicModule, Module, type Type } from '@nestjs/common';
-import { Args, Context, Field, GraphQLModule, Int, Mutation, ObjectType, Parent, Query, ResolveField, Resolver } from '@nestjs/graphql';
+import {
+  Args,
+  Context,
+  Field,
+  GraphQLModule,
+  Int,
+  Mutation,
+  ObjectType,
+  Parent,
+  Query,
+  ResolveField,
+  Resolver,
+} from '@nestjs/graphql';
 import { MercuriusDriver, type MercuriusDriverConfig } from '@nestjs/mercurius';
 import { TypeOrmModule, type TypeOrmModuleOptions } from '@nestjs/typeorm';
 import { DataSource, type EntityManager, type QueryRunner, type Repository } from 'typeorm';
@@ -128,7 +140,8 @@ const handwrittenHooks: OperationHooks = {
     },
   ],
   mercurius: {
-    onResolution: async (execution: { errors?: readonly unknown[] }, context: object) => settle(context, (execution.errors?.length ?? 0) === 0),
+    onResolution: async (execution: { errors?: readonly unknown[] }, context: object) =>
+      settle(context, (execution.errors?.length ?? 0) === 0),
   },
 };
 
@@ -148,7 +161,11 @@ class HandwrittenResolver {
   }
 
   @Query(() => PairModel)
-  async pair(@Args('from', { type: () => Int }) from: number, @Args('to', { type: () => Int }) to: number, @Context() context: object): Promise<PairModel> {
+  async pair(
+    @Args('from', { type: () => Int }) from: number,
+    @Args('to', { type: () => Int }) to: number,
+    @Context() context: object,
+  ): Promise<PairModel> {
     const manager = await operationOf(context, this.dataSource).manager();
     return { from: await manager.findOneBy(Account, { id: from }), toId: to };
   }
@@ -181,7 +198,11 @@ function moduleResolver(): Type {
     }
 
     @Query(() => PairModel)
-    async pair(@Args('from', { type: () => Int }) from: number, @Args('to', { type: () => Int }) to: number, @Tx() tx: EntityManager): Promise<PairModel> {
+    async pair(
+      @Args('from', { type: () => Int }) from: number,
+      @Args('to', { type: () => Int }) to: number,
+      @Tx() tx: EntityManager,
+    ): Promise<PairModel> {
       return { from: await tx.findOneBy(Account, { id: from }), toId: to };
     }
 
@@ -196,7 +217,11 @@ function moduleResolver(): Type {
 @Module({})
 class GraphQLBenchModule {}
 
-export function graphQLBenchModule(variant: 'gql-handwritten' | 'gql-module', adapter: AdapterName, typeOrmOptions: TypeOrmModuleOptions): DynamicModule {
+export function graphQLBenchModule(
+  variant: 'gql-handwritten' | 'gql-module',
+  adapter: AdapterName,
+  typeOrmOptions: TypeOrmModuleOptions,
+): DynamicModule {
   if (variant === 'gql-handwritten') {
     return {
       module: GraphQLBenchModule,
@@ -205,7 +230,8 @@ export function graphQLBenchModule(variant: 'gql-handwritten' | 'gql-module', ad
     };
   }
   const { TransactionalModule, apolloUnitOfWorkPlugin, mercuriusUnitOfWorkHooks } = loadLibrary();
-  const hooks: OperationHooks = adapter === 'express' ? { apollo: [apolloUnitOfWorkPlugin()] } : { mercurius: mercuriusUnitOfWorkHooks() };
+  const hooks: OperationHooks =
+    adapter === 'express' ? { apollo: [apolloUnitOfWorkPlugin()] } : { mercurius: mercuriusUnitOfWorkHooks() };
   return {
     module: GraphQLBenchModule,
     imports: [

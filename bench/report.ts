@@ -2,7 +2,20 @@
  * Statistics and the Markdown report: medians with min–max, and ratios taken round by round (two
  * variants measured minutes apart on a shared machine are compared only within the same round).
  */
-import { ADAPTERS, type AdapterName, BASELINE, CEILING, GQL_BASELINE, GQL_MODULE, GQL_PEER, LABELS, PEERS, SAME_PROCESS, TARGETS, type Variant } from './variants';
+import {
+  ADAPTERS,
+  type AdapterName,
+  BASELINE,
+  CEILING,
+  GQL_BASELINE,
+  GQL_MODULE,
+  GQL_PEER,
+  LABELS,
+  PEERS,
+  SAME_PROCESS,
+  TARGETS,
+  type Variant,
+} from './variants';
 import { type Workload, WORKLOAD_INFO, WORKLOADS } from './workloads';
 
 export interface Sample {
@@ -146,7 +159,8 @@ function judged(r: Spread | undefined, atLeast: number): string {
 }
 
 /** The samples of one adapter and workload. */
-const cell = (samples: Sample[], adapter: AdapterName, workload: Workload) => samples.filter((s) => s.adapter === adapter && s.workload === workload);
+const cell = (samples: Sample[], adapter: AdapterName, workload: Workload) =>
+  samples.filter((s) => s.adapter === adapter && s.workload === workload);
 
 /** The adapters and workloads on which both variants were measured. */
 function cells(samples: Sample[], a: Variant, b: Variant): { adapter: AdapterName; workload: Workload; mine: Sample[] }[] {
@@ -170,7 +184,9 @@ const target = (subject: Variant, reference: Variant) => TARGETS.find((t) => t.s
  */
 export function summaryTable(samples: Sample[], variants: Variant[], subject: Variant = 'module-throw'): string[] {
   if (!variants.includes(subject)) return [];
-  const refs = (['hand-interceptor', 'nestjs-cls-transactional', 'typeorm-transactional', BASELINE, CEILING] as Variant[]).filter((v) => variants.includes(v));
+  const refs = (['hand-interceptor', 'nestjs-cls-transactional', 'typeorm-transactional', BASELINE, CEILING] as Variant[]).filter(
+    (v) => variants.includes(v),
+  );
   const pipeline = variants.includes('hand-interceptor') && variants.includes(BASELINE);
   if (refs.length === 0) return [];
   const header = (r: Variant) => {
@@ -213,7 +229,7 @@ export function summaryTable(samples: Sample[], variants: Variant[], subject: Va
       '',
       "The module ÷ hand-written is the product of Nest's pipeline (hand-written + no-op interceptor ÷ hand-written: what any " +
         'global interceptor costs) and the module ÷ hand-written + no-op interceptor (what the module adds on top of it). ' +
-        "The share is (1 − pipeline) ÷ (1 − module ÷ hand-written), from the medians, where the module is 1 % or more behind " +
+        'The share is (1 − pipeline) ÷ (1 − module ÷ hand-written), from the medians, where the module is 1 % or more behind ' +
         'hand-written code; above 100 %, the module measured faster than hand-written code behind the no-op interceptor.',
     );
   }
@@ -270,7 +286,9 @@ export function idleTable(samples: Sample[], variants: Variant[]): string[] {
   ];
   for (const { adapter, workload, mine } of cells(samples, subject, reference)) {
     const r = ratio(mine, subject, reference);
-    lines.push(`| ${adapter} | ${workload} | ${fmtSpread(r)} | ${fmtSpread(cpuRatio(mine, subject, reference))} | ${r ? (r.min <= 1 && r.max >= 1 ? 'yes' : 'no') : 'n/a'} |`);
+    lines.push(
+      `| ${adapter} | ${workload} | ${fmtSpread(r)} | ${fmtSpread(cpuRatio(mine, subject, reference))} | ${r ? (r.min <= 1 && r.max >= 1 ? 'yes' : 'no') : 'n/a'} |`,
+    );
   }
   return lines;
 }
@@ -362,11 +380,14 @@ export function memoryTable(processes: ProcessMemory[]): string[] {
     const rounds = p.snapshots.filter((s) => /^round /.test(s.label));
     const triple = (key: 'rss' | 'heapUsed') => [start, warm, end].map((s) => (s ? mb(s[key]) : '–')).join(' → ');
     const growth =
-      warm && end ? `${(end.heapUsed - warm.heapUsed >= 0 ? '+' : '') + mb(end.heapUsed - warm.heapUsed)} (${(((end.heapUsed - warm.heapUsed) / warm.heapUsed) * 100).toFixed(1)} %)` : '–';
+      warm && end
+        ? `${(end.heapUsed - warm.heapUsed >= 0 ? '+' : '') + mb(end.heapUsed - warm.heapUsed)} (${(((end.heapUsed - warm.heapUsed) / warm.heapUsed) * 100).toFixed(1)} %)`
+        : '–';
     lines.push(
       `| ${p.name} | ${fmt0(end?.requests ?? 0)} | ${triple('rss')} | ${triple('heapUsed')} | ${rounds.map((s) => mb(s.heapUsed)).join(', ') || '–'} | ${growth} |`,
     );
   }
-  if (processes.some((p) => p.snapshots.some((s) => !s.gc))) lines.push('', '!!! some snapshots were taken without a forced GC (no --expose-gc) !!!');
+  if (processes.some((p) => p.snapshots.some((s) => !s.gc)))
+    lines.push('', '!!! some snapshots were taken without a forced GC (no --expose-gc) !!!');
   return lines;
 }

@@ -22,7 +22,6 @@ import type { Workload } from './workloads';
 export const DEFAULT_VARIANTS = [
   'handwritten',
   'hand-interceptor',
-  'module-off',
   'module-throw',
   'module-throw-route-off',
   'typeorm-transactional',
@@ -38,6 +37,8 @@ export const DEFAULT_VARIANTS = [
 
 /**
  * Opt-in diagnostics (`--variants=...`), each isolating one ingredient of a variant's cost:
+ * - `module-off`: the module with `guard: 'off'` in a process of its own (the guard's cost across two
+ *   processes; the default run measures it in one, with `module-throw-route-off`);
  * - `module-idle-off`: `module-throw` with the idle-in-transaction accounting turned off, on the write
  *   route only: what that accounting costs (needs `IDLE_ACCOUNTING_OFF` below);
  * - `hand-interceptor-als`: that interceptor also runs the handler inside `AsyncLocalStorage.run()`;
@@ -51,6 +52,7 @@ export const DEFAULT_VARIANTS = [
  *   opens the CLS context itself and routes without it pay nothing.
  */
 export const DIAGNOSTIC_VARIANTS = [
+  'module-off',
   'module-idle-off',
   'hand-interceptor-als',
   'hand-als',

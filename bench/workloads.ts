@@ -19,8 +19,10 @@ export const ROUTES = {
 } as const;
 
 /** The GraphQL operations: a mutation (the write route's unit), a query whose field resolver reads a second row. */
-export const GQL_TRANSFER = 'mutation Transfer($from: Int!, $to: Int!, $amount: Int!) { transfer(from: $from, to: $to, amount: $amount) { id } }';
-export const GQL_PAIR = 'query Pair($from: Int!, $to: Int!) { pair(from: $from, to: $to) { from { id balance } to { id balance } } }';
+export const GQL_TRANSFER =
+  'mutation Transfer($from: Int!, $to: Int!, $amount: Int!) { transfer(from: $from, to: $to, amount: $amount) { id } }';
+export const GQL_PAIR =
+  'query Pair($from: Int!, $to: Int!) { pair(from: $from, to: $to) { from { id balance } to { id balance } } }';
 
 export interface WorkloadInfo {
   title: string;
