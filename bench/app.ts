@@ -141,12 +141,16 @@ class HandAlsHandlerController {
   @Post('transfer')
   @HttpCode(200)
   transfer(@Body() dto: TransferDto): Promise<{ id: number }> {
-    return requestContext.run({ startedAt: 0 }, () => inQueryRunner(this.dataSource, (manager) => transfer(reposOf(manager), dto)));
+    return requestContext.run({ startedAt: 0 }, () =>
+      inQueryRunner(this.dataSource, (manager) => transfer(reposOf(manager), dto)),
+    );
   }
 
   @Get('balances')
   balances(@Query('from') from: string, @Query('to') to: string): Promise<unknown> {
-    return requestContext.run({ startedAt: 0 }, () => inQueryRunner(this.dataSource, (manager) => balances(reposOf(manager), from, to)));
+    return requestContext.run({ startedAt: 0 }, () =>
+      inQueryRunner(this.dataSource, (manager) => balances(reposOf(manager), from, to)),
+    );
   }
 
   @Get('ping')
@@ -236,7 +240,7 @@ function idleAccountingOff(): Record<string, unknown> {
   const options = fromEnv ? (JSON.parse(fromEnv) as Record<string, unknown>) : IDLE_ACCOUNTING_OFF;
   if (options === undefined) {
     throw new Error(
-      "module-idle-off: no forRoot() options known that turn the idle-in-transaction accounting off. Set IDLE_ACCOUNTING_OFF in bench/variants.ts (or BENCH_IDLE_OFF_OPTIONS='{\"option\":value}') once the module has that option.",
+      'module-idle-off: no forRoot() options known that turn the idle-in-transaction accounting off. Set IDLE_ACCOUNTING_OFF in bench/variants.ts (or BENCH_IDLE_OFF_OPTIONS=\'{"option":value}\') once the module has that option.',
     );
   }
   return options;
@@ -259,10 +263,20 @@ async function rootModule(options: BenchAppOptions): Promise<DynamicModule> {
         options.variant === 'handwritten'
           ? []
           : [{ provide: APP_INTERCEPTOR, useClass: options.variant === 'hand-interceptor' ? NoopInterceptor : AlsInterceptor }];
-      return { module: BenchModule, imports: [TypeOrmModule.forRoot(typeOrmOptions)], controllers: [HandwrittenController], providers };
+      return {
+        module: BenchModule,
+        imports: [TypeOrmModule.forRoot(typeOrmOptions)],
+        controllers: [HandwrittenController],
+        providers,
+      };
     }
     case 'hand-realistic':
-      return { module: BenchModule, imports: [TypeOrmModule.forRoot(typeOrmOptions)], controllers: [handRealisticController(inQueryRunner)], providers: realisticProviders };
+      return {
+        module: BenchModule,
+        imports: [TypeOrmModule.forRoot(typeOrmOptions)],
+        controllers: [handRealisticController(inQueryRunner)],
+        providers: realisticProviders,
+      };
     case 'module-off':
     case 'module-throw':
     case 'module-idle-off':
@@ -277,9 +291,17 @@ async function rootModule(options: BenchAppOptions): Promise<DynamicModule> {
       };
       return {
         module: BenchModule,
-        imports: [TypeOrmModule.forRoot(typeOrmOptions), TransactionalModule.forRoot(moduleOptions), TransactionalModule.forFeature([Account, Transfer])],
+        imports: [
+          TypeOrmModule.forRoot(typeOrmOptions),
+          TransactionalModule.forRoot(moduleOptions),
+          TransactionalModule.forFeature([Account, Transfer]),
+        ],
         controllers:
-          variant === 'module-realistic' ? [moduleRealisticController()] : variant === 'module-per-controller' ? perControllerControllers() : [moduleController()],
+          variant === 'module-realistic'
+            ? [moduleRealisticController()]
+            : variant === 'module-per-controller'
+              ? perControllerControllers()
+              : [moduleController()],
         providers: variant === 'module-realistic' ? realisticProviders : [],
       };
     }
@@ -287,13 +309,22 @@ async function rootModule(options: BenchAppOptions): Promise<DynamicModule> {
     case 'typeorm-transactional-cls-hooked': {
       // Loaded here, not at the top: it patches TypeORM when initialised, and only this variant's process may load it.
       const peer = await import('./peer-typeorm-transactional');
-      return peer.typeormTransactionalModule(typeOrmOptions, options.variant === 'typeorm-transactional-cls-hooked' ? 'cls-hooked' : 'als');
+      return peer.typeormTransactionalModule(
+        typeOrmOptions,
+        options.variant === 'typeorm-transactional-cls-hooked' ? 'cls-hooked' : 'als',
+      );
     }
     case 'nestjs-cls-transactional':
     case 'nestjs-cls-no-middleware': {
       const peer = await import('./peer-nestjs-cls');
       return peer.nestjsClsModule(typeOrmOptions, { middleware: options.variant === 'nestjs-cls-transactional' });
     }
+    case 'gql-handwritten':
+    case 'gql-module':
+      // Loaded here: only the GraphQL variants' processes load @nestjs/graphql and its drivers.
+      return (await import('./graphql')).graphQLBenchModule(options.variant, options.adapter, typeOrmOptions);
+    case 'gql-nestjs-cls':
+      return (await import('./graphql-nestjs-cls')).nestjsClsGraphQLModule(options.adapter, typeOrmOptions);
     case 'module-throw-route-off':
     case 'raw-pg':
       throw new Error(`${options.variant} is not a Nest app of its own (see variants.ts)`);

@@ -5,7 +5,7 @@
  * are cut at the top and carry their value.
  */
 import { type Sample, ratio, type Spread } from './report';
-import { type AdapterName, BASELINE, CEILING, LABELS, type Variant } from './variants';
+import { type AdapterName, BASELINE, baselineOf, CEILING, LABELS, type Variant } from './variants';
 import { type Workload, WORKLOADS } from './workloads';
 
 const COLORS: Record<Variant, string> = {
@@ -26,6 +26,9 @@ const COLORS: Record<Variant, string> = {
   'hand-als-handler': '#dadaeb',
   'typeorm-transactional-cls-hooked': '#fdae6b',
   'nestjs-cls-no-middleware': '#a1d99b',
+  'gql-handwritten': '#525252',
+  'gql-module': '#2166ac',
+  'gql-nestjs-cls': '#31a354',
 };
 
 const WORKLOAD_LABELS: Record<Workload, string> = {
@@ -33,6 +36,8 @@ const WORKLOAD_LABELS: Record<Workload, string> = {
   read: 'read (GET /balances)',
   nodb: 'no database (GET /ping)',
   mix: 'mix 80 % read / 20 % write',
+  'gql-write': 'GraphQL mutation (÷ its hand-written)',
+  'gql-read': 'GraphQL query + field resolver (÷ its hand-written)',
 };
 
 const escape = (text: string) => text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
@@ -54,8 +59,14 @@ export function renderChart(options: ChartOptions): string {
   for (const adapter of adapters) {
     for (const workload of workloads) {
       const mine = samples.filter((s) => s.adapter === adapter && s.workload === workload);
+      const baseline = baselineOf(workload);
       for (const variant of variants) {
-        const r = variant === BASELINE ? (mine.some((s) => s.variant === BASELINE) ? { median: 1, min: 1, max: 1 } : undefined) : ratio(mine, variant, BASELINE);
+        const r =
+          variant === baseline
+            ? mine.some((s) => s.variant === baseline)
+              ? { median: 1, min: 1, max: 1 }
+              : undefined
+            : ratio(mine, variant, baseline);
         if (r) values.set(`${adapter}/${workload}/${variant}`, r);
       }
     }
@@ -97,7 +108,9 @@ export function renderChart(options: ChartOptions): string {
     const top0 = headerHeight + p * (panelHeight + panelGap) + 20;
     const bottom = top0 + panelHeight - 40;
     const y = (v: number) => bottom - (Math.min(v, top) / top) * (bottom - top0);
-    out.push(`<text x="${left}" y="${top0 - 8}" font-size="13" font-weight="600">${escape(adapter === 'express' ? 'Express' : 'Fastify')}</text>`);
+    out.push(
+      `<text x="${left}" y="${top0 - 8}" font-size="13" font-weight="600">${escape(adapter === 'express' ? 'Express' : 'Fastify')}</text>`,
+    );
     for (let v = 0; v <= top + 1e-9; v += step) {
       const yy = y(v).toFixed(1);
       out.push(
@@ -105,7 +118,9 @@ export function renderChart(options: ChartOptions): string {
         `<text x="${left - 6}" y="${(y(v) + 4).toFixed(1)}" text-anchor="end" fill="#555">${v.toFixed(step < 0.25 ? 1 : 2)}</text>`,
       );
     }
-    out.push(`<line x1="${left}" x2="${width - right}" y1="${y(1).toFixed(1)}" y2="${y(1).toFixed(1)}" stroke="#333" stroke-dasharray="4 3"/>`);
+    out.push(
+      `<line x1="${left}" x2="${width - right}" y1="${y(1).toFixed(1)}" y2="${y(1).toFixed(1)}" stroke="#333" stroke-dasharray="4 3"/>`,
+    );
     out.push(
       `<text transform="translate(${left - 40} ${((top0 + bottom) / 2).toFixed(1)}) rotate(-90)" text-anchor="middle" fill="#555">req/s ÷ ${escape(LABELS[BASELINE])}</text>`,
     );
@@ -134,7 +149,9 @@ export function renderChart(options: ChartOptions): string {
           );
         }
         const labelY = cut ? y(top) + 18 : Math.min(y(r.max), y(r.median)) - 4;
-        out.push(`<text x="${cx}" y="${labelY.toFixed(1)}" text-anchor="middle" font-size="9.5" fill="#222">${r.median.toFixed(2)}</text>`);
+        out.push(
+          `<text x="${cx}" y="${labelY.toFixed(1)}" text-anchor="middle" font-size="9.5" fill="#222">${r.median.toFixed(2)}</text>`,
+        );
       });
       out.push(
         `<text x="${(left + g * groupWidth + groupWidth / 2).toFixed(1)}" y="${(bottom + 18).toFixed(1)}" text-anchor="middle">${escape(WORKLOAD_LABELS[workload])}</text>`,

@@ -15,6 +15,11 @@ export interface Library {
   TransactionInterceptor: Type;
   Tx(dataSource?: string): ParameterDecorator;
   Transactional(options: { guard: 'throw' | 'warn' | 'off' }): MethodDecorator;
+  InjectTxRepository(entity: Function): ParameterDecorator;
+  /** Apollo Server plugin that settles each operation's unit of work (docs/graphql.md). */
+  apolloUnitOfWorkPlugin(): unknown;
+  /** Mercurius hooks that settle each operation's unit of work (docs/graphql.md). */
+  mercuriusUnitOfWorkHooks(): Record<string, unknown>;
 }
 
 export function loadLibrary(): Library {

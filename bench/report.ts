@@ -2,7 +2,20 @@
  * Statistics and the Markdown report: medians with min–max, and ratios taken round by round (two
  * variants measured minutes apart on a shared machine are compared only within the same round).
  */
-import { ADAPTERS, type AdapterName, BASELINE, CEILING, LABELS, PEERS, SAME_PROCESS, TARGETS, type Variant } from './variants';
+import {
+  ADAPTERS,
+  type AdapterName,
+  BASELINE,
+  CEILING,
+  GQL_BASELINE,
+  GQL_MODULE,
+  GQL_PEER,
+  LABELS,
+  PEERS,
+  SAME_PROCESS,
+  TARGETS,
+  type Variant,
+} from './variants';
 import { type Workload, WORKLOAD_INFO, WORKLOADS } from './workloads';
 
 export interface Sample {
@@ -87,6 +100,7 @@ const failures = (samples: Sample[]) => samples.reduce((n, s) => n + s.errors + 
 
 /** The variants every row is compared with, among those measured: the baseline, the baseline behind a no-op interceptor, each peer, the ceiling. */
 function references(variants: Variant[]): Variant[] {
+  if (variants.some((v) => v.startsWith('gql-'))) return [GQL_BASELINE, GQL_PEER].filter((v) => variants.includes(v));
   return [BASELINE, 'hand-interceptor' as Variant, ...PEERS, CEILING].filter((v) => variants.includes(v));
 }
 
@@ -145,7 +159,8 @@ function judged(r: Spread | undefined, atLeast: number): string {
 }
 
 /** The samples of one adapter and workload. */
-const cell = (samples: Sample[], adapter: AdapterName, workload: Workload) => samples.filter((s) => s.adapter === adapter && s.workload === workload);
+const cell = (samples: Sample[], adapter: AdapterName, workload: Workload) =>
+  samples.filter((s) => s.adapter === adapter && s.workload === workload);
 
 /** The adapters and workloads on which both variants were measured. */
 function cells(samples: Sample[], a: Variant, b: Variant): { adapter: AdapterName; workload: Workload; mine: Sample[] }[] {
@@ -169,7 +184,9 @@ const target = (subject: Variant, reference: Variant) => TARGETS.find((t) => t.s
  */
 export function summaryTable(samples: Sample[], variants: Variant[], subject: Variant = 'module-throw'): string[] {
   if (!variants.includes(subject)) return [];
-  const refs = (['hand-interceptor', 'nestjs-cls-transactional', 'typeorm-transactional', BASELINE, CEILING] as Variant[]).filter((v) => variants.includes(v));
+  const refs = (['hand-interceptor', 'nestjs-cls-transactional', 'typeorm-transactional', BASELINE, CEILING] as Variant[]).filter(
+    (v) => variants.includes(v),
+  );
   const pipeline = variants.includes('hand-interceptor') && variants.includes(BASELINE);
   if (refs.length === 0) return [];
   const header = (r: Variant) => {
@@ -212,7 +229,7 @@ export function summaryTable(samples: Sample[], variants: Variant[], subject: Va
       '',
       "The module ÷ hand-written is the product of Nest's pipeline (hand-written + no-op interceptor ÷ hand-written: what any " +
         'global interceptor costs) and the module ÷ hand-written + no-op interceptor (what the module adds on top of it). ' +
-        "The share is (1 − pipeline) ÷ (1 − module ÷ hand-written), from the medians, where the module is 1 % or more behind " +
+        'The share is (1 − pipeline) ÷ (1 − module ÷ hand-written), from the medians, where the module is 1 % or more behind ' +
         'hand-written code; above 100 %, the module measured faster than hand-written code behind the no-op interceptor.',
     );
   }
@@ -269,8 +286,44 @@ export function idleTable(samples: Sample[], variants: Variant[]): string[] {
   ];
   for (const { adapter, workload, mine } of cells(samples, subject, reference)) {
     const r = ratio(mine, subject, reference);
-    lines.push(`| ${adapter} | ${workload} | ${fmtSpread(r)} | ${fmtSpread(cpuRatio(mine, subject, reference))} | ${r ? (r.min <= 1 && r.max >= 1 ? 'yes' : 'no') : 'n/a'} |`);
+    lines.push(
+      `| ${adapter} | ${workload} | ${fmtSpread(r)} | ${fmtSpread(cpuRatio(mine, subject, reference))} | ${r ? (r.min <= 1 && r.max >= 1 ? 'yes' : 'no') : 'n/a'} |`,
+    );
   }
+  return lines;
+}
+
+/**
+ * GraphQL: the module ÷ hand-written (a QueryRunner per operation) and ÷ @nestjs-cls/transactional, per
+ * adapter (Apollo on Express, Mercurius on Fastify), beside the same ratios on the HTTP routes with the
+ * same units of work (the mutation is `POST /transfer`'s unit; the query reads two rows like `GET /balances`).
+ */
+export function graphQLTable(samples: Sample[], variants: Variant[]): string[] {
+  if (!variants.includes(GQL_MODULE)) return [];
+  const http: Partial<Record<Workload, Workload>> = { 'gql-write': 'transfer', 'gql-read': 'read' };
+  const lines = [
+    '### GraphQL (Apollo on Express, Mercurius on Fastify): req/s ratios beside the HTTP ones (median of the per-round ratios, min–max)',
+    '',
+    `| adapter | workload | ${LABELS[GQL_MODULE]} ÷ ${LABELS[GQL_BASELINE]} | ${LABELS[GQL_MODULE]} ÷ ${LABELS[GQL_PEER]} | HTTP workload | ${LABELS['module-throw']} ÷ ${LABELS[BASELINE]} | ${LABELS['module-throw']} ÷ ${LABELS['nestjs-cls-transactional']} |`,
+    '|---|---|---|---|---|---|---|',
+  ];
+  for (const adapter of ADAPTERS) {
+    for (const workload of ['gql-write', 'gql-read'] as Workload[]) {
+      const mine = cell(samples, adapter, workload);
+      if (!mine.some((s) => s.variant === GQL_MODULE)) continue;
+      const httpWorkload = http[workload]!;
+      const theirs = cell(samples, adapter, httpWorkload);
+      lines.push(
+        `| ${adapter} | ${workload} | ${fmtSpread(ratio(mine, GQL_MODULE, GQL_BASELINE))} | ${fmtSpread(ratio(mine, GQL_MODULE, GQL_PEER))} | ${httpWorkload} | ` +
+          `${fmtSpread(ratio(theirs, 'module-throw', BASELINE))} | ${fmtSpread(ratio(theirs, 'module-throw', 'nestjs-cls-transactional'))} |`,
+      );
+    }
+  }
+  lines.push(
+    '',
+    `On gql-read, ${LABELS[GQL_PEER]} runs two transactions per query: its @Transactional() methods are per resolver, so the ` +
+      'field resolver reads in a transaction of its own; the module and the hand-written variant run the operation in one.',
+  );
   return lines;
 }
 
@@ -304,7 +357,7 @@ export function targetsTable(samples: Sample[], variants: Variant[]): string[] {
 /** Every table of the module's standing: the summary, the realistic app, per controller, the idle accounting, the targets. */
 export function standingReport(samples: Sample[], variants: Variant[]): string[] {
   const out: string[] = [];
-  for (const table of [summaryTable, realisticTable, perControllerTable, idleTable, targetsTable]) {
+  for (const table of [summaryTable, graphQLTable, realisticTable, perControllerTable, idleTable, targetsTable]) {
     const lines = table(samples, variants);
     if (lines.length > 0) out.push(...lines, '');
   }
@@ -327,11 +380,14 @@ export function memoryTable(processes: ProcessMemory[]): string[] {
     const rounds = p.snapshots.filter((s) => /^round /.test(s.label));
     const triple = (key: 'rss' | 'heapUsed') => [start, warm, end].map((s) => (s ? mb(s[key]) : '–')).join(' → ');
     const growth =
-      warm && end ? `${(end.heapUsed - warm.heapUsed >= 0 ? '+' : '') + mb(end.heapUsed - warm.heapUsed)} (${(((end.heapUsed - warm.heapUsed) / warm.heapUsed) * 100).toFixed(1)} %)` : '–';
+      warm && end
+        ? `${(end.heapUsed - warm.heapUsed >= 0 ? '+' : '') + mb(end.heapUsed - warm.heapUsed)} (${(((end.heapUsed - warm.heapUsed) / warm.heapUsed) * 100).toFixed(1)} %)`
+        : '–';
     lines.push(
       `| ${p.name} | ${fmt0(end?.requests ?? 0)} | ${triple('rss')} | ${triple('heapUsed')} | ${rounds.map((s) => mb(s.heapUsed)).join(', ') || '–'} | ${growth} |`,
     );
   }
-  if (processes.some((p) => p.snapshots.some((s) => !s.gc))) lines.push('', '!!! some snapshots were taken without a forced GC (no --expose-gc) !!!');
+  if (processes.some((p) => p.snapshots.some((s) => !s.gc)))
+    lines.push('', '!!! some snapshots were taken without a forced GC (no --expose-gc) !!!');
   return lines;
 }

@@ -3,8 +3,8 @@
  * QueryRunner per request (bare, and behind a no-op global interceptor), with TransactionalModule (guard
  * 'off' and 'throw'; bound per controller), with typeorm-transactional and with @nestjs-cls/transactional,
  * a realistic app (ValidationPipe, ClassSerializerInterceptor, auth guard) by hand and with the module, on
- * Express and Fastify, plus the same routes on node's http and `pg` alone (the ceiling). Four workloads: a write transfer, a read, a route without database, an
- * 80/20 read/write mix. The summary checks the targets (variants.ts, TARGETS): met or missed. One server process per variant stays up for the whole adapter (the raw-pg one
+ * Express and Fastify, plus the same routes on node's http and `pg` alone (the ceiling). Four HTTP workloads: a write transfer, a read, a route without database, an
+ * 80/20 read/write mix; two GraphQL ones (a mutation, a query with a field resolver), served by the gql-* variants. The summary checks the targets (variants.ts, TARGETS): met or missed. One server process per variant stays up for the whole adapter (the raw-pg one
  * for the whole run); measured runs are interleaved, each round rotating the order, so drift in machine
  * load hits every variant alike. See bench/README.md.
  *
@@ -17,7 +17,7 @@
  * measured run (BENCH_WARMUP, 1), connections (BENCH_CONNECTIONS, 50), pool (BENCH_POOL, 10), accounts
  * (BENCH_ACCOUNTS, 10000), rate (BENCH_RATE: fixed offered req/s, default 0 = unbounded), adapters
  * (BENCH_ADAPTERS, express,fastify), variants (BENCH_VARIANTS, see variants.ts for the opt-in
- * diagnostics), workloads (BENCH_WORKLOADS, transfer,read,nodb,mix), memory-requests (BENCH_MEMORY_REQUESTS,
+ * diagnostics), workloads (BENCH_WORKLOADS, transfer,read,nodb,mix,gql-write,gql-read), memory-requests (BENCH_MEMORY_REQUESTS,
  * 100000: requests each server must have served before the last memory snapshot; topped up with the mix),
  * svg (BENCH_SVG: also write the chart there), check (BENCH_CHECK, 1: the preflight that traces each
  * variant's statements), sync-commit (BENCH_SYNC_COMMIT, off), profile (BENCH_PROFILE: a variant to run
@@ -48,6 +48,7 @@ import {
   BASELINE,
   CEILING,
   DEFAULT_VARIANTS,
+  GQL_BASELINE,
   isNestVariant,
   LABELS,
   ONLY_ON,
@@ -55,7 +56,18 @@ import {
   SAME_PROCESS,
   type Variant,
 } from './variants';
-import { AUTHORIZATION, type BenchRequest, nextRequest, ROUTES, type Workload, WORKLOADS } from './workloads';
+import {
+  AUTHORIZATION,
+  type BenchRequest,
+  GQL_PAIR,
+  GQL_TRANSFER,
+  graphQLRequest,
+  isGraphQLWorkload,
+  nextRequest,
+  ROUTES,
+  type Workload,
+  WORKLOADS,
+} from './workloads';
 
 // ---------------------------------------------------------------------------------------------
 // settings
@@ -75,7 +87,9 @@ function positive(flag: string, env: string, fallback: number): number {
   return value;
 }
 function list<T extends string>(flag: string, env: string, all: readonly T[], defaults: readonly T[] = all): T[] {
-  const values = setting(flag, env, defaults.join(',')).split(',').map((v) => v.trim()) as T[];
+  const values = setting(flag, env, defaults.join(','))
+    .split(',')
+    .map((v) => v.trim()) as T[];
   for (const v of values) if (!all.includes(v)) throw new Error(`--${flag}: '${v}' is not one of ${all.join(', ')}`);
   return values;
 }
@@ -276,6 +290,8 @@ interface AutocannonRequest {
 }
 /** How every variant's answer to POST /transfer starts. */
 const TRANSFER_ANSWER = '{"id":';
+/** How every GraphQL variant's answer to the transfer mutation starts. */
+const GQL_TRANSFER_ANSWER = '{"data":{"transfer":{"id":';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const autocannon = require('autocannon') as (options: {
   url: string;
@@ -296,6 +312,8 @@ let writes2xx = 0;
 
 async function load(target: Target, workload: Workload, seconds: number): Promise<LoadResult> {
   let writes = 0;
+  let graphQLErrors = 0;
+  const graphQL = isGraphQLWorkload(workload);
   const result = await autocannon({
     url: target.proc.url,
     connections: config.connections,
@@ -310,16 +328,19 @@ async function load(target: Target, workload: Workload, seconds: number): Promis
         },
         // A transfer is known by its answer, `{"id":…}`, not by what the connection sent last: autocannon
         // sends each connection's first request from a buffer the connections share.
+        // A GraphQL server answers 200 with `errors` in the body when a resolver failed: a failed request.
         onResponse: (status, body) => {
-          if (status >= 200 && status < 300 && body.startsWith(TRANSFER_ANSWER)) writes++;
+          if (status < 200 || status >= 300) return;
+          if (graphQL && body.includes('"errors"')) graphQLErrors++;
+          else if (body.startsWith(TRANSFER_ANSWER) || body.startsWith(GQL_TRANSFER_ANSWER)) writes++;
         },
       },
     ],
   });
   target.proc.served += result.requests.total;
-  if (workload === 'transfer' || workload === 'mix') writeLoads++;
+  if (workload === 'transfer' || workload === 'mix' || workload === 'gql-write') writeLoads++;
   writes2xx += writes;
-  return { ...result, writes2xx: writes };
+  return { ...result, errors: result.errors + graphQLErrors, '2xx': result['2xx'] - graphQLErrors, writes2xx: writes };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -358,6 +379,63 @@ async function realisticRefusals(proc: Proc): Promise<{ ok: boolean; text: strin
   };
 }
 
+/** Transactions of a trace, per query runner: each must be BEGIN, its statements, COMMIT. */
+function transactionsOf(trace: { runner: number; sql: string }[]): { runner: number; sql: string[] }[] {
+  const byRunner = new Map<number, string[]>();
+  for (const s of trace) byRunner.set(s.runner, [...(byRunner.get(s.runner) ?? []), s.sql]);
+  return [...byRunner].map(([runner, sql]) => ({ runner, sql }));
+}
+
+/**
+ * The GraphQL variants: the mutation runs BEGIN, its 3 statements, COMMIT on one connection; the query
+ * its 2 SELECTs in one transaction, except with @nestjs-cls/transactional, whose field resolver's
+ * `@Transactional()` method runs its own: two transactions of one SELECT each, on separate query runners.
+ */
+async function graphQLPreflight(proc: Proc, variant: Variant): Promise<{ seen: string[]; problems: string[] }> {
+  const seen: string[] = [];
+  const problems: string[] = [];
+  const checks = [
+    { what: 'mutation transfer', request: graphQLRequest(GQL_TRANSFER, { from: 1, to: 2, amount: 1 }), transactions: [3] },
+    {
+      what: 'query pair + field resolver',
+      request: graphQLRequest(GQL_PAIR, { from: 1, to: 2 }),
+      transactions: variant === 'gql-nestjs-cls' ? [1, 1] : [2],
+    },
+  ];
+  for (const { what, request, transactions } of checks) {
+    const response = await fetch(`${proc.url}${request.path}`, {
+      method: request.method,
+      headers: request.headers,
+      body: request.body,
+    });
+    const body = await response.text();
+    if (body.startsWith(GQL_TRANSFER_ANSWER)) writes2xx++;
+    const trace = (await ask<TraceReply>(proc, 'trace')).statements;
+    const found = transactionsOf(trace);
+    const ok =
+      response.ok &&
+      !body.includes('"errors"') &&
+      found.length === transactions.length &&
+      found.every(
+        (t, i) =>
+          t.runner !== 0 &&
+          /^(BEGIN|START TRANSACTION)/i.test(t.sql[0]) &&
+          /^COMMIT/i.test(t.sql[t.sql.length - 1]) &&
+          t.sql.length === transactions[i] + 2,
+      );
+    if (ok) {
+      seen.push(
+        transactions.length === 1
+          ? `${what}: ${found[0].sql[0].split(' ')[0]} + ${transactions[0]} + COMMIT on one connection`
+          : `${what}: ${transactions.length} transactions (one per resolver), each ${found[0].sql[0].split(' ')[0]} + 1 + COMMIT`,
+      );
+    } else {
+      problems.push(`${variant} ${what} (HTTP ${response.status}, ${body.slice(0, 200)}): ${JSON.stringify(trace)}`);
+    }
+  }
+  return { seen, problems };
+}
+
 async function preflight(): Promise<string[]> {
   const lines: string[] = [];
   const adapter = config.adapters[0];
@@ -366,8 +444,17 @@ async function preflight(): Promise<string[]> {
     const proc = await startProc(variant, adapter, { BENCH_TRACE_SQL: '1' });
     try {
       await ask<TraceReply>(proc, 'trace'); // drop the start-up statements
+      if (variant.startsWith('gql-')) {
+        const checked = await graphQLPreflight(proc, variant);
+        lines.push(`- ${LABELS[variant]}: ${checked.seen.join('; ')}`);
+        problems.push(...checked.problems);
+        continue;
+      }
       const suffixes = [''];
-      for (const [other, { host, routeSuffix }] of Object.entries(SAME_PROCESS) as [Variant, { host: Variant; routeSuffix: string }][]) {
+      for (const [other, { host, routeSuffix }] of Object.entries(SAME_PROCESS) as [
+        Variant,
+        { host: Variant; routeSuffix: string },
+      ][]) {
         if (host === variant && config.variants.includes(other)) suffixes.push(routeSuffix);
       }
       const seen: string[] = [];
@@ -382,9 +469,12 @@ async function preflight(): Promise<string[]> {
                   headers: { 'content-type': 'application/json', authorization: AUTHORIZATION },
                   body: JSON.stringify({ from, to, amount: 1 }),
                 })
-              : await fetch(`${proc.url}${ROUTES[route]}${route === 'ping' ? '' : suffix}${route === 'balances' ? `?from=${from}&to=${to}` : ''}`, {
-                  headers: { authorization: AUTHORIZATION },
-                });
+              : await fetch(
+                  `${proc.url}${ROUTES[route]}${route === 'ping' ? '' : suffix}${route === 'balances' ? `?from=${from}&to=${to}` : ''}`,
+                  {
+                    headers: { authorization: AUTHORIZATION },
+                  },
+                );
           await response.text();
           if (route === 'transfer' && response.ok) writes2xx++;
           const trace = (await ask<TraceReply>(proc, 'trace')).statements;
@@ -401,7 +491,12 @@ async function preflight(): Promise<string[]> {
                 /^COMMIT/i.test(last) &&
                 trace.length === statements + 2);
           const what = `${route}${suffix}`;
-          if (ok) seen.push(statements === 0 ? `${what}: no statement` : `${what}: ${first.split(' ')[0]} + ${statements} + COMMIT on one connection`);
+          if (ok)
+            seen.push(
+              statements === 0
+                ? `${what}: no statement`
+                : `${what}: ${first.split(' ')[0]} + ${statements} + COMMIT on one connection`,
+            );
           else problems.push(`${variant} ${what} (HTTP ${response.status}): ${JSON.stringify(trace)}`);
         }
       }
@@ -416,9 +511,14 @@ async function preflight(): Promise<string[]> {
     }
   }
   if (problems.length > 0) {
-    throw new Error(`these variants did not run a request's statements in one transaction on one connection:\n${problems.join('\n')}`);
+    throw new Error(
+      `these variants did not run a request's statements in one transaction on one connection:\n${problems.join('\n')}`,
+    );
   }
-  lines.push(`- ${LABELS[CEILING]}: not traced (no TypeORM); BEGIN, the same statements, COMMIT on one pooled client by construction (raw-pg.ts)`);
+  if (config.variants.includes(CEILING))
+    lines.push(
+      `- ${LABELS[CEILING]}: not traced (no TypeORM); BEGIN, the same statements, COMMIT on one pooled client by construction (raw-pg.ts)`,
+    );
   return lines;
 }
 
@@ -437,7 +537,9 @@ async function openDatabase(): Promise<string> {
   await db.initialize();
   const postgres = db.options.type === 'postgres';
   if (postgres) {
-    const [{ locked }] = await db.query<{ locked: boolean }[]>(`SELECT pg_try_advisory_lock(hashtext('nestjs-request-transaction bench')) AS locked`);
+    const [{ locked }] = await db.query<{ locked: boolean }[]>(
+      `SELECT pg_try_advisory_lock(hashtext('nestjs-request-transaction bench')) AS locked`,
+    );
     if (!locked) {
       throw new Error(
         'another bench run is using the bench tables of this database (it holds the advisory lock ' +
@@ -563,7 +665,9 @@ async function topUp(target: Target, samples: Sample[]): Promise<void> {
   while (target.proc.served < config.memoryRequests) {
     const missing = config.memoryRequests - target.proc.served;
     const seconds = Math.max(1, Math.min(30, Math.ceil((missing / Math.max(rate, 50)) * 1.05)));
-    console.error(`  ${target.proc.name}: ${fmt0(target.proc.served)} requests served; ${seconds} s more of ${workload} for the memory check`);
+    console.error(
+      `  ${target.proc.name}: ${fmt0(target.proc.served)} requests served; ${seconds} s more of ${workload} for the memory check`,
+    );
     const r = await load(target, workload, seconds);
     rate = r.requests.average;
     await quiesce(target.proc);
@@ -595,14 +699,18 @@ async function main(): Promise<void> {
     config.adapters.length * (config.rounds * runsPerRound() * (config.warmup + config.duration + 0.3) + startAndWarm) +
     (config.check ? nestServers.length * 2.5 : 0);
   if (config.variants.includes(CEILING) && !/^postgres(ql)?:/.test(config.databaseUrl)) {
-    throw new Error(`${CEILING} speaks PostgreSQL only: leave it out (--variants=...) for ${config.databaseUrl.replace(/\/\/[^@]*@/, '//…@')}`);
+    throw new Error(
+      `${CEILING} speaks PostgreSQL only: leave it out (--variants=...) for ${config.databaseUrl.replace(/\/\/[^@]*@/, '//…@')}`,
+    );
   }
   const dbVersion = await openDatabase();
   const cpu = cpus();
   const header = [
     '## nestjs-request-transaction bench: the module, its peers, a hand-written baseline and raw pg',
     '',
-    `- machine: ${cpu[0]?.model ?? 'unknown CPU'}, ${cpu.length} cores, load average at start ${loadavg().map((l) => l.toFixed(2)).join(' ')}`,
+    `- machine: ${cpu[0]?.model ?? 'unknown CPU'}, ${cpu.length} cores, load average at start ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}`,
     `- node ${process.version}; ${dbVersion.split(',')[0]}; ${config.databaseUrl.replace(/\/\/[^@]*@/, '//…@')} (synchronous_commit=${config.syncCommit})`,
     `- library: ${relative(process.cwd(), libraryPath())} (${fingerprint(dirname(libraryPath()))})`,
     `- peers: typeorm-transactional ${versionOf('typeorm-transactional')}; @nestjs-cls/transactional ${versionOf('@nestjs-cls/transactional')} + ` +
@@ -616,7 +724,7 @@ async function main(): Promise<void> {
     ...Object.entries(ONLY_ON)
       .filter(([v]) => config.variants.includes(v as Variant))
       .map(([v, only]) => `- ${v} is measured on ${only.filter((w) => config.workloads.includes(w)).join(', ')} only`),
-    ...config.idle.map((v) => `- ${v} not started: it is measured on ${ONLY_ON[v]!.join(', ')} only`),
+    ...config.idle.map((v) => `- ${v} not started: it is measured on ${WORKLOADS.filter((w) => runsOn(v, w)).join(', ')} only`),
   ];
   console.log(header.join('\n'));
 
@@ -708,7 +816,10 @@ async function main(): Promise<void> {
         }
         const last = a === config.adapters.length - 1;
         for (const proc of last && ceiling ? [...procs, ceiling] : procs) {
-          await topUp(targets.find((t) => t.proc === proc && t.suffix === '')!, samples);
+          await topUp(
+            targets.find((t) => t.proc === proc && t.suffix === '')!,
+            samples,
+          );
         }
         await snapshot(last && ceiling ? [...procs, ceiling] : procs, 'end');
       } finally {
@@ -731,7 +842,10 @@ async function main(): Promise<void> {
   }
   out.push(...standingReport(samples, config.variants), ...memoryTable(memory), '');
   if (notToppedUp.length > 0) {
-    out.push(`Measured on some workloads only and not topped up to ${fmt0(config.memoryRequests)} requests: ${notToppedUp.join('; ')}.`, '');
+    out.push(
+      `Measured on some workloads only and not topped up to ${fmt0(config.memoryRequests)} requests: ${notToppedUp.join('; ')}.`,
+      '',
+    );
   }
   const failed = samples.reduce((n, s) => n + s.errors + s.timeouts + s.non2xx, 0);
   out.push(
@@ -740,7 +854,12 @@ async function main(): Promise<void> {
       : `!!! ${failed} requests FAILED (errors, timeouts or non-2xx): the numbers above are not comparable. !!!`,
   );
   const final = await audit();
-  out.push(...leakReport, `audit: ${final.text}`, ...(firstBadAudit ? [firstBadAudit] : []), `wall time ${Math.round((Date.now() - started) / 1000)} s`);
+  out.push(
+    ...leakReport,
+    `audit: ${final.text}`,
+    ...(firstBadAudit ? [firstBadAudit] : []),
+    `wall time ${Math.round((Date.now() - started) / 1000)} s`,
+  );
   console.log(out.join('\n'));
 
   mkdirSync(RESULTS_DIR, { recursive: true });
@@ -748,7 +867,7 @@ async function main(): Promise<void> {
   const file = join(RESULTS_DIR, `bench-${stamp}.json`);
   writeFileSync(file, JSON.stringify({ command, config, header, samples, memory }, null, 2));
   const written = [relative(process.cwd(), file)];
-  if (config.variants.includes(BASELINE)) {
+  if (config.variants.includes(BASELINE) || config.variants.includes(GQL_BASELINE)) {
     const svg = renderChart({
       samples,
       adapters: config.adapters,
@@ -769,7 +888,7 @@ async function main(): Promise<void> {
       written.push(relative(process.cwd(), target).startsWith('..') ? target : relative(process.cwd(), target));
     }
   } else {
-    written.push(`no chart: it is drawn relative to ${BASELINE}, which was not measured`);
+    written.push(`no chart: it is drawn relative to ${BASELINE} (${GQL_BASELINE} on GraphQL), neither of which was measured`);
   }
   console.log(`raw samples and chart: ${written.join('; ')}`);
 }

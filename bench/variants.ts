@@ -14,12 +14,14 @@ import type { Workload } from './workloads';
  *   and an auth guard (a header check); on the database routes only;
  * - `module-per-controller`: the module with `forRoot({ mount: false })` and
  *   `@UseInterceptors(TransactionInterceptor)` on the database controller only: the route without a
- *   database runs no interceptor at all. On that route only.
+ *   database runs no interceptor at all. On that route only;
+ * - `gql-handwritten`, `gql-module`, `gql-nestjs-cls`: a GraphQL server (Apollo on Express, Mercurius on
+ *   Fastify, graphql.ts) with a QueryRunner per operation by hand, with this module, and with
+ *   @nestjs-cls/transactional. On the GraphQL workloads only, which no other variant serves.
  */
 export const DEFAULT_VARIANTS = [
   'handwritten',
   'hand-interceptor',
-  'module-off',
   'module-throw',
   'module-throw-route-off',
   'typeorm-transactional',
@@ -28,10 +30,15 @@ export const DEFAULT_VARIANTS = [
   'hand-realistic',
   'module-realistic',
   'module-per-controller',
+  'gql-handwritten',
+  'gql-module',
+  'gql-nestjs-cls',
 ] as const;
 
 /**
  * Opt-in diagnostics (`--variants=...`), each isolating one ingredient of a variant's cost:
+ * - `module-off`: the module with `guard: 'off'` in a process of its own (the guard's cost across two
+ *   processes; the default run measures it in one, with `module-throw-route-off`);
  * - `module-idle-off`: `module-throw` with the idle-in-transaction accounting turned off, on the write
  *   route only: what that accounting costs (needs `IDLE_ACCOUNTING_OFF` below);
  * - `hand-interceptor-als`: that interceptor also runs the handler inside `AsyncLocalStorage.run()`;
@@ -45,6 +52,7 @@ export const DEFAULT_VARIANTS = [
  *   opens the CLS context itself and routes without it pay nothing.
  */
 export const DIAGNOSTIC_VARIANTS = [
+  'module-off',
   'module-idle-off',
   'hand-interceptor-als',
   'hand-als',
@@ -84,11 +92,24 @@ export const ONLY_ON: Partial<Record<Variant, readonly Workload[]>> = {
   'module-realistic': ['transfer', 'read'],
   'module-per-controller': ['nodb'],
   'module-idle-off': ['transfer'],
+  'gql-handwritten': ['gql-write', 'gql-read'],
+  'gql-module': ['gql-write', 'gql-read'],
+  'gql-nestjs-cls': ['gql-write', 'gql-read'],
 };
 
-/** Whether a variant is measured on a workload. */
+/** The GraphQL variants: the baseline of their ratios, the module, the peer. */
+export const GQL_BASELINE: Variant = 'gql-handwritten';
+export const GQL_MODULE: Variant = 'gql-module';
+export const GQL_PEER: Variant = 'gql-nestjs-cls';
+
+/** The variant a workload's ratios are relative to: the GraphQL workloads have their own hand-written baseline. */
+export function baselineOf(workload: Workload): Variant {
+  return workload.startsWith('gql-') ? GQL_BASELINE : BASELINE;
+}
+
+/** Whether a variant is measured on a workload: a variant not in ONLY_ON runs every HTTP workload. */
 export function runsOn(variant: Variant, workload: Workload): boolean {
-  return ONLY_ON[variant]?.includes(workload) ?? true;
+  return ONLY_ON[variant]?.includes(workload) ?? !workload.startsWith('gql-');
 }
 
 /**
@@ -153,6 +174,9 @@ export const LABELS: Record<Variant, string> = {
   'hand-als-handler': 'hand-written + ALS (in the handler)',
   'typeorm-transactional-cls-hooked': 'typeorm-transactional (cls-hooked)',
   'nestjs-cls-no-middleware': '@nestjs-cls/transactional, no CLS middleware',
+  'gql-handwritten': 'GraphQL, hand-written QueryRunner per operation',
+  'gql-module': "GraphQL, module, guard 'throw'",
+  'gql-nestjs-cls': 'GraphQL, @nestjs-cls/transactional',
 };
 
 export function isNestVariant(variant: Variant): boolean {

@@ -4,7 +4,7 @@
  * the routes named here.
  */
 
-export const WORKLOADS = ['transfer', 'read', 'nodb', 'mix'] as const;
+export const WORKLOADS = ['transfer', 'read', 'nodb', 'mix', 'gql-write', 'gql-read'] as const;
 export type Workload = (typeof WORKLOADS)[number];
 
 export const ROUTES = {
@@ -14,7 +14,15 @@ export const ROUTES = {
   balances: '/balances',
   /** GET: no database at all (a health check, a cache hit). Answers `{ ok: true }`. */
   ping: '/ping',
+  /** POST, JSON `{ query, variables }`: the GraphQL variants' one route (graphql.ts). */
+  graphql: '/graphql',
 } as const;
+
+/** The GraphQL operations: a mutation (the write route's unit), a query whose field resolver reads a second row. */
+export const GQL_TRANSFER =
+  'mutation Transfer($from: Int!, $to: Int!, $amount: Int!) { transfer(from: $from, to: $to, amount: $amount) { id } }';
+export const GQL_PAIR =
+  'query Pair($from: Int!, $to: Int!) { pair(from: $from, to: $to) { from { id balance } to { id balance } } }';
 
 export interface WorkloadInfo {
   title: string;
@@ -27,7 +35,14 @@ export const WORKLOAD_INFO: Record<Workload, WorkloadInfo> = {
   read: { title: 'read: GET /balances (2 SELECTs in one transaction)', touchesDb: true },
   nodb: { title: 'no database: GET /ping', touchesDb: false },
   mix: { title: 'mix: 80 % GET /balances, 20 % POST /transfer', touchesDb: true },
+  'gql-write': { title: 'GraphQL write: mutation transfer (UPDATE, UPDATE, INSERT in one transaction)', touchesDb: true },
+  'gql-read': { title: 'GraphQL read: query pair (root resolver SELECT, @ResolveField SELECT)', touchesDb: true },
 };
+
+/** Whether a workload is served at POST /graphql (only the GraphQL variants serve it). */
+export function isGraphQLWorkload(workload: Workload): boolean {
+  return workload.startsWith('gql-');
+}
 
 /**
  * Every request carries this bearer token: the realistic app's auth guard checks it, every other
@@ -68,6 +83,15 @@ function balancesRequest(accounts: number, suffix: string): BenchRequest {
   return { method: 'GET', path: `${ROUTES.balances}${suffix}?from=${from}&to=${to}`, headers: { authorization: AUTHORIZATION } };
 }
 
+export function graphQLRequest(query: string, variables: Record<string, number>): BenchRequest {
+  return {
+    method: 'POST',
+    path: ROUTES.graphql,
+    headers: { 'content-type': 'application/json', authorization: AUTHORIZATION },
+    body: JSON.stringify({ query, variables }),
+  };
+}
+
 /**
  * The next request of a workload. `suffix` selects a variant's own routes (`-guard-off`); routes
  * that touch no database have none.
@@ -82,5 +106,13 @@ export function nextRequest(workload: Workload, accounts: number, suffix = ''): 
       return { method: 'GET', path: ROUTES.ping, headers: { authorization: AUTHORIZATION } };
     case 'mix':
       return Math.random() < MIX_WRITE_SHARE ? transferRequest(accounts, suffix) : balancesRequest(accounts, suffix);
+    case 'gql-write': {
+      const [from, to] = pair(accounts);
+      return graphQLRequest(GQL_TRANSFER, { from, to, amount: 1 + Math.floor(Math.random() * 100) });
+    }
+    case 'gql-read': {
+      const [from, to] = pair(accounts);
+      return graphQLRequest(GQL_PAIR, { from, to });
+    }
   }
 }
