@@ -66,7 +66,9 @@ export async function startRawPg(options: RawPgOptions, port: number): Promise<R
   });
   const logged = new Map<string, number>();
   const log = (error: unknown) => {
-    const key = `error ${error instanceof Error ? `${error.name}: ${error.message}` : String(error)}`.split('\n')[0].slice(0, 100);
+    const key = `error ${error instanceof Error ? `${error.name}: ${error.message}` : String(error)}`
+      .split('\n')[0]
+      .slice(0, 100);
     const count = (logged.get(key) ?? 0) + 1;
     logged.set(key, count);
     if (count === 1) console.error(error);
@@ -95,7 +97,8 @@ export async function startRawPg(options: RawPgOptions, port: number): Promise<R
     const q = url.indexOf('?');
     const path = q < 0 ? url : url.slice(0, q);
     if (req.method === 'GET' && path === ROUTES.ping) return send(res, 200, { ok: true });
-    if (req.method === 'GET' && path === ROUTES.balances) return send(res, 200, await balances(new URLSearchParams(url.slice(q + 1))));
+    if (req.method === 'GET' && path === ROUTES.balances)
+      return send(res, 200, await balances(new URLSearchParams(url.slice(q + 1))));
     if (req.method === 'POST' && path === ROUTES.transfer) return send(res, 200, await transfer(JSON.parse(await readBody(req))));
     send(res, 404, { message: `Cannot ${req.method} ${path}` });
   }

@@ -61,7 +61,9 @@ export const realisticProviders: Provider[] = [
 ];
 
 /** `handwritten`'s routes in the realistic app: a QueryRunner per request, in the handler. */
-export function handRealisticController(inQueryRunner: <T>(dataSource: DataSource, fn: (manager: EntityManager) => Promise<T>) => Promise<T>): Type {
+export function handRealisticController(
+  inQueryRunner: <T>(dataSource: DataSource, fn: (manager: EntityManager) => Promise<T>) => Promise<T>,
+): Type {
   @Controller()
   class HandRealisticController {
     constructor(private readonly dataSource: DataSource) {}

@@ -274,12 +274,12 @@ export function perControllerTable(samples: Sample[], variants: Variant[]): stri
   return lines;
 }
 
-/** The idle-in-transaction accounting's cost: the module with it (its default) ÷ without it, and the CPU per request. */
+/** The idle-in-transaction report's cost: the module with it (the default outside production) ÷ without it, and the CPU per request. */
 export function idleTable(samples: Sample[], variants: Variant[]): string[] {
   const [subject, reference] = ['module-throw', 'module-idle-off'] as Variant[];
   if (!variants.includes(subject) || !variants.includes(reference)) return [];
   const lines = [
-    `### The idle-in-transaction accounting: ${LABELS[subject]} (accounting on, the default) ÷ ${LABELS[reference]}`,
+    `### The idle-in-transaction report: ${LABELS[subject]} (report on, the default outside production) ÷ ${LABELS[reference]}`,
     '',
     '| adapter | workload | req/s | CPU per request, off ÷ on | within the noise (1 inside the req/s min–max) |',
     '|---|---|---|---|---|',

@@ -32,7 +32,15 @@ function memory(id: number): MemoryReply {
   gc?.();
   gc?.();
   const m = process.memoryUsage();
-  return { type: 'memory', id, gc: gc !== undefined, rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external };
+  return {
+    type: 'memory',
+    id,
+    gc: gc !== undefined,
+    rss: m.rss,
+    heapUsed: m.heapUsed,
+    heapTotal: m.heapTotal,
+    external: m.external,
+  };
 }
 
 async function main(): Promise<void> {

@@ -63,17 +63,28 @@ for (const line of annotated.split('\n')) {
   if (!match || line.includes('PROGRAM TOTALS')) continue;
   const ir = Number(match[1].replace(/,/g, ''));
   const jit = /^\?\?\?:0x([0-9a-f]+) \[\?\?\?\]$/.exec(match[2]);
-  const name = jit ? jsName(parseInt(jit[1], 16)) : match[2].replace(/^\?\?\?:/, '').replace(/ \[[^\]]*\]$/, '').replace(/'\d+$/, '');
+  const name = jit
+    ? jsName(parseInt(jit[1], 16))
+    : match[2]
+        .replace(/^\?\?\?:/, '')
+        .replace(/ \[[^\]]*\]$/, '')
+        .replace(/'\d+$/, '');
   byFunction.set(name, (byFunction.get(name) ?? 0) + ir);
   total += ir;
 }
 
 const GROUPS: Array<[string, RegExp]> = [
-  ['this library (dist/)', /^(?!.*node_modules).*\/dist\/(core|http|guard|repository|decorators|locking|testing|transactional\.|errors)/],
+  [
+    'this library (dist/)',
+    /^(?!.*node_modules).*\/dist\/(core|http|guard|repository|decorators|locking|testing|transactional\.|errors)/,
+  ],
   ['TypeORM', /node_modules\/typeorm\//],
   ['pg', /node_modules\/pg(-[a-z]+)?\//],
   ['Nest', /node_modules\/@nestjs\//],
-  ['Express / Fastify and their helpers', /node_modules\/(express|fastify|find-my-way|avvio|light-my-request|body-parser|router|@fastify|fast-)/],
+  [
+    'Express / Fastify and their helpers',
+    /node_modules\/(express|fastify|find-my-way|avvio|light-my-request|body-parser|router|@fastify|fast-)/,
+  ],
   ['rxjs', /node_modules\/rxjs\//],
   ['the bench app', /\/bench\/dist\//],
   ["node's own JavaScript (node:…)", /^JS:.* node:/],
@@ -89,7 +100,8 @@ const perRequest = (ir: number) => Math.round(ir / requests).toLocaleString('en-
 const share = (ir: number) => `${((100 * ir) / total).toFixed(2)} %`;
 console.log(`${perRequest(total)} instructions per request over ${requests} requests\n`);
 console.log('| group | per request | share |\n|---|---:|---:|');
-for (const [group, ir] of [...byGroup].sort((a, b) => b[1] - a[1])) console.log(`| ${group} | ${perRequest(ir)} | ${share(ir)} |`);
+for (const [group, ir] of [...byGroup].sort((a, b) => b[1] - a[1]))
+  console.log(`| ${group} | ${perRequest(ir)} | ${share(ir)} |`);
 console.log(`\n| function | per request | share |\n|---|---:|---:|`);
 for (const [name, ir] of [...byFunction].sort((a, b) => b[1] - a[1]).slice(0, top)) {
   console.log(`| ${name.slice(0, 140).replace(/\|/g, '\\|')} | ${perRequest(ir)} | ${share(ir)} |`);
