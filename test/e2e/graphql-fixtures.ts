@@ -5,10 +5,23 @@
  */
 import { ApolloDriver, type ApolloDriverConfig } from '@nestjs/apollo';
 import type { DynamicModule } from '@nestjs/common';
-import { Args, Field, Int, Mutation, ObjectType, Parent, Query, ResolveField, Resolver, GraphQLModule } from '@nestjs/graphql';
+import {
+  Args,
+  Context,
+  Field,
+  GraphQLModule,
+  Int,
+  Mutation,
+  ObjectType,
+  Parent,
+  Query,
+  ResolveField,
+  Resolver,
+} from '@nestjs/graphql';
+import DataLoader from 'dataloader';
 import { MercuriusDriver, type MercuriusDriverConfig } from '@nestjs/mercurius';
 import { InjectRepository } from '@nestjs/typeorm';
-import { Column, Entity, type EntityManager, PrimaryGeneratedColumn, type Repository } from 'typeorm';
+import { Column, Entity, type EntityManager, In, PrimaryGeneratedColumn, type Repository } from 'typeorm';
 import { apolloUnitOfWorkPlugin, InjectTxRepository, mercuriusUnitOfWorkHooks, TransactionHost, Tx } from '../../lib';
 
 export const ORDERS = 'graphql_orders';
@@ -105,6 +118,11 @@ export class OrdersResolver {
     return tx.findOneBy(GqlOrder, { id });
   }
 
+  @Query(() => [OrderModel])
+  orders(@Args('ids', { type: () => [Int] }) ids: number[], @Tx() tx: EntityManager): Promise<OrderModel[]> {
+    return tx.find(GqlOrder, { where: { id: In(ids) }, order: { id: 'ASC' } });
+  }
+
   /** Runs no statement. */
   @Query(() => String)
   ping(): string {
@@ -114,6 +132,16 @@ export class OrdersResolver {
   @ResolveField(() => [LineModel])
   lines(@Parent() order: OrderModel): Promise<LineModel[]> {
     return this.lineRepository.findBy({ orderId: order.id });
+  }
+
+  /** Lines through a DataLoader of the operation: one SELECT for the lines of every order in the result. */
+  @ResolveField(() => [LineModel])
+  batchedLines(@Parent() order: OrderModel, @Context() context: { lineLoader?: DataLoader<number, LineModel[]> }) {
+    context.lineLoader ??= new DataLoader(async (orderIds: readonly number[]) => {
+      const lines = await this.lineRepository.findBy({ orderId: In([...orderIds]) });
+      return orderIds.map((id) => lines.filter((line) => line.orderId === id));
+    });
+    return context.lineLoader.load(order.id);
   }
 
   /** The unit of work the field resolver runs in. */

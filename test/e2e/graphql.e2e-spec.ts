@@ -194,6 +194,36 @@ describe.each(engines)('GraphQL on $name', (engine) => {
         QUEUED_ACQUIRE_TIMEOUT_MS,
       );
 
+      it("batches a DataLoader's loads into one statement, inside the operation's unit of work", async () => {
+        const created: Array<{ id: number; line: string }> = [];
+        for (let i = 0; i < 3; i++) {
+          const line = unique('line');
+          const reply = await gql({ query: CREATE, variables: { label: unique('order'), line } });
+          created.push({ id: reply.body.data.createOrder.id, line });
+        }
+        sql.clear();
+
+        const reply = await gql({
+          query: 'query Batched($ids: [Int!]!) { orders(ids: $ids) { id unitOfWork batchedLines { label } } }',
+          variables: { ids: created.map((order) => order.id) },
+        });
+
+        expect(reply.body).toEqual({
+          data: {
+            orders: created.map((order) => ({
+              id: order.id,
+              unitOfWork: 'query Batched',
+              batchedLines: [{ label: order.line }],
+            })),
+          },
+        });
+        const kinds = sql.transactionControl({ settings: false }).map(statementKind);
+        expect(kinds).toEqual([statementKind(beginStatement(engine.name)), 'COMMIT']);
+        // One SELECT of the orders, one of all their lines: the loads of three field resolvers batched.
+        expect(sql.statements().filter((statement) => /^SELECT/i.test(statement))).toHaveLength(2);
+        expect(new Set(sql.sent().map((entry) => entry.queryRunner)).size).toBe(1);
+      });
+
       it('takes no connection and sends nothing when it runs no statement', async () => {
         const reply = await gql({ query: 'query Ping { ping }' });
 
