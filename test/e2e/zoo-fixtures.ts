@@ -259,9 +259,8 @@ export function defineZoo(table: string): Zoo {
 
     async sign(tx: EntityManager, label: string): Promise<ZooAnswer> {
       await tx.save(ZooItem, { label, kind: 'nested-transaction' }); // zoo:nested-transaction-holds
-      await this.dataSource.transaction((inner) =>
-        inner.save(ZooItem, { label: `${label}/webhook`, kind: 'nested-transaction' }),
-      ); // zoo:nested-transaction-bug
+      const webhook = { label: `${label}/webhook`, kind: 'nested-transaction' };
+      await this.dataSource.transaction((inner) => inner.save(ZooItem, webhook)); // zoo:nested-transaction-bug
       return {};
     }
   }
@@ -288,14 +287,9 @@ export function defineZoo(table: string): Zoo {
       }));
       await tx.insert(ZooItem, entries); // zoo:nested-iteration-holds
       const seen: number[] = [];
+      const count = `SELECT COUNT(*) AS n FROM ${table} WHERE label = ${param(this.dataSource)}`;
       for await (const row of openRows(tx, label)) {
-        seen.push(
-          countOf(
-            await this.dataSource.query(`SELECT COUNT(*) AS n FROM ${table} WHERE label = ${param(this.dataSource)}`, [
-              row.label,
-            ]),
-          ),
-        ); // zoo:nested-iteration-bug
+        seen.push(countOf(await this.dataSource.query(count, [row.label]))); // zoo:nested-iteration-bug
       }
       await tx.update(ZooItem, { label: Like(`${label}#%`) }, { note: `seen ${seen.join(',')}` });
       return { seen };
