@@ -45,6 +45,9 @@ export interface BenchAppOptions {
   traceSql?: boolean;
 }
 
+/** How long an idle pooled connection of a bench server stays open. */
+export const IDLE_CONNECTION_MS = 2000;
+
 /** Data source options shared by every variant (and the runner's seeding). */
 export function dataSourceOptions(databaseUrl: string, poolSize: number, synchronousCommit = 'off') {
   const postgres = /^postgres(ql)?:/.test(databaseUrl);
@@ -56,10 +59,12 @@ export function dataSourceOptions(databaseUrl: string, poolSize: number, synchro
     entities,
     synchronize: false,
     logging: false,
-    // Pooled connections stay open while another variant is measured: no reconnects inside a run.
+    // A pool closes its connections 2 s after its server's last run: the dozen servers of an adapter
+    // would otherwise hold more connections than PostgreSQL's default max_connections (100). The warm-up
+    // before each measured run opens them again, so no measured run reconnects.
     // synchronous_commit=off by default: with a disk flush per COMMIT the run measures the disk, and
     // the libraries' CPU cost (what the bench is for) disappears in its wait. BENCH_SYNC_COMMIT=on.
-    extra: postgres ? { idleTimeoutMillis: 0, options: `-c synchronous_commit=${synchronousCommit}` } : {},
+    extra: postgres ? { idleTimeoutMillis: IDLE_CONNECTION_MS, options: `-c synchronous_commit=${synchronousCommit}` } : {},
   };
 }
 

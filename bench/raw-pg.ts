@@ -61,7 +61,7 @@ export async function startRawPg(options: RawPgOptions, port: number): Promise<R
     connectionString: options.databaseUrl,
     max: options.poolSize,
     connectionTimeoutMillis: 5000,
-    idleTimeoutMillis: 0,
+    idleTimeoutMillis: 2000, // as the Nest servers' pools (IDLE_CONNECTION_MS in app.ts)
     options: `-c synchronous_commit=${options.synchronousCommit}`,
   });
   const logged = new Map<string, number>();
