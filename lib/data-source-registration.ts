@@ -18,7 +18,8 @@ import { installConnectionGuard } from './guard/connection-guard';
 import { TransactionInterceptor } from './interceptor/transaction.interceptor';
 import { checkSingleConnectionPool } from './testing/single-connection-pool';
 import { MODULE_OPTIONS_TOKEN } from './transactional.module-definition';
-import { type ResolvedModuleOptions, resolveModuleOptions, type TransactionalModuleExtras } from './transactional.options';
+import { resolveModuleOptions } from './options-check';
+import type { ResolvedModuleOptions, TransactionalModuleExtras } from './transactional.options';
 
 /** What every `forRoot()` shares within one application: one registry, one runner, one interceptor. */
 @Global()

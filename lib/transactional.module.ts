@@ -12,7 +12,7 @@ import {
   getTxRepositoryToken,
 } from './repository/tx-repository';
 import { ASYNC_OPTIONS_TYPE, ConfigurableModuleClass, OPTIONS_TYPE } from './transactional.module-definition';
-import { checkedModuleOptions, MODULE_OPTION_KEYS, resolveModuleOptions, validateExtras } from './transactional.options';
+import { checkedModuleOptions, MODULE_OPTION_KEYS, resolveModuleOptions, validateExtras } from './options-check';
 
 /**
  * One HTTP request, one transaction, one pooled connection. `forRoot()` (or `forRootAsync()`) once

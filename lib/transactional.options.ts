@@ -1,5 +1,5 @@
 /**
- * The options of the module, of `@Transactional()` and of `run()`: their types. The checks and the
+ * The options of the module, of `@Transactional()` and of `run()`: their types. Their checks and
  * defaults are in options-check.ts.
  */
 import type { IsolationLevel } from './core/dialect';
@@ -102,13 +102,3 @@ export interface ResolvedModuleOptions {
 }
 
 export type { IsolationLevel } from './core/dialect';
-export {
-  checkedModuleOptions,
-  checkedTransactionOptions,
-  defaultGuardMode,
-  GUARD_MODES,
-  MODULE_OPTION_KEYS,
-  resolveModuleOptions,
-  resolveRetry,
-  validateExtras,
-} from './options-check';

@@ -1,6 +1,6 @@
 import { SetMetadata } from '@nestjs/common';
 import { TransactionalOptionsError } from '../errors';
-import { checkedTransactionOptions } from '../transactional.options';
+import { checkedTransactionOptions } from '../options-check';
 import { type TransactionalMethodOptions, wrapClass, wrapDescriptor } from './transactional-method';
 
 export const TRANSACTIONAL_OPTIONS = 'nestjs-request-transaction:options';

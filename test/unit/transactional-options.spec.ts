@@ -1,7 +1,7 @@
 import 'reflect-metadata';
 import { Transactional, TRANSACTIONAL_OPTIONS } from '../../lib/decorators/transactional.decorator';
 import { TransactionalOptionsError } from '../../lib/errors';
-import { checkedModuleOptions, checkedTransactionOptions, resolveModuleOptions } from '../../lib/transactional.options';
+import { checkedModuleOptions, checkedTransactionOptions, resolveModuleOptions } from '../../lib/options-check';
 
 describe('module options', () => {
   const env = process.env.NODE_ENV;
