@@ -4,7 +4,7 @@
  *
  * - ```` ```ts ```` (or `typescript`): a complete module, imports included, that compiles against the
  *   package (`nestjs-request-transaction` and its subpaths map to lib/). Each block is its own file.
- * - `<!-- file: test/readme/app.module.ts -->` on the line before a block: the block is that file of the
+ * - `<!-- file: test/examples/app.module.ts -->` on the line before a block: the block is that file of the
  *   repository, byte for byte. The file is compiled with the project and run by the test suite; the
  *   blocks of one document marked so can import each other by their file names (`./account.entity`), and
  *   the blocks of every document can import the README example's files so (`./app.module`).

@@ -22,7 +22,8 @@ import { call } from '../support/http';
 import { expectNothingLeaked } from '../support/leaks';
 import { observer, type MariadbObserver, type PostgresObserver } from '../support/observer';
 import { RecordingSqlLogger } from '../support/recording-loggers';
-import { type ErrorBody, ErrorBodyFilter, labelsIn } from './runner-fixtures';
+import { type ErrorBody, ErrorBodyFilter } from '../support/error-body-filter';
+import { labelsIn } from '../support/rows';
 
 const TABLE = 'aborted_items';
 

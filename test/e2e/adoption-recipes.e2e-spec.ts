@@ -1,14 +1,14 @@
 /**
  * The recipes of docs/adoption.md, run: `subscribeOnce()` (a statement that may fail, in a savepoint)
- * and `UniqueViolationFilter` (a unique violation answered with 409) are test/readme/ files that
+ * and `UniqueViolationFilter` (a unique violation answered with 409) are test/examples/ files that
  * `npm run docs:check` keeps byte-identical to the guide's blocks.
  */
 import { Body, Controller, HttpCode, Post } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import type { EntityManager } from 'typeorm';
 import { TransactionalModule, Tx } from '../../lib';
-import { Subscriber, subscribeOnce } from '../readme/subscribe-once';
-import { uniqueViolationFilter } from '../readme/unique-violation.filter';
+import { Subscriber, subscribeOnce } from '../examples/subscribe-once';
+import { uniqueViolationFilter } from '../examples/unique-violation.filter';
 import { createApp, type TestApp } from '../support/app';
 import { engines, typeormOptions } from '../support/databases';
 import { postJson } from '../support/http';

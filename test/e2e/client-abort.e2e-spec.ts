@@ -23,18 +23,11 @@ import { engines, throughPgBouncer, typeormOptions } from '../support/databases'
 import { post } from '../support/http';
 import { latch, type Latch } from '../support/latch';
 import { expectNothingLeaked, poolStats } from '../support/leaks';
-import { observer, waitFor } from '../support/observer';
+import { observer, waitFor, type AnyObserver } from '../support/observer';
 import { RecordingSqlLogger } from '../support/recording-loggers';
-import {
-  type AnyObserver,
-  connectionIdOf,
-  inTransaction,
-  INNODB_TRX_POLL,
-  outcomeName,
-  outcomeOf,
-  rowsWhere,
-  within,
-} from './lifecycle-fixtures';
+import { connectionIdOf, inTransaction, INNODB_TRX_POLL } from '../support/connections';
+import { outcomeName, outcomeOf, within } from '../support/outcomes';
+import { rowsWhere } from '../support/rows';
 
 @Entity('abort_owners')
 class AbortOwner {
@@ -108,7 +101,7 @@ class AbortController_ {
   async latched(@Body() body: { label: string }, @Tx() tx: EntityManager): Promise<{ label: string }> {
     this.probe.unitState = AsyncLocalStorage.bind(() => this.host.current()?.state);
     await tx.insert(AbortItem, { label: body.label });
-    this.probe.entered.resolve(await connectionIdOf(tx, this.probe.engine));
+    this.probe.entered.resolve(await connectionIdOf(tx));
     await this.probe.release.promise;
     await this.triesAgain(tx, body.label);
     return { label: body.label };
@@ -129,7 +122,7 @@ class AbortController_ {
   async lazyRelation(@Body() body: { label: string }, @Tx() tx: EntityManager): Promise<{ label: string }> {
     this.probe.unitState = AsyncLocalStorage.bind(() => this.host.current()?.state);
     const item = await tx.findOneByOrFail(AbortItem, { label: body.label });
-    this.probe.entered.resolve(await connectionIdOf(tx, this.probe.engine));
+    this.probe.entered.resolve(await connectionIdOf(tx));
     await this.probe.release.promise;
     this.probe.later['item.owner (lazy relation)'] = await outcomeOf(() => item.owner);
     this.probe.finished.resolve();
@@ -141,7 +134,7 @@ class AbortController_ {
   async blocked(@Body() body: { label: string }, @Tx() tx: EntityManager): Promise<{ label: string }> {
     this.probe.unitState = AsyncLocalStorage.bind(() => this.host.current()?.state);
     await tx.insert(AbortItem, { label: body.label });
-    this.probe.entered.resolve(await connectionIdOf(tx, this.probe.engine));
+    this.probe.entered.resolve(await connectionIdOf(tx));
     const placeholder = this.probe.engine === 'postgres' ? '$1' : '?';
     // By primary key: a record lock only (a scan would also lock InnoDB's gaps and block the INSERT above).
     await tx.query(`SELECT id FROM abort_items WHERE id = ${placeholder} FOR UPDATE`, [this.probe.lockedId]);

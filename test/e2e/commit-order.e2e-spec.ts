@@ -16,7 +16,8 @@ import { call } from '../support/http';
 import { expectNothingLeaked } from '../support/leaks';
 import { observer, type PostgresObserver } from '../support/observer';
 import { isTransactionControl, RecordingNestLogger, RecordingSqlLogger } from '../support/recording-loggers';
-import { type ErrorBody, ErrorBodyFilter, labelsIn } from './runner-fixtures';
+import { type ErrorBody, ErrorBodyFilter } from '../support/error-body-filter';
+import { labelsIn } from '../support/rows';
 
 const ORDERS = 'commit_order_orders';
 const AUDIT = 'commit_order_audit';

@@ -15,9 +15,8 @@ import { ConnectionAudit } from '../../lib/testing/index';
 import { adapters, createApp, type TestApp } from '../support/app';
 import { engines, QUEUED_ACQUIRE_TIMEOUT_MS, typeormOptions } from '../support/databases';
 import { expectNothingLeaked } from '../support/leaks';
-import { observer } from '../support/observer';
+import { observer, type AnyObserver } from '../support/observer';
 import { beginStatement, type LoggedQuery, RecordingSqlLogger, statementKind } from '../support/recording-loggers';
-import type { AnyObserver } from './lifecycle-fixtures';
 
 const REQUESTS = 200;
 /** Requests of the mixed (some failing) round. */

@@ -14,7 +14,8 @@ import { call } from '../support/http';
 import { expectNothingLeaked } from '../support/leaks';
 import { observer, type MariadbObserver, type PostgresObserver } from '../support/observer';
 import { RecordingSqlLogger } from '../support/recording-loggers';
-import { ErrorBodyFilter, labelsIn } from './runner-fixtures';
+import { ErrorBodyFilter } from '../support/error-body-filter';
+import { labelsIn } from '../support/rows';
 
 const TABLE = 'concurrent_savepoint_items';
 

@@ -15,7 +15,8 @@ import { call, type Reply } from '../support/http';
 import { barrier } from '../support/latch';
 import { expectNothingLeaked } from '../support/leaks';
 import { observer, type MariadbObserver, type PostgresObserver } from '../support/observer';
-import { type ErrorBody, ErrorBodyFilter, labelsIn, placeholder } from './runner-fixtures';
+import { type ErrorBody, ErrorBodyFilter } from '../support/error-body-filter';
+import { labelsIn, placeholder } from '../support/rows';
 
 const ACCOUNTS = 'deadlock_accounts';
 const LOG = 'deadlock_log';

@@ -19,9 +19,8 @@ import { adapters, createApp, type TestApp } from '../support/app';
 import { engines, QUEUED_ACQUIRE_TIMEOUT_MS, typeormOptions } from '../support/databases';
 import { post } from '../support/http';
 import { expectNothingLeaked } from '../support/leaks';
-import { observer } from '../support/observer';
+import { observer, type AnyObserver } from '../support/observer';
 import { type Random, runSeed, SEED_VARIABLE, seededRandom } from '../support/random';
-import type { AnyObserver } from './lifecycle-fixtures';
 
 /** Requests per database, split evenly over the adapters. */
 const REQUESTS = 5000;

@@ -25,10 +25,10 @@ import { engines, typeormOptions } from '../support/databases';
 import { postJson } from '../support/http';
 import { latch, type Latch } from '../support/latch';
 import { expectNothingLeaked, poolStats } from '../support/leaks';
-import { observer, waitFor } from '../support/observer';
-import { killConnection, killedStatementError, runningStatement } from './faults-fixtures';
-import { type AnyObserver, within } from './lifecycle-fixtures';
-import { connectionIdOf, connectionIdSql, type ErrorBody, ErrorBodyFilter, sleepSql } from './runner-fixtures';
+import { observer, waitFor, type AnyObserver } from '../support/observer';
+import { killConnection, killedStatementError, runningStatement, connectionIdOf, sleepSql } from '../support/connections';
+import { within } from '../support/outcomes';
+import { type ErrorBody, ErrorBodyFilter } from '../support/error-body-filter';
 
 const TABLE = 'faults_killed_rows';
 /** Requests sent at once after a kill, on the pool of one. */
@@ -82,7 +82,7 @@ class KilledController {
   @Post()
   async write(@Body() body: { label: string }, @Tx() tx: EntityManager): Promise<{ connectionId: number }> {
     await tx.insert(KilledRow, { label: body.label, step: 'first' });
-    const connectionId = connectionIdOf(await tx.query(connectionIdSql(this.probe.engine)));
+    const connectionId = await connectionIdOf(tx);
     await tx.insert(KilledRow, { label: body.label, step: 'second' });
     return { connectionId };
   }
@@ -91,7 +91,7 @@ class KilledController {
   @Post('between-statements')
   async betweenStatements(@Body() body: { label: string }, @Tx() tx: EntityManager): Promise<{ label: string }> {
     await tx.insert(KilledRow, { label: body.label, step: 'first' });
-    this.probe.entered.resolve(connectionIdOf(await tx.query(connectionIdSql(this.probe.engine))));
+    this.probe.entered.resolve(await connectionIdOf(tx));
     await this.probe.release.promise;
     await tx.insert(KilledRow, { label: body.label, step: 'second' });
     return { label: body.label };
@@ -101,7 +101,7 @@ class KilledController {
   @Post('long-statement')
   async longStatement(@Body() body: { label: string }, @Tx() tx: EntityManager): Promise<{ label: string }> {
     await tx.insert(KilledRow, { label: body.label, step: 'first' });
-    this.probe.entered.resolve(connectionIdOf(await tx.query(connectionIdSql(this.probe.engine))));
+    this.probe.entered.resolve(await connectionIdOf(tx));
     await tx.query(sleepSql(this.probe.engine, 30));
     await tx.insert(KilledRow, { label: body.label, step: 'second' });
     return { label: body.label };

@@ -19,7 +19,7 @@ import { expectNothingLeaked } from '../support/leaks';
 import { observer, type PostgresObserver } from '../support/observer';
 import { startPgBouncer, type PgBouncer } from '../support/pgbouncer';
 import { describePgBouncer } from '../support/pgbouncer-suites';
-import { ErrorBodyFilter } from './runner-fixtures';
+import { ErrorBodyFilter } from '../support/error-body-filter';
 
 const TABLE = 'faults_pgbouncer_rows';
 const REQUESTS = 32;

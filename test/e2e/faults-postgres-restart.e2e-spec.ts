@@ -21,7 +21,7 @@ import { expectNothingLeaked } from '../support/leaks';
 import { observer, waitFor } from '../support/observer';
 import { runSeed, SEED_VARIABLE, seededRandom } from '../support/random';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy';
-import { type ErrorBody, ErrorBodyFilter } from './runner-fixtures';
+import { type ErrorBody, ErrorBodyFilter } from '../support/error-body-filter';
 
 const CLIENTS = 16;
 const POOL_SIZE = 4;

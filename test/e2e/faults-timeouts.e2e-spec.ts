@@ -17,9 +17,10 @@ import { engines, type EngineName, QUEUED_ACQUIRE_TIMEOUT_MS, typeormOptions } f
 import { postJson, type Reply } from '../support/http';
 import { mariadbTransactionsOfApp } from '../support/app-connections';
 import { expectNothingLeaked } from '../support/leaks';
-import { observer, waitFor } from '../support/observer';
-import { type AnyObserver, INNODB_TRX_POLL } from './lifecycle-fixtures';
-import { type ErrorBody, ErrorBodyFilter, placeholder, sleepSql } from './runner-fixtures';
+import { observer, waitFor, type AnyObserver } from '../support/observer';
+import { INNODB_TRX_POLL, sleepSql } from '../support/connections';
+import { type ErrorBody, ErrorBodyFilter } from '../support/error-body-filter';
+import { placeholder } from '../support/rows';
 
 const TABLE = 'faults_timeout_rows';
 /** The row another connection keeps locked; far above the ids the app's inserts get (a PostgreSQL sequence skips no explicit id). */

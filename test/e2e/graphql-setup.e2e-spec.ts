@@ -9,7 +9,7 @@ import { TypeOrmModule } from '@nestjs/typeorm';
 import { apolloUnitOfWorkPlugin, mercuriusUnitOfWorkHooks, TransactionalModule, TransactionalOptionsError } from '../../lib';
 import { createApp } from '../support/app';
 import { typeormOptions } from '../support/databases';
-import { GqlOrder, GqlOrderLine, OrdersResolver } from './graphql-fixtures';
+import { GqlOrder, GqlOrderLine, OrdersResolver } from '../support/graphql-app';
 
 const applicationName = 'graphql-setup-e2e';
 

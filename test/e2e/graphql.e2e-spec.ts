@@ -11,10 +11,9 @@ import { createApp, type TestApp } from '../support/app';
 import { engines, QUEUED_ACQUIRE_TIMEOUT_MS, typeormOptions } from '../support/databases';
 import { call } from '../support/http';
 import { expectNothingLeaked } from '../support/leaks';
-import { observer } from '../support/observer';
+import { observer, type AnyObserver } from '../support/observer';
 import { beginStatement, RecordingNestLogger, RecordingSqlLogger, statementKind } from '../support/recording-loggers';
-import type { AnyObserver } from './lifecycle-fixtures';
-import { GqlOrder, GqlOrderLine, graphQLModule, LINES, ORDERS, OrdersResolver, servers } from './graphql-fixtures';
+import { GqlOrder, GqlOrderLine, graphQLModule, LINES, ORDERS, OrdersResolver, servers } from '../support/graphql-app';
 
 interface GraphQLReply {
   data?: Record<string, any> | null;

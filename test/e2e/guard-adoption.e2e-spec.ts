@@ -32,7 +32,7 @@ import { call, postJson } from '../support/http';
 import { expectNothingLeaked } from '../support/leaks';
 import { observer, type Observer } from '../support/observer';
 import { RecordingNestLogger } from '../support/recording-loggers';
-import { ErrorRecorder, recordingFilterProviders, siteAt } from './zoo-fixtures';
+import { ErrorRecorder, recordingFilterProviders, siteAt } from '../support/bug-zoo';
 
 const TABLE = 'adoption_articles';
 const CONCURRENT_REQUESTS = 48;

@@ -17,7 +17,7 @@ import {
   type ZooAnswer,
   type ZooBug,
   type ZooRow,
-} from './zoo-fixtures';
+} from '../support/bug-zoo';
 
 const TABLE = 'guardzoo_items';
 const zoo = defineZoo(TABLE);

@@ -27,7 +27,7 @@ import {
   ZOO_BUGS,
   type ZooAnswer,
   type ZooBug,
-} from './zoo-fixtures';
+} from '../support/bug-zoo';
 
 const ITEMS = 'guardmodes_items';
 const ORDERS = 'guardmodes_orders';

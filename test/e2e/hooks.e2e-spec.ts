@@ -9,7 +9,8 @@ import { latch, type Latch } from '../support/latch';
 import { expectNothingLeaked, poolStats } from '../support/leaks';
 import { observer, type MariadbObserver, type PostgresObserver } from '../support/observer';
 import { RecordingNestLogger } from '../support/recording-loggers';
-import { labelsIn, rawResponse } from './runner-fixtures';
+import { labelsIn } from '../support/rows';
+import { rawResponse } from '../support/http';
 
 const TABLE = 'hooks_items';
 

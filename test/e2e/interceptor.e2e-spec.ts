@@ -66,7 +66,7 @@ import { call } from '../support/http';
 import { latch, type Latch } from '../support/latch';
 import { expectNothingLeaked } from '../support/leaks';
 import { observer, type MariadbObserver, type PostgresObserver, waitFor } from '../support/observer';
-import { labelsIn } from './runner-fixtures';
+import { labelsIn } from '../support/rows';
 
 const TABLE = 'interceptor_items';
 const OWNERS = 'interceptor_owners';

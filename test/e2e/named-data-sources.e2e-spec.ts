@@ -16,8 +16,9 @@ import { mariadbEngine, mysqlAvailable, postgresEngine, typeormOptions } from '.
 import { expectNothingLeaked } from '../support/leaks';
 import { observer, type MariadbObserver, type PostgresObserver } from '../support/observer';
 import { RecordingSqlLogger } from '../support/recording-loggers';
-import { type ErrorBody, ErrorBodyFilter, labelsIn } from './runner-fixtures';
-import { siteAt } from './zoo-fixtures';
+import { type ErrorBody, ErrorBodyFilter } from '../support/error-body-filter';
+import { labelsIn } from '../support/rows';
+import { siteAt } from '../support/bug-zoo';
 
 // `default` on PostgreSQL, `reports` on MariaDB; on a machine without MariaDB, a second PostgreSQL data source.
 const reportsEngine = mysqlAvailable() ? mariadbEngine : postgresEngine;

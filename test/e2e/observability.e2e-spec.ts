@@ -12,7 +12,8 @@ import { latch, type Latch } from '../support/latch';
 import { expectNothingLeaked } from '../support/leaks';
 import { observer, waitFor, type Observer } from '../support/observer';
 import { RecordingNestLogger } from '../support/recording-loggers';
-import { type ErrorBody, ErrorBodyFilter, sleepSql } from './runner-fixtures';
+import { type ErrorBody, ErrorBodyFilter } from '../support/error-body-filter';
+import { sleepSql } from '../support/connections';
 
 const TABLE = 'observability_items';
 /** The slow routes' threshold; the module default is far above anything these tests run. */

@@ -25,7 +25,8 @@ import { latch } from '../support/latch';
 import { expectNothingLeaked } from '../support/leaks';
 import { observer, type MariadbObserver, type PostgresObserver } from '../support/observer';
 import { RecordingSqlLogger } from '../support/recording-loggers';
-import { connectionIdOf, connectionIdSql, labelsIn } from './runner-fixtures';
+import { connectionIdOf } from '../support/connections';
+import { labelsIn } from '../support/rows';
 
 const TABLE = 'peer_case_users';
 
@@ -60,8 +61,8 @@ class UserService {
   }
 
   /** The connection the current unit of work runs on. */
-  async connection(engine: Engine): Promise<number> {
-    return connectionIdOf(await this.host.manager().query(connectionIdSql(engine.name)));
+  connection(): Promise<number> {
+    return connectionIdOf(this.host.manager());
   }
 }
 
@@ -129,8 +130,8 @@ describe.each(engines)("the peers' test cases on $name", (engine: Engine) => {
 
     it('supports nested transactions: the inner run() joins the outer one, on the same connection', async () => {
       const [outer, inner] = await runner.run(async () => {
-        const before = await service.connection(engine);
-        const after = await runner.run(() => service.connection(engine));
+        const before = await service.connection();
+        const after = await runner.run(() => service.connection());
         return [before, after];
       });
 

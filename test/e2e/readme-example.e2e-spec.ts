@@ -1,5 +1,5 @@
 /**
- * The README's example, run: test/readme/ holds its files, which test/unit/docs.spec.ts (and
+ * The README's example, run: test/examples/ holds its files, which test/unit/docs.spec.ts (and
  * `npm run docs:check`) keep byte-identical to the README's blocks. Its AppModule is booted as it is
  * (test/support/readme-app.ts), on PostgreSQL and MariaDB.
  */

@@ -58,9 +58,11 @@ import { engines, typeormOptions } from '../support/databases';
 import { post } from '../support/http';
 import { latch, type Latch } from '../support/latch';
 import { expectNothingLeaked, poolStats } from '../support/leaks';
-import { observer, waitFor } from '../support/observer';
+import { observer, waitFor, type AnyObserver } from '../support/observer';
 import { beginStatement, RecordingSqlLogger, statementKind } from '../support/recording-loggers';
-import { type AnyObserver, connectionIdOf, inTransaction, INNODB_TRX_POLL, rowsWhere, within } from './lifecycle-fixtures';
+import { connectionIdOf, inTransaction, INNODB_TRX_POLL } from '../support/connections';
+import { rowsWhere } from '../support/rows';
+import { within } from '../support/outcomes';
 
 @Entity('lifecycle_items')
 class LifecycleItem {
@@ -170,7 +172,7 @@ class ItemsController {
   @Post('latched')
   async latched(@Body() body: { label: string }, @Tx() tx: EntityManager): Promise<{ label: string }> {
     await tx.insert(LifecycleItem, { label: body.label });
-    this.probe.entered.resolve(await connectionIdOf(tx, this.probe.engine));
+    this.probe.entered.resolve(await connectionIdOf(tx));
     await this.probe.release.promise;
     this.probe.handlerReturned = true;
     return { label: body.label };
@@ -204,7 +206,7 @@ class ItemsController {
   @UseFilters(RecordingFilter)
   async idlesPastTimeout(@Body() body: { label: string }, @Tx() tx: EntityManager): Promise<{ label: string }> {
     await tx.insert(LifecycleItem, { label: body.label });
-    this.probe.entered.resolve(await connectionIdOf(tx, this.probe.engine));
+    this.probe.entered.resolve(await connectionIdOf(tx));
     await this.probe.release.promise;
     this.probe.handlerReturned = true;
     return { label: body.label };

@@ -18,7 +18,9 @@ import { latch, type Latch } from '../support/latch';
 import { expectNothingLeaked } from '../support/leaks';
 import { observer, waitFor, type MariadbObserver, type PostgresObserver } from '../support/observer';
 import { RecordingSqlLogger } from '../support/recording-loggers';
-import { connectionIdOf, connectionIdSql, type ErrorBody, ErrorBodyFilter, labelsIn, sleepSql } from './runner-fixtures';
+import { connectionIdOf, sleepSql } from '../support/connections';
+import { type ErrorBody, ErrorBodyFilter } from '../support/error-body-filter';
+import { labelsIn } from '../support/rows';
 
 const TABLE = 'route_options_items';
 const PROBE_ID = 1;
@@ -336,12 +338,11 @@ describe.each(engines)('route options on $name', (engine) => {
     });
 
     it('ends a transaction that sits idle longer than timeoutMs, with TransactionTimeoutError', async () => {
-      const idSql = connectionIdSql(engine.name);
       const holding = latch<number>();
       const serverEndedIt = latch();
       const run = runner.run(
         async (tx) => {
-          holding.resolve(connectionIdOf(await tx.query(idSql)));
+          holding.resolve(await connectionIdOf(tx));
           // The transaction idles here (think: awaiting a slow HTTP call) until the database ends it.
           await serverEndedIt.promise;
           await tx.query('SELECT 1');
@@ -365,15 +366,14 @@ describe.each(engines)('route options on $name', (engine) => {
       );
       // The pool replaced the connection the server closed.
       await expectNothingLeaked({ dataSource, db, applicationName });
-      await expect(runner.run(async (tx) => connectionIdOf(await tx.query(idSql)))).resolves.not.toBe(id);
+      await expect(runner.run((tx) => connectionIdOf(tx))).resolves.not.toBe(id);
     });
 
     it('leaves no timeout on the connection for the next unit of work', async () => {
-      const idSql = connectionIdSql(engine.name);
       let limitedId: number | undefined;
       const limited = runner.run(
         async (tx) => {
-          limitedId = connectionIdOf(await tx.query(idSql));
+          limitedId = await connectionIdOf(tx);
           await tx.query(sleepSql(engine.name, 5));
         },
         { timeoutMs: TIMEOUT_MS },
@@ -381,7 +381,7 @@ describe.each(engines)('route options on $name', (engine) => {
       await expect(limited).rejects.toBeInstanceOf(TransactionTimeoutError);
 
       const next = await runner.run(async (tx) => {
-        const id = connectionIdOf(await tx.query(idSql));
+        const id = await connectionIdOf(tx);
         const settings =
           engine.name === 'postgres'
             ? await tx.query<Array<{ statement: string; idle: string }>>(

@@ -9,7 +9,7 @@ import { postJson } from '../support/http';
 import { expectNothingLeaked } from '../support/leaks';
 import { observer, type Observer } from '../support/observer';
 import { RecordingNestLogger } from '../support/recording-loggers';
-import { Mailer, OutboxMail, OutboxRelay, RegistrationController, User } from './short-transactions-example';
+import { Mailer, OutboxMail, OutboxRelay, RegistrationController, User } from '../examples/short-transactions';
 
 /** The app's idleInTransactionMs; each mail takes three times as long. */
 const THRESHOLD_MS = 100;

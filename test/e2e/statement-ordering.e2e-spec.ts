@@ -26,8 +26,8 @@ import { engines, typeormOptions } from '../support/databases';
 import { post } from '../support/http';
 import { latch, type Latch } from '../support/latch';
 import { expectNothingLeaked } from '../support/leaks';
-import { observer } from '../support/observer';
-import { type AnyObserver, rowsWhere } from './lifecycle-fixtures';
+import { observer, type AnyObserver } from '../support/observer';
+import { rowsWhere } from '../support/rows';
 
 @Entity('ordering_items')
 class OrderingItem {

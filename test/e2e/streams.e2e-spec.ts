@@ -26,8 +26,10 @@ import { latch, type Latch } from '../support/latch';
 import { expectNothingLeaked, poolStats } from '../support/leaks';
 import { observer, waitFor, type MariadbObserver, type PostgresObserver } from '../support/observer';
 import { RecordingSqlLogger } from '../support/recording-loggers';
-import { connectionIdOf, within } from './lifecycle-fixtures';
-import { type ErrorBody, ErrorBodyFilter, labelsIn } from './runner-fixtures';
+import { connectionIdOf } from '../support/connections';
+import { within } from '../support/outcomes';
+import { type ErrorBody, ErrorBodyFilter } from '../support/error-body-filter';
+import { labelsIn } from '../support/rows';
 
 const ROWS_TABLE = 'stream_rows';
 const WRITES_TABLE = 'stream_writes';
@@ -143,7 +145,7 @@ class StreamsController {
   /** Writes, takes note of its connection, and opens a stream of every row. */
   private async writeAndStream(tx: EntityManager, label: string): Promise<Readable> {
     await tx.insert(StreamWrite, { label });
-    this.probe.connectionId = await connectionIdOf(tx, this.probe.engine);
+    this.probe.connectionId = await connectionIdOf(tx);
     const rows = await tx.createQueryBuilder(StreamRow, 'row').orderBy('row.id').stream();
     this.probe.streams.push(rows);
     return rows;

@@ -18,7 +18,7 @@ import { type Engine, engines, typeormOptions } from '../support/databases';
 import { postJson } from '../support/http';
 import { expectNothingLeaked, poolStats } from '../support/leaks';
 import { type MariadbObserver, observer, type Observer, type PostgresObserver } from '../support/observer';
-import { ErrorRecorder, recordingFilterProviders, siteAt } from './zoo-fixtures';
+import { ErrorRecorder, recordingFilterProviders, siteAt } from '../support/bug-zoo';
 
 const TABLE = 'testkit_items';
 

@@ -20,7 +20,8 @@ import { latch, type Latch } from '../support/latch';
 import { expectNothingLeaked } from '../support/leaks';
 import { observer, type MariadbObserver, type PostgresObserver } from '../support/observer';
 import { RecordingSqlLogger } from '../support/recording-loggers';
-import { connectionIdOf, connectionIdSql, labelsIn } from './runner-fixtures';
+import { connectionIdOf } from '../support/connections';
+import { labelsIn } from '../support/rows';
 
 const TABLE = 'runner_items';
 
@@ -52,7 +53,6 @@ describe.each(engines)('TransactionRunner.run() outside HTTP on $name', (engine)
   let host: TransactionHost;
   let dataSource: DataSource;
   let db: PostgresObserver | MariadbObserver;
-  const idSql = connectionIdSql(engine.name);
 
   beforeAll(async () => {
     db = await observer(engine);
@@ -145,9 +145,9 @@ describe.each(engines)('TransactionRunner.run() outside HTTP on $name', (engine)
       let innerId: number | undefined;
 
       const run = runner.run(async (outer) => {
-        outerId = connectionIdOf(await outer.query(idSql));
+        outerId = await connectionIdOf(outer);
         await runner.run(async (inner) => {
-          innerId = connectionIdOf(await inner.query(idSql));
+          innerId = await connectionIdOf(inner);
           await inner.insert(RunnerItem, { label: 'written by the joined run' });
         });
         // The inner run did not commit on its own: the outer rollback takes its row too.
@@ -169,11 +169,11 @@ describe.each(engines)('TransactionRunner.run() outside HTTP on $name', (engine)
       let innerId: number | undefined;
 
       await runner.run(async (outer) => {
-        outerId = connectionIdOf(await outer.query(idSql));
+        outerId = await connectionIdOf(outer);
         await outer.insert(RunnerItem, { label: 'outer' });
         const nested = runner.run(
           async (inner) => {
-            innerId = connectionIdOf(await inner.query(idSql));
+            innerId = await connectionIdOf(inner);
             await inner.insert(RunnerItem, { label: 'inner' });
             throw error;
           },
@@ -311,14 +311,13 @@ class RunnerController {
 
   @Post('savepoint')
   async savepoint(@Tx() tx: EntityManager) {
-    const idSql = connectionIdSql(tx.dataSource.options.type === 'postgres' ? 'postgres' : 'mariadb');
-    const outer = connectionIdOf(await tx.query(idSql));
+    const outer = await connectionIdOf(tx);
     await tx.insert(RunnerItem, { label: 'outer' });
     let inner: number | undefined;
     let caught: string | undefined;
     try {
       await tx.transaction(async (savepoint) => {
-        inner = connectionIdOf(await savepoint.query(idSql));
+        inner = await connectionIdOf(savepoint);
         await savepoint.insert(RunnerItem, { label: 'inner' });
         throw new Error('undo the savepoint');
       });

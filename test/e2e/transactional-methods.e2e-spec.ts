@@ -22,7 +22,8 @@ import { latch } from '../support/latch';
 import { expectNothingLeaked } from '../support/leaks';
 import { observer, type MariadbObserver, type PostgresObserver } from '../support/observer';
 import { RecordingSqlLogger } from '../support/recording-loggers';
-import { connectionIdOf, connectionIdSql, labelsIn } from './runner-fixtures';
+import { connectionIdOf } from '../support/connections';
+import { labelsIn } from '../support/rows';
 
 const TABLE = 'transactional_method_items';
 
@@ -45,7 +46,7 @@ class LedgerService {
   @Transactional()
   async record(label: string, fail = false): Promise<{ unit: string | undefined; connection: number }> {
     await this.items.insert({ label });
-    const connection = connectionIdOf(await this.host.manager().query(connectionIdSql(engineOf(this.host))));
+    const connection = await connectionIdOf(this.host.manager());
     if (fail) throw new Error(`${label} failed`);
     return { unit: this.host.current()?.name, connection };
   }
@@ -87,7 +88,7 @@ class MethodsController {
 
   @Post('join')
   async join(@Tx() tx: EntityManager) {
-    const own = connectionIdOf(await tx.query(connectionIdSql(engineOfManager(tx))));
+    const own = await connectionIdOf(tx);
     const inner = await this.ledger.record('joined');
     return { own, inner };
   }
@@ -117,8 +118,6 @@ class MethodsController {
   }
 }
 
-const engineOfManager = (tx: EntityManager) => (tx.connection.options.type === 'postgres' ? 'postgres' : 'mariadb');
-const engineOf = (host: TransactionHost) => engineOfManager(host.manager());
 
 describe.each(engines)('@Transactional() on provider methods on $name', (engine: Engine) => {
   const applicationName = `methods-e2e-${engine.name}`;

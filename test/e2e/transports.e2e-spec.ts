@@ -50,9 +50,8 @@ import { createApp, type TestApp } from '../support/app';
 import { engines, typeormOptions } from '../support/databases';
 import { latch, type Latch } from '../support/latch';
 import { expectNothingLeaked } from '../support/leaks';
-import { observer, waitFor } from '../support/observer';
-import type { AnyObserver } from './lifecycle-fixtures';
-import { labelsIn } from './runner-fixtures';
+import { observer, waitFor, type AnyObserver } from '../support/observer';
+import { labelsIn } from '../support/rows';
 
 const TABLE = 'transport_items';
 

@@ -36,3 +36,9 @@ export async function post(url: string, body: unknown = {}, init: RequestInit = 
     ...init,
   });
 }
+
+/** The raw Node response under an Express response or a Fastify reply. */
+export function rawResponse(response: unknown): { headersSent: boolean; writableEnded: boolean } {
+  const reply = response as { raw?: { headersSent: boolean; writableEnded: boolean } };
+  return reply.raw ?? (response as { headersSent: boolean; writableEnded: boolean });
+}

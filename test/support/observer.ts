@@ -78,7 +78,11 @@ export interface MariadbObserver extends Observer {
   inTransactionCount(filter?: ProcesslistFilter): Promise<number>;
 }
 
-type ObserverOf<E extends EngineName> = E extends 'postgres' ? PostgresObserver : MariadbObserver;
+/** The observer of `E`. */
+export type ObserverOf<E extends EngineName> = E extends 'postgres' ? PostgresObserver : MariadbObserver;
+
+/** Either observer; `engine` tells which. */
+export type AnyObserver = PostgresObserver | MariadbObserver;
 
 /**
  * Opens an observer connection to `engine`. Close it in `afterAll`.

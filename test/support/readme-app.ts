@@ -5,15 +5,15 @@ import { DataSource } from 'typeorm';
 import { postgresUrl, typeormOptions, type Engine } from './databases';
 
 /**
- * Boots the README example's `AppModule` (test/readme/), beside `extra` controllers and providers, on a
+ * Boots the README example's `AppModule` (test/examples/), beside `extra` controllers and providers, on a
  * real port of 127.0.0.1. The module is imported only now: its `TypeOrmModule.forRoot()` reads
  * `DATABASE_URL` when it loads. On PostgreSQL it runs as the README shows it; on MariaDB its data source
  * is replaced by one on MariaDB, since the README's `forRoot()` names PostgreSQL.
  */
 export async function bootReadmeApp(engine: Engine, extra: ModuleMetadata = {}): Promise<{ app: INestApplication; url: string }> {
   process.env.DATABASE_URL = postgresUrl();
-  const { AppModule } = await import('../readme/app.module');
-  const { Account } = await import('../readme/account.entity');
+  const { AppModule } = await import('../examples/app.module');
+  const { Account } = await import('../examples/account.entity');
   let builder = Test.createTestingModule({ imports: [AppModule], controllers: extra.controllers, providers: extra.providers });
   if (engine.name === 'mariadb') {
     const options = typeormOptions(engine, { poolSize: 10, applicationName: 'readme-example', entities: [Account] });

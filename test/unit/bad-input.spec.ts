@@ -8,7 +8,7 @@ import {
   TransactionalOptionsError,
   Tx,
 } from '../../lib';
-import { databaseError, fakeApp } from './support/fake-data-source';
+import { databaseError, fakeApp } from '../support/fake-data-source';
 
 @Entity('bad_input_unit_items')
 class Item {

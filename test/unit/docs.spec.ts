@@ -5,14 +5,14 @@ import { documentationBlocks, extractBlocks } from '../../scripts/docs-blocks';
 const ROOT = join(__dirname, '..', '..');
 
 describe('the documentation', () => {
-  it("shows the README's example files byte for byte (test/readme/, which the e2e suite runs)", () => {
+  it("shows the README's example files byte for byte (test/examples/, which the e2e suite runs)", () => {
     const example = documentationBlocks(ROOT).filter((block) => block.document === 'README.md' && block.file);
 
     expect(example.map((block) => block.file)).toEqual([
-      'test/readme/app.module.ts',
-      'test/readme/account.entity.ts',
-      'test/readme/accounts.service.ts',
-      'test/readme/accounts.controller.ts',
+      'test/examples/app.module.ts',
+      'test/examples/account.entity.ts',
+      'test/examples/accounts.service.ts',
+      'test/examples/accounts.controller.ts',
     ]);
     for (const block of example) {
       expect({ file: block.file, code: block.code }).toEqual({
@@ -30,7 +30,7 @@ describe('extractBlocks', () => {
       '```sh', // 2
       'npm i x', // 3
       '```', // 4
-      '<!-- file: test/readme/a.ts -->', // 5
+      '<!-- file: test/examples/a.ts -->', // 5
       '```ts', // 6
       "import { A } from './a';", // 7
       '```', // 8
@@ -45,7 +45,7 @@ describe('extractBlocks', () => {
     ].join('\n');
 
     expect(extractBlocks(markdown, 'doc.md')).toEqual([
-      { document: 'doc.md', line: 7, code: "import { A } from './a';\n", fragment: false, file: 'test/readme/a.ts' },
+      { document: 'doc.md', line: 7, code: "import { A } from './a';\n", fragment: false, file: 'test/examples/a.ts' },
       { document: 'doc.md', line: 12, code: 'run(): void\n', fragment: true, file: undefined },
       { document: 'doc.md', line: 15, code: '```\n', fragment: false, file: undefined },
     ]);

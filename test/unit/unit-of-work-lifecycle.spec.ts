@@ -10,7 +10,7 @@ import {
   TransactionTimeoutError,
 } from '../../lib/errors';
 import { waitFor } from '../support/wait-for';
-import { databaseError, fakeApp, type FakeApp } from './support/fake-data-source';
+import { databaseError, fakeApp, type FakeApp } from '../support/fake-data-source';
 
 // The lifecycle of one unit of work, driven directly (open → use → settle → hooks), against a
 // recording fake pool: the exact statements, the connections released or discarded, the hooks.

@@ -1,5 +1,5 @@
 import { TransactionAbortedError } from '../../lib/errors';
-import { databaseError, fakeApp } from './support/fake-data-source';
+import { databaseError, fakeApp } from '../support/fake-data-source';
 
 /** Answers like PostgreSQL: a statement containing `fail` fails; COMMIT after a failure is answered ROLLBACK. */
 function postgresLike(app: ReturnType<typeof fakeApp>): void {

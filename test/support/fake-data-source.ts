@@ -5,10 +5,10 @@ import { EventEmitter } from 'node:events';
 import { Readable } from 'node:stream';
 import type { DataSource } from 'typeorm';
 import { QueryFailedError } from 'typeorm';
-import { DataSourceRegistry, type DataSourceEntry } from '../../../lib/core/data-source-registry';
-import { dialectOf } from '../../../lib/core/dialect';
-import { DataSourceCounters } from '../../../lib/core/stats';
-import { TransactionHost, TransactionRunner } from '../../../lib/core/transaction-runner';
+import { DataSourceRegistry, type DataSourceEntry } from '../../lib/core/data-source-registry';
+import { dialectOf } from '../../lib/core/dialect';
+import { DataSourceCounters } from '../../lib/core/stats';
+import { TransactionHost, TransactionRunner } from '../../lib/core/transaction-runner';
 
 /** How the fake answers a statement: a result, or an error object thrown as the driver's. */
 export type Responder = (sql: string, connection: FakeConnection) => unknown;
