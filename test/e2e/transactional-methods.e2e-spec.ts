@@ -4,8 +4,8 @@
  * open, or only one that already ended, it runs in a new one, exactly as TransactionRunner.run().
  */
 import { Controller, Injectable, Post } from '@nestjs/common';
-import { getDataSourceToken, TypeOrmModule } from '@nestjs/typeorm';
-import { Column, DataSource, Entity, EntityManager, PrimaryGeneratedColumn, type Repository } from 'typeorm';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import { EntityManager, type Repository } from 'typeorm';
 import {
   InjectTxRepository,
   NoTransactionError,
@@ -15,31 +15,22 @@ import {
   TransactionHost,
   Tx,
 } from '../../lib';
-import { createApp, type TestApp } from '../support/app';
-import { engines, type Engine, typeormOptions } from '../support/databases';
+import { createApp } from '../support/app';
+import { connectionIdOf } from '../support/connections';
+import { engines, typeormOptions, type Engine } from '../support/databases';
+import { Item, tableOf } from '../support/entities';
 import { call } from '../support/http';
 import { latch } from '../support/latch';
-import { expectNothingLeaked } from '../support/leaks';
-import { observer, type MariadbObserver, type PostgresObserver } from '../support/observer';
 import { RecordingSqlLogger } from '../support/recording-loggers';
-import { connectionIdOf } from '../support/connections';
 import { labelsIn } from '../support/rows';
+import { suiteApp, suiteObserver } from '../support/suite';
 
-const TABLE = 'transactional_method_items';
-
-@Entity(TABLE)
-class MethodItem {
-  @PrimaryGeneratedColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 100 })
-  label!: string;
-}
+const TABLE = tableOf(Item);
 
 @Injectable()
 class LedgerService {
   constructor(
-    @InjectTxRepository(MethodItem) private readonly items: Repository<MethodItem>,
+    @InjectTxRepository(Item) private readonly items: Repository<Item>,
     private readonly host: TransactionHost,
   ) {}
 
@@ -73,7 +64,7 @@ class LedgerService {
 @Injectable()
 @Transactional()
 class ArchiveService {
-  constructor(@InjectTxRepository(MethodItem) private readonly items: Repository<MethodItem>) {}
+  constructor(@InjectTxRepository(Item) private readonly items: Repository<Item>) {}
 
   async archive(label: string): Promise<void> {
     await this.items.insert({ label });
@@ -101,7 +92,7 @@ class MethodsController {
 
   @Post('nested')
   async nested(@Tx() tx: EntityManager) {
-    await tx.insert(MethodItem, { label: 'outer' });
+    await tx.insert(Item, { label: 'outer' });
     await this.ledger.attempt('nested kept', false);
     await this.ledger.attempt('nested undone', true).catch(() => undefined);
     return { ok: true };
@@ -109,7 +100,7 @@ class MethodsController {
 
   @Post('outlives')
   async outlives(@Tx() tx: EntityManager) {
-    await tx.insert(MethodItem, { label: 'request' });
+    await tx.insert(Item, { label: 'request' });
     // An event handler that runs after the response: the request's unit of work has ended by then.
     setImmediate(() => {
       this.ledger.record('after the response').then(afterResponse.done.resolve, afterResponse.done.resolve);
@@ -118,46 +109,34 @@ class MethodsController {
   }
 }
 
-
 describe.each(engines)('@Transactional() on provider methods on $name', (engine: Engine) => {
   const applicationName = `methods-e2e-${engine.name}`;
   const sql = new RecordingSqlLogger();
-  let db: PostgresObserver | MariadbObserver;
-  let testApp: TestApp;
-  let dataSource: DataSource;
-  let ledger: LedgerService;
-  const begin = engine.name === 'postgres' ? 'BEGIN' : 'START TRANSACTION';
-
-  beforeAll(async () => {
-    db = await observer(engine);
-    testApp = await createApp({
+  const db = suiteObserver(engine);
+  const testApp = suiteApp(db, {
+    applicationName,
+    tables: [Item],
+    app: () => ({
       adapter: 'express',
       imports: [
-        TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 1, applicationName, entities: [MethodItem], logger: sql })),
+        TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 1, applicationName, entities: [Item], logger: sql })),
         TransactionalModule.forRoot(),
-        TransactionalModule.forFeature([MethodItem]),
+        TransactionalModule.forFeature([Item]),
       ],
       controllers: [MethodsController],
       providers: [LedgerService, ArchiveService],
-    });
-    dataSource = testApp.app.get<DataSource>(getDataSourceToken());
-    ledger = testApp.app.get(LedgerService);
-    await db.query(`DELETE FROM ${TABLE}`);
+    }),
+  });
+  let ledger: LedgerService;
+  const begin = engine.name === 'postgres' ? 'BEGIN' : 'START TRANSACTION';
+
+  beforeAll(() => {
+    ledger = testApp.get(LedgerService);
   });
 
   beforeEach(() => {
     sql.clear();
     afterResponse.done = latch<unknown>();
-  });
-
-  afterEach(async () => {
-    await expectNothingLeaked({ dataSource, db, applicationName });
-    await db.query(`DELETE FROM ${TABLE}`);
-  });
-
-  afterAll(async () => {
-    await testApp?.close();
-    await db?.close();
   });
 
   it('runs in a unit of work of its own when called outside any, committing before it resolves', async () => {
@@ -216,7 +195,7 @@ describe.each(engines)('@Transactional() on provider methods on $name', (engine:
   });
 
   it('on a class, runs every method in a unit of work', async () => {
-    await testApp.app.get(ArchiveService).archive('archived');
+    await testApp.get(ArchiveService).archive('archived');
 
     expect(await labelsIn(db, TABLE)).toEqual(['archived']);
     expect(sql.transactionControl()).toEqual([begin, 'COMMIT']);
@@ -227,9 +206,9 @@ describe.each(engines)('@Transactional() on provider methods on $name', (engine:
     const other = await createApp({
       adapter: 'express',
       imports: [
-        TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 1, applicationName: otherName, entities: [MethodItem] })),
+        TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 1, applicationName: otherName, entities: [Item] })),
         TransactionalModule.forRoot(),
-        TransactionalModule.forFeature([MethodItem]),
+        TransactionalModule.forFeature([Item]),
       ],
       providers: [LedgerService],
     });

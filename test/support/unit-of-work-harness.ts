@@ -9,7 +9,8 @@ import { Test, type TestingModule } from '@nestjs/testing';
 import { getDataSourceToken, TypeOrmModule, type TypeOrmModuleOptions } from '@nestjs/typeorm';
 import { createConnection, type Connection as MysqlConnection } from 'mysql2/promise';
 import { Client } from 'pg';
-import { Column, type DataSource, Entity, type EntityManager, PrimaryColumn, PrimaryGeneratedColumn } from 'typeorm';
+import type { DataSource, EntityManager } from 'typeorm';
+import { ModelBallast, ModelLock, ModelRow } from './entities';
 import { TransactionalModule, TransactionHost, TransactionRunner } from '../../lib/index';
 import { dialectOf } from '../../lib/core/dialect';
 import { barrier } from './latch';
@@ -29,30 +30,6 @@ import {
   type StepOutcome,
   type UnitOutcome,
 } from './unit-of-work-model';
-
-/** The rows programs insert: id `n` for step `#n`; row 0 is committed beforehand, for duplicate keys. */
-@Entity('model_rows')
-export class ModelRow {
-  @PrimaryColumn({ type: 'int' })
-  id!: number;
-}
-
-/** Rows units of work lock (`SELECT … FOR UPDATE`) to deadlock. */
-@Entity('model_locks')
-export class ModelLock {
-  @PrimaryColumn({ type: 'int' })
-  id!: number;
-}
-
-/** Rows a deadlock partner inserts on MariaDB to weigh more than the unit, so InnoDB picks the unit as victim. */
-@Entity('model_ballast')
-export class ModelBallast {
-  @PrimaryGeneratedColumn()
-  id!: number;
-
-  @Column({ type: 'int' })
-  n!: number;
-}
 
 /** The entities of the harness's apps. */
 export const MODEL_ENTITIES = [ModelRow, ModelLock, ModelBallast];
