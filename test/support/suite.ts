@@ -110,6 +110,7 @@ export function suiteApp(db: AnyObserver, options: SuiteAppOptions): SuiteApp {
     started = await createApp(options.app());
     await emptyTables();
   });
+  // Not emptied after a failed leak check: a DELETE would wait for the row locks of the leaked transaction.
   afterEach(async () => {
     if (options.leakCheck !== false) {
       await expectNothingLeaked({ dataSource: dataSource(), db, applicationName: options.applicationName }, options.leakCheck);
