@@ -13,6 +13,7 @@ import { engines, typeormOptions } from '../support/databases';
 import { NumberedItem, tableOf } from '../support/entities';
 import { ErrorBodyFilter } from '../support/error-body-filter';
 import { call } from '../support/http';
+import { yieldToOthers } from '../support/latch';
 import { RecordingSqlLogger } from '../support/recording-loggers';
 import { labelsIn } from '../support/rows';
 import { suiteApp, suiteObserver } from '../support/suite';
@@ -20,8 +21,6 @@ import { suiteApp, suiteObserver } from '../support/suite';
 const TABLE = tableOf(NumberedItem);
 
 const insert = (tx: EntityManager, id: number, label: string) => tx.insert(NumberedItem, { id, label });
-/** Lets every other pending callback run first: concurrent work interleaves here if it can. */
-const yieldToOthers = () => new Promise<void>((resolve) => setImmediate(resolve));
 const fail = () => {
   throw new Error('undo this savepoint');
 };

@@ -8,7 +8,7 @@ import { type AdapterName, adapters } from '../support/app';
 import { type Engine, engines, typeormOptions } from '../support/databases';
 import { Item, tableOf } from '../support/entities';
 import { rawResponse } from '../support/http';
-import { latch, type Latch } from '../support/latch';
+import { latch, type Latch, yieldToOthers } from '../support/latch';
 import { poolStats } from '../support/leaks';
 import { RecordingNestLogger } from '../support/recording-loggers';
 import { labelsIn } from '../support/rows';
@@ -30,9 +30,6 @@ interface Probe {
 
 const freshProbe = (): Probe => ({ events: [], hookEntered: latch(), release: latch() });
 let probe = freshProbe();
-
-/** Lets other work run: a hook that ran concurrently with the next one would be overtaken here. */
-const yieldToOthers = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 @Controller('hooks')
 class HooksController {

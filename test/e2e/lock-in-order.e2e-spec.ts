@@ -2,6 +2,7 @@ import { TypeOrmModule } from '@nestjs/typeorm';
 import { DataSource, type EntityManager, type QueryRunner } from 'typeorm';
 import { lockInOrder, TransactionalError, TransactionalModule, TransactionFinishedError, TransactionRunner } from '../../lib';
 import { mariadbThreadIds } from '../support/app-connections';
+import { isDeadlock } from '../support/database-errors';
 import { type Engine, engines, typeormOptions } from '../support/databases';
 import { Account, AccountPair, tableOf } from '../support/entities';
 import { barrier, latch } from '../support/latch';
@@ -23,11 +24,6 @@ function lockStatements(log: RecordingSqlLogger, queryRunner: QueryRunner | unde
     .sent()
     .filter((q) => q.queryRunner === queryRunner && q.sql.includes(ACCOUNTS_TABLE) && /^\s*SELECT/i.test(q.sql))
     .map((q) => ({ sql: q.sql, id: q.parameters[0] }));
-}
-
-function isDeadlock(error: unknown): boolean {
-  const driver = (error as { driverError?: { code?: unknown; errno?: unknown } }).driverError;
-  return driver?.code === '40P01' || driver?.errno === 1213;
 }
 
 describe.each(engines)('lockInOrder on $name', (engine: Engine) => {

@@ -10,23 +10,21 @@ import { TransactionHost } from '../../lib';
 import { engines } from '../support/databases';
 import { postJson } from '../support/http';
 import { poolStats } from '../support/leaks';
-import { observer, type Observer } from '../support/observer';
 import { bootReadmeApp } from '../support/readme-app';
+import { suiteObserver } from '../support/suite';
 import { waitFor } from '../support/wait-for';
 
 describe.each(engines)("the README's example on $name", (engine) => {
+  const db = suiteObserver(engine);
   let app: INestApplication;
   let url: string;
-  let db: Observer;
 
   beforeAll(async () => {
     ({ app, url } = await bootReadmeApp(engine));
-    db = await observer(engine);
   });
 
   afterAll(async () => {
     await app?.close();
-    await db?.close();
   });
 
   afterEach(async () => {
