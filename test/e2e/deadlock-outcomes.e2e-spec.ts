@@ -6,38 +6,19 @@
  */
 import { Controller, Param, Post } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
-import { getDataSourceToken, TypeOrmModule } from '@nestjs/typeorm';
-import { Column, DataSource, Entity, EntityManager, PrimaryColumn, PrimaryGeneratedColumn } from 'typeorm';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import { EntityManager } from 'typeorm';
 import { Transactional, TransactionalModule, TransactionRunner, Tx } from '../../lib';
-import { createApp, type TestApp } from '../support/app';
 import { engines, typeormOptions } from '../support/databases';
+import { Account, Item, tableOf } from '../support/entities';
+import { type ErrorBody, ErrorBodyFilter } from '../support/error-body-filter';
 import { call, type Reply } from '../support/http';
 import { barrier } from '../support/latch';
-import { expectNothingLeaked } from '../support/leaks';
-import { observer, type MariadbObserver, type PostgresObserver } from '../support/observer';
-import { type ErrorBody, ErrorBodyFilter } from '../support/error-body-filter';
 import { labelsIn, placeholder } from '../support/rows';
+import { suiteApp, suiteObserver } from '../support/suite';
 
-const ACCOUNTS = 'deadlock_accounts';
-const LOG = 'deadlock_log';
-
-@Entity(ACCOUNTS)
-class DeadlockAccount {
-  @PrimaryColumn()
-  id!: number;
-
-  @Column({ type: 'int' })
-  balance!: number;
-}
-
-@Entity(LOG)
-class DeadlockLog {
-  @PrimaryGeneratedColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 100 })
-  label!: string;
-}
+const ACCOUNTS = tableOf(Account);
+const ITEMS = tableOf(Item);
 
 /** Both requests hold their first lock before either asks for its second: one of them deadlocks. */
 let bothLocked = barrier(2);
@@ -59,7 +40,7 @@ class DeadlockController {
 
   private async work(tx: EntityManager, first: number, second: number, nested: boolean): Promise<{ caught?: string }> {
     const label = `${first}->${second}`;
-    await tx.insert(DeadlockLog, { label: `${label}: before` });
+    await tx.insert(Item, { label: `${label}: before` });
     let caught: string | undefined;
     try {
       if (nested) await this.runner.run((inner) => this.lockBoth(inner, first, second, label), { propagation: 'nested' });
@@ -67,7 +48,7 @@ class DeadlockController {
     } catch (error) {
       caught = (error as Error).name;
     }
-    await tx.insert(DeadlockLog, { label: `${label}: after` });
+    await tx.insert(Item, { label: `${label}: after` });
     return { caught };
   }
 
@@ -90,40 +71,26 @@ function engineName(tx: EntityManager): 'postgres' | 'mariadb' {
 describe.each(engines)('a caught deadlock on $name', (engine) => {
   const postgres = engine.name === 'postgres';
   const applicationName = `deadlock-e2e-${engine.name}`;
-  let db: PostgresObserver | MariadbObserver;
-  let testApp: TestApp;
-  let dataSource: DataSource;
-
-  beforeAll(async () => {
-    db = await observer(engine);
-    testApp = await createApp({
+  const db = suiteObserver(engine);
+  const testApp = suiteApp(db, {
+    applicationName,
+    tables: [Item, Account],
+    app: () => ({
       adapter: 'express',
       imports: [
         // Two connections: one for each of the two requests that deadlock each other.
-        TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 2, applicationName, entities: [DeadlockAccount, DeadlockLog] })),
+        TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 2, applicationName, entities: [Account, Item] })),
         TransactionalModule.forRoot(),
       ],
       controllers: [DeadlockController],
       providers: [{ provide: APP_FILTER, useClass: ErrorBodyFilter }],
-    });
-    dataSource = testApp.app.get<DataSource>(getDataSourceToken());
+    }),
   });
 
   beforeEach(async () => {
     bothLocked = barrier(2);
     attempts.clear();
-    await db.query(`DELETE FROM ${LOG}`);
-    await db.query(`DELETE FROM ${ACCOUNTS}`);
     await db.query(`INSERT INTO ${ACCOUNTS} (id, balance) VALUES (1, 0), (2, 0)`);
-  });
-
-  afterEach(async () => {
-    await expectNothingLeaked({ dataSource, db, applicationName });
-  });
-
-  afterAll(async () => {
-    await testApp?.close();
-    await db?.close();
   });
 
   /** Sends A (1 then 2) and B (2 then 1) together; returns the replies with the deadlock's victim second. */
@@ -148,7 +115,7 @@ describe.each(engines)('a caught deadlock on $name', (engine) => {
       const [winner, victim] = await deadlock(how);
 
       expect(winner.status).toBe(201);
-      const labels = await labelsIn(db, LOG);
+      const labels = await labelsIn(db, ITEMS);
       if (postgres && how === 'nested') {
         // The deadlock aborted the savepoint alone: the victim's outer work goes on and commits.
         expect(victim.status).toBe(201);
@@ -173,7 +140,7 @@ describe.each(engines)('a caught deadlock on $name', (engine) => {
     ]);
 
     expect(replies.map((reply) => reply.status)).toEqual([201, 201]);
-    expect(await labelsIn(db, LOG)).toHaveLength(4);
+    expect(await labelsIn(db, ITEMS)).toHaveLength(4);
     if (postgres && how === 'nested') {
       // The handler caught the savepoint's deadlock and went on: nothing to retry, the savepoint's update is undone.
       expect(await balances()).toEqual([1, 1]);

@@ -13,14 +13,15 @@
  */
 import { Body, Controller, Post } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
-import { Column, DataSource, Entity, type EntityManager, PrimaryColumn, PrimaryGeneratedColumn } from 'typeorm';
+import { type EntityManager } from 'typeorm';
 import { lockInOrder, TransactionalModule, TransactionHost, Tx } from '../../lib/index';
-import { adapters, createApp, type TestApp } from '../support/app';
+import { adapters } from '../support/app';
 import { engines, QUEUED_ACQUIRE_TIMEOUT_MS, typeormOptions } from '../support/databases';
+import { Account, tableOf, Transfer } from '../support/entities';
 import { post } from '../support/http';
 import { expectNothingLeaked } from '../support/leaks';
-import { observer, type AnyObserver } from '../support/observer';
 import { type Random, runSeed, SEED_VARIABLE, seededRandom } from '../support/random';
+import { suiteApp, suiteObserver } from '../support/suite';
 
 /** Requests per database, split evenly over the adapters. */
 const REQUESTS = 5000;
@@ -39,32 +40,8 @@ const MAX_ABORT_DELAY_MS = 12;
 const RUN_TIMEOUT_MS = 600_000;
 const SEED = runSeed();
 
-@Entity('faults_abort_accounts')
-class Account {
-  @PrimaryColumn()
-  id!: number;
-
-  @Column({ type: 'int' })
-  balance!: number;
-}
-
-@Entity('faults_abort_transfers')
-class Transfer {
-  @PrimaryGeneratedColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 40, unique: true })
-  requestId!: string;
-
-  @Column({ type: 'int' })
-  fromId!: number;
-
-  @Column({ type: 'int' })
-  toId!: number;
-
-  @Column({ type: 'int' })
-  amount!: number;
-}
+const ACCOUNTS_TABLE = tableOf(Account);
+const TRANSFERS_TABLE = tableOf(Transfer);
 
 interface TransferDto {
   requestId: string;
@@ -114,26 +91,17 @@ class TransfersController {
 type Outcome = { requestId: string; aborted: true } | { requestId: string; aborted: false; status: number };
 
 describe.each(engines)(`${REQUESTS} transfers cut by their clients at random (${SEED_VARIABLE}=${SEED}), on $name`, (engine) => {
-  let db: AnyObserver;
+  const db = suiteObserver(engine);
   const outcomes: Outcome[] = [];
-
-  beforeAll(async () => {
-    db = await observer(engine);
-    // Created by the first app's synchronize: the tables may not exist yet.
-  });
-
-  afterAll(async () => {
-    await db?.close();
-  });
 
   describe.each(adapters)('over %s', (adapter) => {
     const applicationName = `faults-aborts-${adapter}`;
-    let testApp: TestApp;
-    let dataSource: DataSource;
-    let host: TransactionHost;
-
-    beforeAll(async () => {
-      testApp = await createApp({
+    // No `tables`: both adapters' requests add to the same books, checked after both (emptied once, below).
+    const testApp = suiteApp(db, {
+      applicationName,
+      // The test checks it itself, before it reads the library's counters.
+      leakCheck: false,
+      app: () => ({
         adapter,
         imports: [
           TypeOrmModule.forRoot(
@@ -148,19 +116,19 @@ describe.each(engines)(`${REQUESTS} transfers cut by their clients at random (${
           TransactionalModule.forRoot(),
         ],
         controllers: [TransfersController],
-      });
-      dataSource = testApp.app.get(DataSource);
-      host = testApp.app.get(TransactionHost);
-      if (adapter === adapters[0]) {
-        await db.query('DELETE FROM faults_abort_transfers');
-        await db.query('DELETE FROM faults_abort_accounts');
-        const values = Array.from({ length: ACCOUNTS }, (_, i) => `(${i + 1}, ${OPENING_BALANCE})`).join(', ');
-        await db.query(`INSERT INTO faults_abort_accounts (id, balance) VALUES ${values}`);
-      }
+      }),
     });
+    let host: TransactionHost;
 
-    afterAll(async () => {
-      await testApp?.close();
+    beforeAll(async () => {
+      host = testApp.get(TransactionHost);
+      if (adapter === adapters[0]) {
+        // Created by the first app's synchronize: the tables may not exist before.
+        await db.query(`DELETE FROM ${TRANSFERS_TABLE}`);
+        await db.query(`DELETE FROM ${ACCOUNTS_TABLE}`);
+        const values = Array.from({ length: ACCOUNTS }, (_, i) => `(${i + 1}, ${OPENING_BALANCE})`).join(', ');
+        await db.query(`INSERT INTO ${ACCOUNTS_TABLE} (id, balance) VALUES ${values}`);
+      }
     });
 
     /** Sends one transfer; cuts it after a random delay, or lets it finish. */
@@ -199,7 +167,7 @@ describe.each(engines)(`${REQUESTS} transfers cut by their clients at random (${
         );
         outcomes.push(...mine);
 
-        await expectNothingLeaked({ dataSource, db, applicationName }, { mariadb: 'app-connections' });
+        await expectNothingLeaked({ dataSource: testApp.dataSource, db, applicationName }, { mariadb: 'app-connections' });
         const after = host.stats();
         expect({ openUnitsOfWork: after.openUnitsOfWork, connectionsHeld: after.connectionsHeld }).toEqual({
           openUnitsOfWork: 0,
@@ -221,10 +189,10 @@ describe.each(engines)(`${REQUESTS} transfers cut by their clients at random (${
   it('keeps the books exact: each balance is its opening balance plus its recorded transfers', async () => {
     const transfers = await db.query<{ requestId: string; fromId: number; toId: number; amount: number }>(
       engine.name === 'postgres'
-        ? 'SELECT "requestId", "fromId", "toId", amount FROM faults_abort_transfers'
-        : 'SELECT requestId, fromId, toId, amount FROM faults_abort_transfers',
+        ? `SELECT "requestId", "fromId", "toId", amount FROM ${TRANSFERS_TABLE}`
+        : `SELECT requestId, fromId, toId, amount FROM ${TRANSFERS_TABLE}`,
     );
-    const accounts = await db.query<{ id: number; balance: number }>('SELECT id, balance FROM faults_abort_accounts ORDER BY id');
+    const accounts = await db.query<{ id: number; balance: number }>(`SELECT id, balance FROM ${ACCOUNTS_TABLE} ORDER BY id`);
 
     const expected = new Map(Array.from({ length: ACCOUNTS }, (_, i) => [i + 1, OPENING_BALANCE]));
     for (const t of transfers) {

@@ -10,41 +10,23 @@
 import { Body, Controller, Injectable, Post } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
 import { TypeOrmModule } from '@nestjs/typeorm';
-import {
-  Column,
-  DataSource,
-  Entity,
-  type EntityManager,
-  type EntitySubscriberInterface,
-  EventSubscriber,
-  PrimaryGeneratedColumn,
-} from 'typeorm';
+import { type EntityManager, type EntitySubscriberInterface, EventSubscriber } from 'typeorm';
 import { TransactionalModule, TransactionHost, Tx } from '../../lib/index';
-import { adapters, createApp, type TestApp } from '../support/app';
+import { adapters } from '../support/app';
+import { connectionIdOf, killConnection, killedStatementError, runningStatement, sleepSql } from '../support/connections';
 import { engines, typeormOptions } from '../support/databases';
+import { StepRecord, tableOf } from '../support/entities';
+import { type ErrorBody, ErrorBodyFilter } from '../support/error-body-filter';
 import { postJson } from '../support/http';
 import { latch, type Latch } from '../support/latch';
-import { expectNothingLeaked, poolStats } from '../support/leaks';
-import { observer, waitFor, type AnyObserver } from '../support/observer';
-import { killConnection, killedStatementError, runningStatement, connectionIdOf, sleepSql } from '../support/connections';
+import { poolStats } from '../support/leaks';
+import { waitFor } from '../support/observer';
 import { within } from '../support/outcomes';
-import { type ErrorBody, ErrorBodyFilter } from '../support/error-body-filter';
+import { suiteApp, suiteObserver } from '../support/suite';
 
-const TABLE = 'faults_killed_rows';
+const TABLE = tableOf(StepRecord);
 /** Requests sent at once after a kill, on the pool of one. */
 const AFTERWARDS = 24;
-
-@Entity(TABLE)
-class KilledRow {
-  @PrimaryGeneratedColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 80 })
-  label!: string;
-
-  @Column({ type: 'varchar', length: 10 })
-  step!: string;
-}
 
 /** Holds the next COMMIT once armed: TypeORM awaits `beforeTransactionCommit` before the library sends COMMIT. */
 const commitGate = { armed: false, reached: latch(), release: latch() };
@@ -81,29 +63,29 @@ class KilledController {
   /** Two rows, and the id of the connection they went through. */
   @Post()
   async write(@Body() body: { label: string }, @Tx() tx: EntityManager): Promise<{ connectionId: number }> {
-    await tx.insert(KilledRow, { label: body.label, step: 'first' });
+    await tx.insert(StepRecord, { label: body.label, step: 'first' });
     const connectionId = await connectionIdOf(tx);
-    await tx.insert(KilledRow, { label: body.label, step: 'second' });
+    await tx.insert(StepRecord, { label: body.label, step: 'second' });
     return { connectionId };
   }
 
   /** One row, then waits on the test between two statements, then the second row. */
   @Post('between-statements')
   async betweenStatements(@Body() body: { label: string }, @Tx() tx: EntityManager): Promise<{ label: string }> {
-    await tx.insert(KilledRow, { label: body.label, step: 'first' });
+    await tx.insert(StepRecord, { label: body.label, step: 'first' });
     this.probe.entered.resolve(await connectionIdOf(tx));
     await this.probe.release.promise;
-    await tx.insert(KilledRow, { label: body.label, step: 'second' });
+    await tx.insert(StepRecord, { label: body.label, step: 'second' });
     return { label: body.label };
   }
 
   /** One row, then a statement that runs 30 s unless something stops it, then the second row. */
   @Post('long-statement')
   async longStatement(@Body() body: { label: string }, @Tx() tx: EntityManager): Promise<{ label: string }> {
-    await tx.insert(KilledRow, { label: body.label, step: 'first' });
+    await tx.insert(StepRecord, { label: body.label, step: 'first' });
     this.probe.entered.resolve(await connectionIdOf(tx));
     await tx.query(sleepSql(this.probe.engine, 30));
-    await tx.insert(KilledRow, { label: body.label, step: 'second' });
+    await tx.insert(StepRecord, { label: body.label, step: 'second' });
     return { label: body.label };
   }
 }
@@ -118,22 +100,11 @@ interface PgPoolInternals {
 const NO_CONNECTION = -1;
 
 describe.each(engines)('when the server kills a connection, on $name', (engine) => {
-  let db: AnyObserver;
-
-  beforeAll(async () => {
-    db = await observer(engine);
-  });
-
-  afterAll(async () => {
-    await db?.close();
-  });
+  const db = suiteObserver(engine);
 
   describe.each(adapters)('over %s', (adapter) => {
     const applicationName = `faults-killed-${adapter}`;
     const placeholder = engine.name === 'postgres' ? '$1' : '?';
-    let testApp: TestApp;
-    let dataSource: DataSource;
-    let host: TransactionHost;
     let probe: Probe;
 
     /** The steps persisted for `label`, as another connection sees them. */
@@ -163,15 +134,26 @@ describe.each(engines)('when the server kills a connection, on $name', (engine) 
       expect(Number(count)).toBe(2 * AFTERWARDS);
     }
 
-    beforeAll(async () => {
-      testApp = await createApp({
+    afterEach(() => {
+      // Before the leak check: a handler still held by the test lets go of its connection.
+      probe.release.resolve();
+      commitGate.armed = false;
+      commitGate.release.resolve();
+      probe.reset();
+    });
+
+    const testApp = suiteApp(db, {
+      applicationName,
+      tables: [StepRecord],
+      leakCheck: { mariadb: 'app-connections' },
+      app: () => ({
         adapter,
         imports: [
           TypeOrmModule.forRoot({
             ...typeormOptions(engine, {
               poolSize: 1,
               applicationName,
-              entities: [KilledRow],
+              entities: [StepRecord],
               // Keep the pooled connection between requests (pg-pool closes idle ones after 10 s).
               extra: engine.name === 'postgres' ? { idleTimeoutMillis: 0 } : undefined,
             }),
@@ -181,29 +163,16 @@ describe.each(engines)('when the server kills a connection, on $name', (engine) 
         ],
         controllers: [KilledController],
         providers: [Probe, { provide: APP_FILTER, useClass: ErrorBodyFilter }],
-      });
-      dataSource = testApp.app.get(DataSource);
-      host = testApp.app.get(TransactionHost);
-      probe = testApp.app.get(Probe);
+      }),
+    });
+
+    beforeAll(() => {
+      probe = testApp.get(Probe);
       probe.engine = engine.name;
-      await db.query(`DELETE FROM ${TABLE}`);
     });
 
-    afterEach(async () => {
-      probe.release.resolve();
-      commitGate.armed = false;
-      commitGate.release.resolve();
-      try {
-        await expectNothingLeaked({ dataSource, db, applicationName }, { mariadb: 'app-connections' });
-        expect(host.stats()).toMatchObject({ openUnitsOfWork: 0, connectionsHeld: 0 });
-      } finally {
-        probe.reset();
-        await db.query(`DELETE FROM ${TABLE}`);
-      }
-    });
-
-    afterAll(async () => {
-      await testApp?.close();
+    afterEach(() => {
+      expect(testApp.get(TransactionHost).stats()).toMatchObject({ openUnitsOfWork: 0, connectionsHeld: 0 });
     });
 
     describe('while the handler waits between two statements', () => {
@@ -223,7 +192,7 @@ describe.each(engines)('when the server kills a connection, on $name', (engine) 
         );
         expect(await stepsOf(label)).toEqual([]);
         // The dead connection left the pool: nothing is held, nobody waits, what is left is idle.
-        expect(poolStats(dataSource)).toMatchObject({ waiting: 0 });
+        expect(poolStats(testApp.dataSource)).toMatchObject({ waiting: 0 });
         await nextRequestsSucceed(killedId, label);
       });
     });
@@ -294,7 +263,7 @@ describe.each(engines)('when the server kills a connection, on $name', (engine) 
           expect(first.status).toBe(201);
           // What a restart can leave: the driver already knows the idle connection is dead, and the pool,
           // which was handing it out at that moment, could not take it back.
-          const pool = (dataSource.driver as unknown as { master: PgPoolInternals }).master;
+          const pool = (testApp.dataSource.driver as unknown as { master: PgPoolInternals }).master;
           const broken = pool._idle[0].client;
           broken._queryable = false;
 

@@ -10,18 +10,18 @@
 import { Controller, Get, Param } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
 import { TypeOrmModule } from '@nestjs/typeorm';
-import { Column, DataSource, Entity, type EntityManager, PrimaryGeneratedColumn } from 'typeorm';
+import { type EntityManager } from 'typeorm';
 import { Transactional, TransactionalModule, TransactionHost, Tx } from '../../lib/index';
-import { createApp, type TestApp } from '../support/app';
 import { postgresEngine, typeormOptions } from '../support/databases';
+import { Item, tableOf } from '../support/entities';
+import { ErrorBodyFilter } from '../support/error-body-filter';
 import { call } from '../support/http';
 import { expectNothingLeaked } from '../support/leaks';
-import { observer, type PostgresObserver } from '../support/observer';
-import { startPgBouncer, type PgBouncer } from '../support/pgbouncer';
+import { type PgBouncer, startPgBouncer } from '../support/pgbouncer';
 import { describePgBouncer } from '../support/pgbouncer-suites';
-import { ErrorBodyFilter } from '../support/error-body-filter';
+import { suiteApp, suiteObserver } from '../support/suite';
 
-const TABLE = 'faults_pgbouncer_rows';
+const TABLE = tableOf(Item);
 const REQUESTS = 32;
 /**
  * timeoutMs of the limited route: shorter than the plain route's statement. It also ends a transaction
@@ -31,15 +31,6 @@ const REQUESTS = 32;
 const TIMEOUT_MS = 400;
 /** Jest timeout of the interleaved run: the plain statements take turns on one server connection. */
 const RUN_TIMEOUT_MS = 120_000;
-
-@Entity(TABLE)
-class BouncedRow {
-  @PrimaryGeneratedColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 40 })
-  label!: string;
-}
 
 interface Session {
   pid: number;
@@ -65,7 +56,7 @@ class BouncedController {
   /** Writes, and runs a statement longer than the other route's timeoutMs. */
   @Get('plain/:label')
   async plain(@Param('label') label: string, @Tx() tx: EntityManager): Promise<Session> {
-    await tx.insert(BouncedRow, { label });
+    await tx.insert(Item, { label });
     await tx.query(`SELECT pg_sleep(${(TIMEOUT_MS * 1.5) / 1000})`);
     return session(tx);
   }
@@ -79,17 +70,20 @@ class BouncedController {
 
 describePgBouncer('through PgBouncer in transaction-pooling mode, with one server connection', () => {
   const applicationName = 'faults-pgbouncer';
+  const database = new URL(postgresEngine.url).pathname.slice(1);
+  const db = suiteObserver('postgres');
   let bouncer: PgBouncer;
-  let testApp: TestApp;
-  let dataSource: DataSource;
-  let host: TransactionHost;
-  let db: PostgresObserver;
 
   beforeAll(async () => {
-    db = await observer('postgres');
     bouncer = await startPgBouncer({ upstreamUrl: postgresEngine.url, poolMode: 'transaction', poolSize: 1 });
-    const database = new URL(postgresEngine.url).pathname.slice(1);
-    testApp = await createApp({
+  }, 30_000);
+
+  const testApp = suiteApp(db, {
+    applicationName,
+    tables: [Item],
+    // The test checks it itself, before it reads the pool's counters.
+    leakCheck: false,
+    app: () => ({
       adapter: 'express',
       imports: [
         TypeOrmModule.forRoot(
@@ -98,7 +92,7 @@ describePgBouncer('through PgBouncer in transaction-pooling mode, with one serve
             {
               poolSize: 4,
               applicationName,
-              entities: [BouncedRow],
+              entities: [Item],
               // pg-pool's acquisition timeout: four clients take turns on one server connection.
               extra: { connectionTimeoutMillis: 30_000 },
             },
@@ -108,16 +102,12 @@ describePgBouncer('through PgBouncer in transaction-pooling mode, with one serve
       ],
       controllers: [BouncedController],
       providers: [{ provide: APP_FILTER, useClass: ErrorBodyFilter }],
-    });
-    dataSource = testApp.app.get(DataSource);
-    host = testApp.app.get(TransactionHost);
-    await db.query(`DELETE FROM ${TABLE}`);
-  }, 30_000);
+    }),
+  });
 
+  // After the app's own afterAll: the app closes its connections to the bouncer first.
   afterAll(async () => {
-    await testApp?.close();
     await bouncer?.stop();
-    await db?.close();
   });
 
   it(
@@ -150,8 +140,8 @@ describePgBouncer('through PgBouncer in transaction-pooling mode, with one serve
       expect(new Set(answers.map((a) => a.body.pid)).size).toBe(1);
       const [{ count }] = await db.query<{ count: string }>(`SELECT COUNT(*) AS count FROM ${TABLE}`);
       expect(Number(count)).toBe(plain.length);
-      await expectNothingLeaked({ dataSource, db, applicationName });
-      expect(host.stats()).toMatchObject({ openUnitsOfWork: 0, connectionsHeld: 0 });
+      await expectNothingLeaked({ dataSource: testApp.dataSource, db, applicationName });
+      expect(testApp.get(TransactionHost).stats()).toMatchObject({ openUnitsOfWork: 0, connectionsHeld: 0 });
     },
     RUN_TIMEOUT_MS,
   );

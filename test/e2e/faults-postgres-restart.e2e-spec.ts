@@ -11,17 +11,18 @@
 import { Body, Controller, Post } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
 import { TypeOrmModule } from '@nestjs/typeorm';
-import { Column, DataSource, Entity, type EntityManager, PrimaryColumn, PrimaryGeneratedColumn } from 'typeorm';
+import { DataSource, type EntityManager } from 'typeorm';
 import { lockInOrder, TransactionalModule, TransactionHost, Tx } from '../../lib/index';
 import { createApp, type TestApp } from '../support/app';
 import type { Engine } from '../support/databases';
 import type { EmbeddedPostgres } from '../support/embedded-postgres';
 import { startEmbeddedPostgresProcess } from '../support/embedded-postgres-process';
+import { Account, tableOf, Transfer } from '../support/entities';
+import { type ErrorBody, ErrorBodyFilter } from '../support/error-body-filter';
 import { expectNothingLeaked } from '../support/leaks';
 import { observer, waitFor } from '../support/observer';
 import { runSeed, SEED_VARIABLE, seededRandom } from '../support/random';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy';
-import { type ErrorBody, ErrorBodyFilter } from '../support/error-body-filter';
 
 const CLIENTS = 16;
 const POOL_SIZE = 4;
@@ -39,32 +40,8 @@ const SEED = runSeed();
 const ACCOUNTS = 8;
 const OPENING_BALANCE = 100_000;
 
-@Entity('faults_restart_accounts')
-class Account {
-  @PrimaryColumn()
-  id!: number;
-
-  @Column({ type: 'int' })
-  balance!: number;
-}
-
-@Entity('faults_restart_transfers')
-class Transfer {
-  @PrimaryGeneratedColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 40, unique: true })
-  requestId!: string;
-
-  @Column({ type: 'int' })
-  fromId!: number;
-
-  @Column({ type: 'int' })
-  toId!: number;
-
-  @Column({ type: 'int' })
-  amount!: number;
-}
+const ACCOUNTS_TABLE = tableOf(Account);
+const TRANSFERS_TABLE = tableOf(Transfer);
 
 @Controller('transfers')
 class TransfersController {
@@ -74,8 +51,8 @@ class TransfersController {
     @Tx() tx: EntityManager,
   ): Promise<{ requestId: string }> {
     await lockInOrder(tx, Account, [dto.from, dto.to]);
-    await tx.query('UPDATE faults_restart_accounts SET balance = balance - $1 WHERE id = $2', [dto.amount, dto.from]);
-    await tx.query('UPDATE faults_restart_accounts SET balance = balance + $1 WHERE id = $2', [dto.amount, dto.to]);
+    await tx.query(`UPDATE ${ACCOUNTS_TABLE} SET balance = balance - $1 WHERE id = $2`, [dto.amount, dto.from]);
+    await tx.query(`UPDATE ${ACCOUNTS_TABLE} SET balance = balance + $1 WHERE id = $2`, [dto.amount, dto.to]);
     await tx.insert(Transfer, { requestId: dto.requestId, fromId: dto.from, toId: dto.to, amount: dto.amount });
     return { requestId: dto.requestId };
   }
@@ -248,10 +225,10 @@ describe(`when the database goes away under load and comes back (${SEED_VARIABLE
     });
     const db = await observer(engine);
     try {
-      await db.query('DELETE FROM faults_restart_transfers');
-      await db.query('DELETE FROM faults_restart_accounts');
+      await db.query(`DELETE FROM ${TRANSFERS_TABLE}`);
+      await db.query(`DELETE FROM ${ACCOUNTS_TABLE}`);
       const values = Array.from({ length: ACCOUNTS }, (_, i) => `(${i + 1}, ${OPENING_BALANCE})`).join(', ');
-      await db.query(`INSERT INTO faults_restart_accounts (id, balance) VALUES ${values}`);
+      await db.query(`INSERT INTO ${ACCOUNTS_TABLE} (id, balance) VALUES ${values}`);
     } finally {
       await db.close();
     }
@@ -265,11 +242,9 @@ describe(`when the database goes away under load and comes back (${SEED_VARIABLE
       await expectNothingLeaked({ dataSource, db, applicationName });
       expect(host.stats()).toMatchObject({ openUnitsOfWork: 0, connectionsHeld: 0 });
       const transfers = await db.query<{ requestId: string; fromId: number; toId: number; amount: number }>(
-        'SELECT "requestId", "fromId", "toId", amount FROM faults_restart_transfers',
+        `SELECT "requestId", "fromId", "toId", amount FROM ${TRANSFERS_TABLE}`,
       );
-      const accounts = await db.query<{ id: number; balance: number }>(
-        'SELECT id, balance FROM faults_restart_accounts ORDER BY id',
-      );
+      const accounts = await db.query<{ id: number; balance: number }>(`SELECT id, balance FROM ${ACCOUNTS_TABLE} ORDER BY id`);
       const expected = new Map(Array.from({ length: ACCOUNTS }, (_, i) => [i + 1, OPENING_BALANCE]));
       for (const t of transfers) {
         expected.set(t.fromId, (expected.get(t.fromId) as number) - t.amount);

@@ -10,19 +10,19 @@
 import { Body, Controller, Post } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
 import { TypeOrmModule } from '@nestjs/typeorm';
-import { Column, DataSource, Entity, type EntityManager, PrimaryGeneratedColumn } from 'typeorm';
+import { type EntityManager } from 'typeorm';
 import { Transactional, TransactionalModule, TransactionHost, Tx } from '../../lib/index';
-import { createApp, type TestApp } from '../support/app';
-import { engines, type EngineName, QUEUED_ACQUIRE_TIMEOUT_MS, typeormOptions } from '../support/databases';
-import { postJson, type Reply } from '../support/http';
 import { mariadbTransactionsOfApp } from '../support/app-connections';
-import { expectNothingLeaked } from '../support/leaks';
-import { observer, waitFor, type AnyObserver } from '../support/observer';
 import { INNODB_TRX_POLL, sleepSql } from '../support/connections';
+import { type EngineName, engines, QUEUED_ACQUIRE_TIMEOUT_MS, typeormOptions } from '../support/databases';
+import { Item, tableOf } from '../support/entities';
 import { type ErrorBody, ErrorBodyFilter } from '../support/error-body-filter';
+import { postJson, type Reply } from '../support/http';
+import { waitFor } from '../support/observer';
 import { placeholder } from '../support/rows';
+import { suiteApp, suiteObserver } from '../support/suite';
 
-const TABLE = 'faults_timeout_rows';
+const TABLE = tableOf(Item);
 /** The row another connection keeps locked; far above the ids the app's inserts get (a PostgreSQL sequence skips no explicit id). */
 const LOCKED_ID = 1_000_000;
 /** Requests sent at once; the pool has two connections. */
@@ -40,15 +40,6 @@ const LOCK_TIMEOUT_MS = { postgres: 200, mariadb: 1000 } as const;
 /** Jest timeout of a test: two dozen requests take turns on two connections, each for up to a second. */
 const TEST_TIMEOUT_MS = 2 * QUEUED_ACQUIRE_TIMEOUT_MS;
 
-@Entity(TABLE)
-class TimeoutRow {
-  @PrimaryGeneratedColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 80 })
-  label!: string;
-}
-
 function engineOf(tx: EntityManager): EngineName {
   return tx.dataSource.options.type === 'postgres' ? 'postgres' : 'mariadb';
 }
@@ -64,7 +55,7 @@ class TimeoutsController {
   @Post('slow-statement')
   @Transactional({ timeoutMs: TIMEOUT_MS })
   async slowStatement(@Body() body: { label: string }, @Tx() tx: EntityManager) {
-    await tx.insert(TimeoutRow, { label: body.label });
+    await tx.insert(Item, { label: body.label });
     await tx.query(sleepSql(engineOf(tx), 10));
     return { label: body.label };
   }
@@ -73,7 +64,7 @@ class TimeoutsController {
   @Post('statement-timeout-on-lock')
   @Transactional({ timeoutMs: TIMEOUT_MS })
   async statementTimeoutOnLock(@Body() body: { label: string }, @Tx() tx: EntityManager) {
-    await tx.insert(TimeoutRow, { label: body.label });
+    await tx.insert(Item, { label: body.label });
     await tx.query(lockLockedRow());
     return { label: body.label };
   }
@@ -83,7 +74,7 @@ class TimeoutsController {
   async lockTimeout(@Body() body: { label: string }, @Tx() tx: EntityManager) {
     const engine = engineOf(tx);
     if (engine === 'postgres') await tx.query(`SET LOCAL lock_timeout = ${LOCK_TIMEOUT_MS.postgres}`);
-    await tx.insert(TimeoutRow, { label: body.label });
+    await tx.insert(Item, { label: body.label });
     await tx.query(
       engine === 'postgres'
         ? lockLockedRow()
@@ -96,7 +87,7 @@ class TimeoutsController {
   @Post('plain')
   async plain(@Body() body: { label: string }, @Tx() tx: EntityManager) {
     const engine = engineOf(tx);
-    await tx.insert(TimeoutRow, { label: body.label });
+    await tx.insert(Item, { label: body.label });
     await tx.query(lockLockedRow());
     const [settings] = await tx.query<Array<{ lock: unknown; statement: unknown }>>(
       engine === 'postgres'
@@ -111,11 +102,45 @@ describe.each(engines)('when the database stops a statement, on $name', (engine)
   const applicationName = `faults-timeouts-${engine.name}`;
   const lockWaitError = engine.name === 'postgres' ? { code: '55P03' } : { errno: 1205 };
   const statementTimeoutCause = engine.name === 'postgres' ? { code: '57014' } : { errno: 1969 };
-  let testApp: TestApp;
-  let dataSource: DataSource;
-  let host: TransactionHost;
-  let db: AnyObserver;
-  let lockHolder: AnyObserver;
+  const db = suiteObserver(engine);
+  /** Another connection, that takes the row lock the requests wait for. */
+  const lockHolder = suiteObserver(engine);
+
+  afterEach(async () => {
+    // Before the suite's cleanup: its DELETE would wait for the row lock.
+    await lockHolder.query('ROLLBACK').catch(() => undefined);
+  });
+
+  const testApp = suiteApp(db, {
+    applicationName,
+    tables: [Item],
+    leakCheck: { mariadb: 'app-connections' },
+    app: () => ({
+      adapter: 'express',
+      imports: [
+        TypeOrmModule.forRoot(
+          typeormOptions(engine, {
+            poolSize: POOL_SIZE,
+            applicationName,
+            entities: [Item],
+            // A dozen requests queue for two connections, each held up to a second or more.
+            acquireTimeoutMs: QUEUED_ACQUIRE_TIMEOUT_MS,
+          }),
+        ),
+        TransactionalModule.forRoot(),
+      ],
+      controllers: [TimeoutsController],
+      providers: [{ provide: APP_FILTER, useClass: ErrorBodyFilter }],
+    }),
+  });
+
+  beforeEach(async () => {
+    await db.query(`INSERT INTO ${TABLE} (id, label) VALUES (${LOCKED_ID}, 'held-row')`);
+  });
+
+  afterEach(() => {
+    expect(testApp.get(TransactionHost).stats()).toMatchObject({ openUnitsOfWork: 0, connectionsHeld: 0 });
+  });
 
   async function labels(prefix: string): Promise<string[]> {
     const rows = await db.query<{ label: string }>(
@@ -131,47 +156,6 @@ describe.each(engines)('when the database stops a statement, on $name', (engine)
       Array.from({ length: AT_ONCE }, (_, i) => postJson<ErrorBody>(`${testApp.url}${path}`, { label: `${prefix}-${i}` })),
     );
   }
-
-  beforeAll(async () => {
-    db = await observer(engine);
-    lockHolder = await observer(engine);
-    testApp = await createApp({
-      adapter: 'express',
-      imports: [
-        TypeOrmModule.forRoot(
-          typeormOptions(engine, {
-            poolSize: POOL_SIZE,
-            applicationName,
-            entities: [TimeoutRow],
-            // A dozen requests queue for two connections, each held up to a second or more.
-            acquireTimeoutMs: QUEUED_ACQUIRE_TIMEOUT_MS,
-          }),
-        ),
-        TransactionalModule.forRoot(),
-      ],
-      controllers: [TimeoutsController],
-      providers: [{ provide: APP_FILTER, useClass: ErrorBodyFilter }],
-    });
-    dataSource = testApp.app.get(DataSource);
-    host = testApp.app.get(TransactionHost);
-  });
-
-  beforeEach(async () => {
-    await db.query(`DELETE FROM ${TABLE}`);
-    await db.query(`INSERT INTO ${TABLE} (id, label) VALUES (${LOCKED_ID}, 'held-row')`);
-  });
-
-  afterEach(async () => {
-    await lockHolder.query('ROLLBACK').catch(() => undefined);
-    await expectNothingLeaked({ dataSource, db, applicationName }, { mariadb: 'app-connections' });
-    expect(host.stats()).toMatchObject({ openUnitsOfWork: 0, connectionsHeld: 0 });
-  });
-
-  afterAll(async () => {
-    await testApp?.close();
-    await lockHolder?.close();
-    await db?.close();
-  });
 
   /** Another connection takes the row lock and keeps it until the test rolls it back. */
   async function holdTheLock(): Promise<void> {
@@ -272,7 +256,7 @@ describe.each(engines)('when the database stops a statement, on $name', (engine)
           const waiting =
             db.engine === 'postgres'
               ? (await db.backends(applicationName)).filter((b) => b.waitEventType === 'Lock' && /FOR UPDATE/.test(b.query))
-              : (await mariadbTransactionsOfApp(db, dataSource)).filter((t) => t.state === 'LOCK WAIT');
+              : (await mariadbTransactionsOfApp(db, testApp.dataSource)).filter((t) => t.state === 'LOCK WAIT');
           expect(waiting).toHaveLength(1);
         }, INNODB_TRX_POLL);
 

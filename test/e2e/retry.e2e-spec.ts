@@ -1,39 +1,31 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type ArgumentsHost, Catch, Controller, HttpException, Post, Req } from '@nestjs/common';
 import { APP_FILTER, BaseExceptionFilter } from '@nestjs/core';
 import { Test } from '@nestjs/testing';
-import { TypeOrmModule, getDataSourceToken } from '@nestjs/typeorm';
+import { TypeOrmModule } from '@nestjs/typeorm';
 import { createConnection, type Connection as MysqlConnection } from 'mysql2/promise';
-import { Column, DataSource, type DataSourceOptions, Entity, type EntityManager, PrimaryColumn, QueryFailedError } from 'typeorm';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { DataSource, type DataSourceOptions, type EntityManager, QueryFailedError } from 'typeorm';
 import {
   Transactional,
   TransactionalModule,
+  type TransactionalModuleOptions,
   TransactionalOptionsError,
   TransactionHost,
   TransactionRunner,
   Tx,
-  type TransactionalModuleOptions,
 } from '../../lib';
 import { CONNECT_TIMEOUT_MS, reasonOf } from '../support/database-urls';
-import { createApp, type TestApp } from '../support/app';
-import { engines, postgresEngine, typeormOptions, type Engine } from '../support/databases';
+import { type Engine, engines, postgresEngine, typeormOptions } from '../support/databases';
+import { Account, tableOf } from '../support/entities';
 import { barrier, latch } from '../support/latch';
-import { expectNothingLeaked } from '../support/leaks';
-import { observer, waitFor, type MariadbObserver, type Observer, type PostgresObserver } from '../support/observer';
+import { type MariadbObserver, waitFor } from '../support/observer';
 import { RecordingNestLogger, RecordingSqlLogger } from '../support/recording-loggers';
+import { suiteApp, suiteObserver } from '../support/suite';
 
-@Entity('retry_counters')
-class Counter {
-  @PrimaryColumn({ type: 'int' })
-  id!: number;
-
-  @Column({ type: 'int' })
-  value!: number;
-}
-
+const ACCOUNTS = tableOf(Account);
 const applicationName = 'retry-e2e';
 const POOL_SIZE = 10;
-/** The counter the tests increment; row 2 is scratch space for the MariaDB interferer. */
+/** The account whose balance the tests increment; account 2 is scratch space for the MariaDB interferer. */
 const COUNTER = 1;
 const SCRATCH = 2;
 const RETRY = { attempts: 10, baseDelayMs: 5 } as const;
@@ -68,13 +60,13 @@ class Contention {
   async increment(tx: EntityManager): Promise<void> {
     const index = this.invocations++;
     if (index >= this.readers) await this.everyoneRead.promise;
-    const counter = await tx.findOneByOrFail(Counter, { id: COUNTER });
+    const counter = await tx.findOneByOrFail(Account, { id: COUNTER });
     if (index < this.readers) {
       this.read += 1;
       if (this.read === this.readers) this.everyoneRead.resolve();
       await this.everyoneRead.promise;
     }
-    await tx.update(Counter, { id: COUNTER }, { value: counter.value + 1 });
+    await tx.update(Account, { id: COUNTER }, { balance: counter.balance + 1 });
   }
 }
 
@@ -137,20 +129,18 @@ describe.each(engines)('retry on $name', (engine: Engine) => {
   }
   /** What each engine reports when read-then-write increments collide under SERIALIZABLE. */
   const collisionCode = engine.name === 'postgres' ? '40001' : '1213';
-  let testApp: TestApp;
+  const db = suiteObserver(engine);
   let runner: TransactionRunner;
   let host: TransactionHost;
-  let dataSource: DataSource;
-  let db: Observer;
   /** MariaDB only: a second raw connection whose lock requests a test's transaction runs into. */
   let interferer: MysqlConnection | undefined;
 
   async function counterValue(id = COUNTER): Promise<number> {
-    const [row] = await db.query<{ value: number }>(
-      `SELECT value FROM retry_counters WHERE id = ${engine.name === 'postgres' ? '$1' : '?'}`,
+    const [row] = await db.query<{ balance: number }>(
+      `SELECT balance FROM ${ACCOUNTS} WHERE id = ${engine.name === 'postgres' ? '$1' : '?'}`,
       [id],
     );
-    return Number(row.value);
+    return Number(row.balance);
   }
 
   /**
@@ -164,21 +154,21 @@ describe.each(engines)('retry on $name', (engine: Engine) => {
    */
   async function collide(write: () => Promise<unknown>): Promise<void> {
     if (engine.name === 'postgres') {
-      await db.query(`UPDATE retry_counters SET value = value + 100 WHERE id = ${COUNTER}`);
+      await db.query(`UPDATE ${ACCOUNTS} SET balance = balance + 100 WHERE id = ${COUNTER}`);
       await write();
       return;
     }
     const other = interferer!;
     await other.query('START TRANSACTION');
-    await other.query(`UPDATE retry_counters SET value = value + 1 WHERE id = ${SCRATCH}`);
-    await other.query(`SELECT value FROM retry_counters WHERE id = ${COUNTER} LOCK IN SHARE MODE`);
-    const blocked = other.query(`UPDATE retry_counters SET value = value + 100 WHERE id = ${COUNTER}`).then(
+    await other.query(`UPDATE ${ACCOUNTS} SET balance = balance + 1 WHERE id = ${SCRATCH}`);
+    await other.query(`SELECT balance FROM ${ACCOUNTS} WHERE id = ${COUNTER} LOCK IN SHARE MODE`);
+    const blocked = other.query(`UPDATE ${ACCOUNTS} SET balance = balance + 100 WHERE id = ${COUNTER}`).then(
       () => undefined,
       (error: unknown) => error,
     );
     await waitFor(async () =>
       (await (db as MariadbObserver).processlist()).some(
-        (p) => p.id === other.threadId && p.info !== null && p.info.includes('value = value + 100'),
+        (p) => p.id === other.threadId && p.info !== null && p.info.includes('balance = balance + 100'),
       ),
     );
     let otherFailed: unknown;
@@ -193,13 +183,21 @@ describe.each(engines)('retry on $name', (engine: Engine) => {
   }
 
   beforeAll(async () => {
-    db = await observer(engine);
     if (engine.name === 'mariadb') interferer = await createConnection({ uri: engine.url, connectTimeout: CONNECT_TIMEOUT_MS });
-    testApp = await createApp({
+  });
+
+  afterEach(() => {
+    mockBackoffGate = undefined;
+  });
+
+  const testApp = suiteApp(db, {
+    applicationName,
+    tables: [Account],
+    app: () => ({
       adapter: 'express',
       imports: [
         TypeOrmModule.forRoot(
-          typeormOptions(engine, { poolSize: POOL_SIZE, applicationName, entities: [Counter], logger: sqlLog }),
+          typeormOptions(engine, { poolSize: POOL_SIZE, applicationName, entities: [Account], logger: sqlLog }),
         ),
         // The contending units of work wait for each other holding their connections on purpose, and the
         // tests count the warnings: no idle-in-transaction report.
@@ -208,29 +206,22 @@ describe.each(engines)('retry on $name', (engine: Engine) => {
       controllers: [CounterController],
       providers: [{ provide: APP_FILTER, useClass: RecordingFilter }],
       logger: nestLog,
-    });
-    runner = testApp.app.get(TransactionRunner);
-    host = testApp.app.get(TransactionHost);
-    dataSource = testApp.app.get<DataSource>(getDataSourceToken());
+    }),
+  });
+
+  beforeAll(() => {
+    runner = testApp.get(TransactionRunner);
+    host = testApp.get(TransactionHost);
   });
 
   beforeEach(async () => {
-    await db.query('DELETE FROM retry_counters');
-    await db.query(`INSERT INTO retry_counters (id, value) VALUES (${COUNTER}, 0), (${SCRATCH}, 0)`);
+    await db.query(`INSERT INTO ${ACCOUNTS} (id, balance) VALUES (${COUNTER}, 0), (${SCRATCH}, 0)`);
     sqlLog.clear();
     nestLog.clear();
   });
 
-  afterEach(async () => {
-    mockBackoffGate = undefined;
-    await expectNothingLeaked({ dataSource, db, applicationName });
-    await db.query('DELETE FROM retry_counters');
-  });
-
   afterAll(async () => {
-    await testApp?.close();
     await interferer?.end();
-    await db?.close();
   });
 
   describe('when concurrent read-then-write increments collide under SERIALIZABLE', () => {
@@ -293,8 +284,8 @@ describe.each(engines)('retry on $name', (engine: Engine) => {
   });
 
   describe('when two transfers deadlock on rows they lock in opposite orders', () => {
-    function lockRow(tx: EntityManager, id: number): Promise<Counter> {
-      return tx.createQueryBuilder(Counter, 'row').setLock('pessimistic_write').where('row.id = :id', { id }).getOneOrFail();
+    function lockRow(tx: EntityManager, id: number): Promise<Account> {
+      return tx.createQueryBuilder(Account, 'row').setLock('pessimistic_write').where('row.id = :id', { id }).getOneOrFail();
     }
 
     it('runs the deadlock victim again, and both transfers commit', async () => {
@@ -312,8 +303,8 @@ describe.each(engines)('retry on $name', (engine: Engine) => {
             // First attempts: each holds its first lock before asking for the second, a sure deadlock.
             if (attempt === 1) await bothHoldTheirFirstLock.arrive();
             const target = await lockRow(tx, to);
-            await tx.update(Counter, { id: from }, { value: source.value - amount });
-            await tx.update(Counter, { id: to }, { value: target.value + amount });
+            await tx.update(Account, { id: from }, { balance: source.balance - amount });
+            await tx.update(Account, { id: to }, { balance: target.balance + amount });
           },
           { name, retry: { attempts: 3, baseDelayMs: 5 } },
         );
@@ -348,10 +339,10 @@ describe.each(engines)('retry on $name', (engine: Engine) => {
               const attempt = (attempts.get(name) ?? 0) + 1;
               attempts.set(name, attempt);
               host.afterCommit(() => void hooksRun.push(`${name} attempt ${attempt}`));
-              const rows = await tx.find(Counter);
-              const sum = rows.reduce((total, row) => total + row.value, 0);
+              const rows = await tx.find(Account);
+              const sum = rows.reduce((total, row) => total + row.balance, 0);
               if (attempt === 1) await bothRead.arrive();
-              await tx.update(Counter, { id }, { value: sum + 1 });
+              await tx.update(Account, { id }, { balance: sum + 1 });
               if (attempt === 1) await afterWrite();
             },
             { name, isolationLevel: 'SERIALIZABLE', retry: { attempts: 3, baseDelayMs: 5 } },
@@ -394,8 +385,8 @@ describe.each(engines)('retry on $name', (engine: Engine) => {
           const attempt = managers.length;
           host.afterCommit(() => void hooksRun.push(attempt));
           host.afterRollback(() => void (rolledBackHooks += 1));
-          const counter = await tx.findOneByOrFail(Counter, { id: COUNTER });
-          const write = () => tx.update(Counter, { id: COUNTER }, { value: counter.value + 1 });
+          const counter = await tx.findOneByOrFail(Account, { id: COUNTER });
+          const write = () => tx.update(Account, { id: COUNTER }, { balance: counter.balance + 1 });
           if (attempt === 1) await collide(write);
           else await write();
           return `committed on attempt ${attempt}`;
@@ -427,9 +418,9 @@ describe.each(engines)('retry on $name', (engine: Engine) => {
       const run = runner.run(
         async (tx) => {
           host.afterCommit(() => void (hookRuns += 1));
-          const counter = await tx.findOneByOrFail(Counter, { id: COUNTER });
+          const counter = await tx.findOneByOrFail(Account, { id: COUNTER });
           await collide(() =>
-            tx.update(Counter, { id: COUNTER }, { value: counter.value + 1 }).catch((error: unknown) => {
+            tx.update(Account, { id: COUNTER }, { balance: counter.balance + 1 }).catch((error: unknown) => {
               thrown.push(error);
               throw error;
             }),
@@ -466,8 +457,8 @@ describe.each(engines)('retry on $name', (engine: Engine) => {
             await runner.run(
               async (tx) => {
                 innerCalls += 1;
-                const counter = await tx.findOneByOrFail(Counter, { id: COUNTER });
-                await collide(() => tx.update(Counter, { id: COUNTER }, { value: counter.value + 1 }));
+                const counter = await tx.findOneByOrFail(Account, { id: COUNTER });
+                await collide(() => tx.update(Account, { id: COUNTER }, { balance: counter.balance + 1 }));
               },
               { retry: { attempts: 5, baseDelayMs: 5 } },
             );
@@ -496,8 +487,8 @@ describe.each(engines)('retry on $name', (engine: Engine) => {
           await runner.run(
             async (tx) => {
               innerCalls += 1;
-              const counter = await tx.findOneByOrFail(Counter, { id: COUNTER });
-              const write = () => tx.update(Counter, { id: COUNTER }, { value: counter.value + 1 });
+              const counter = await tx.findOneByOrFail(Account, { id: COUNTER });
+              const write = () => tx.update(Account, { id: COUNTER }, { balance: counter.balance + 1 });
               if (innerCalls === 1) await collide(write);
               else await write();
             },
@@ -523,7 +514,7 @@ describe.each(engines)('retry on $name', (engine: Engine) => {
       const run = runner.run(
         async (tx) => {
           calls += 1;
-          await tx.findOneByOrFail(Counter, { id: COUNTER });
+          await tx.findOneByOrFail(Account, { id: COUNTER });
           throw boom;
         },
         { retry: { attempts: 5, baseDelayMs: 5 } },
@@ -541,7 +532,7 @@ describe.each(engines)('retry on $name', (engine: Engine) => {
         .run(
           async (tx) => {
             calls += 1;
-            await tx.insert(Counter, { id: COUNTER, value: 7 });
+            await tx.insert(Account, { id: COUNTER, balance: 7 });
           },
           { isolationLevel: 'SERIALIZABLE', retry: { attempts: 5, baseDelayMs: 5 } },
         )
@@ -595,8 +586,8 @@ describe.each(engines)('retry on $name', (engine: Engine) => {
           // Registered after the interceptor's own listener: when this runs, the library knows.
           if (handlerRuns === 1) request.res!.once('close', () => serverSawClose.resolve());
           const tx = host.manager();
-          const counter = await tx.findOneByOrFail(Counter, { id: COUNTER });
-          await collide(() => tx.update(Counter, { id: COUNTER }, { value: counter.value + 1 }));
+          const counter = await tx.findOneByOrFail(Account, { id: COUNTER });
+          await collide(() => tx.update(Account, { id: COUNTER }, { balance: counter.balance + 1 }));
         };
         const client = new AbortController();
 
@@ -658,21 +649,13 @@ describe('retry options', () => {
   ])('given TransactionalModule.$how', ({ module }) => {
     const bootstrapName = 'retry-e2e-bootstrap';
     let created: DataSource[] = [];
-    let db: PostgresObserver;
-
-    beforeAll(async () => {
-      db = await observer('postgres');
-    });
+    const db = suiteObserver('postgres');
 
     afterEach(async () => {
       // Nest does not close providers when compile() fails: destroy the data source it created.
       for (const source of created) if (source.isInitialized) await source.destroy();
       created = [];
       await waitFor(async () => expect(await db.backends(bootstrapName)).toEqual([]));
-    });
-
-    afterAll(async () => {
-      await db?.close();
     });
 
     it('fails at bootstrap with TransactionalOptionsError saying retry is set per route or per run', async () => {
@@ -682,7 +665,7 @@ describe('retry options', () => {
           imports: [
             TypeOrmModule.forRootAsync({
               useFactory: () =>
-                typeormOptions(postgresEngine, { poolSize: 1, applicationName: bootstrapName, entities: [Counter] }),
+                typeormOptions(postgresEngine, { poolSize: 1, applicationName: bootstrapName, entities: [Account] }),
               dataSourceFactory: async (options?: DataSourceOptions) => {
                 const source = new DataSource(options!);
                 created.push(source);
