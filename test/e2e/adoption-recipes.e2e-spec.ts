@@ -46,7 +46,7 @@ class RecipesController {
 describe.each(engines)('the adoption recipes on $name', (engine) => {
   const applicationName = 'adoption-recipes';
   const db = suiteObserver(engine);
-  // No `tables`: the guide's Subscriber entity names no table (tableOf() needs one); each test deletes its address first.
+  // No `tables`: the guide's Subscriber entity names no table (tableOf() needs one); each test's address is deleted below.
   const app = suiteApp(db, {
     applicationName,
     app: () => ({
@@ -65,9 +65,12 @@ describe.each(engines)('the adoption recipes on $name', (engine) => {
     url = app.url;
   });
 
-  beforeEach(async () => {
+  const deleteAddress = async () => {
     await db.query(`DELETE FROM subscriber WHERE email = '${EMAIL}'`);
-  });
+  };
+  // Before each test (a row an interrupted run left) and after it (the table is left as found).
+  beforeEach(deleteAddress);
+  afterEach(deleteAddress);
 
   async function rows(): Promise<number> {
     const [row] = await db.query<{ n: number | string }>(`SELECT COUNT(*) AS n FROM subscriber WHERE email = '${EMAIL}'`);
