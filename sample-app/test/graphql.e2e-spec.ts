@@ -6,7 +6,7 @@ import {
   balances,
   countRows,
   emptyTables,
-  expectNothingLeaked,
+  expectAppLeakedNothing,
   openAccount,
   startApp,
   tablesOf,
@@ -30,7 +30,7 @@ describe.each(engines)('POST /graphql on $name (one unit of work per operation)'
   beforeEach(() => emptyTables(db, tables));
 
   afterEach(async () => {
-    await expectNothingLeaked(app, db);
+    await expectAppLeakedNothing(app, db);
   });
 
   const TRANSFER =

@@ -2,7 +2,7 @@
 // outside, and check that nothing leaked. HTTP calls and latches come from test/support/.
 import { ACQUIRE_TIMEOUT_MS, type Engine } from '../../test/support/databases';
 import { call } from '../../test/support/http';
-import { expectNothingLeaked as expectPoolAndDatabaseClean } from '../../test/support/leaks';
+import { expectNothingLeaked } from '../../test/support/leaks';
 import type { Observer } from '../../test/support/observer';
 import { bootstrap, type SampleApp } from '../src/bootstrap';
 import { type Variant, VARIANT_MODULES } from '../demo/naive/variant';
@@ -69,8 +69,8 @@ export async function emptyTables(db: Observer, tables: Tables): Promise<void> {
  * Waits until the app holds no connection but idle pooled ones: pool back to idle, nobody waiting,
  * and no transaction left open on the database side (see `expectNothingLeaked` in test/support/leaks.ts).
  */
-export async function expectNothingLeaked(sample: AppUnderTest, db: Observer): Promise<void> {
-  await expectPoolAndDatabaseClean({ dataSource: sample.dataSource, db, applicationName: sample.applicationName });
+export async function expectAppLeakedNothing(sample: AppUnderTest, db: Observer): Promise<void> {
+  await expectNothingLeaked({ dataSource: sample.dataSource, db, applicationName: sample.applicationName });
 }
 
 /** Opens an account through the app and returns its id. */

@@ -3,7 +3,7 @@ import { call } from '../../test/support/http';
 import { observer, type Observer } from '../../test/support/observer';
 import { AuditService } from '../src/people/audit.service';
 import { NotificationsService } from '../src/people/notifications.service';
-import { type AppUnderTest, tablesOf, countRows, emptyTables, expectNothingLeaked, startApp } from './harness';
+import { type AppUnderTest, tablesOf, countRows, emptyTables, expectAppLeakedNothing, startApp } from './harness';
 
 describe('DELETE /people/:id (seed 002: follow-up work on a plain repository)', () => {
   const engine = postgresEngine;
@@ -32,8 +32,8 @@ describe('DELETE /people/:id (seed 002: follow-up work on a plain repository)', 
 
   afterEach(async () => {
     jest.restoreAllMocks();
-    await expectNothingLeaked(library, db);
-    await expectNothingLeaked(naive, db);
+    await expectAppLeakedNothing(library, db);
+    await expectAppLeakedNothing(naive, db);
   });
 
   async function addPerson(name: string): Promise<number> {

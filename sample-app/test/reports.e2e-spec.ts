@@ -4,7 +4,7 @@ import { latch } from '../../test/support/latch';
 import { observer, type Observer } from '../../test/support/observer';
 import type { BalanceReport } from '../src/reports/reports.service';
 import { ReportsService } from '../src/reports/reports.service';
-import { type AppUnderTest, balances, tablesOf, emptyTables, expectNothingLeaked, openAccount, startApp } from './harness';
+import { type AppUnderTest, balances, tablesOf, emptyTables, expectAppLeakedNothing, openAccount, startApp } from './harness';
 
 describe('GET /reports/balances while transfers commit', () => {
   const engine = postgresEngine;
@@ -27,8 +27,8 @@ describe('GET /reports/balances while transfers commit', () => {
 
   afterEach(async () => {
     for (const sample of [library, naive]) sample.app.get(ReportsService).betweenReads = async () => undefined;
-    await expectNothingLeaked(library, db);
-    await expectNothingLeaked(naive, db);
+    await expectAppLeakedNothing(library, db);
+    await expectAppLeakedNothing(naive, db);
   });
 
   /**

@@ -8,7 +8,7 @@ import {
   balances,
   countRows,
   emptyTables,
-  expectNothingLeaked,
+  expectAppLeakedNothing,
   openAccount,
   startApp,
 } from './harness';
@@ -30,7 +30,7 @@ describe('POST /transfers', () => {
 
   beforeEach(() => emptyTables(db, tables));
 
-  afterEach(() => expectNothingLeaked(library, db));
+  afterEach(() => expectAppLeakedNothing(library, db));
 
   describe('a valid transfer', () => {
     it('debits the sender, credits the receiver and records one ledger entry', async () => {
@@ -143,8 +143,8 @@ describe.each(engines)('concurrent transfers on $name', (engine) => {
   afterEach(async () => {
     // A test that failed half-way must not leave its locks behind for the next one.
     await Promise.all([holderOfA.query('ROLLBACK'), holderOfB.query('ROLLBACK')]);
-    await expectNothingLeaked(library, db);
-    await expectNothingLeaked(naive, db);
+    await expectAppLeakedNothing(library, db);
+    await expectAppLeakedNothing(naive, db);
   });
 
   describe('when transfers A→B and B→A start at the same moment', () => {

@@ -2,7 +2,7 @@ import { ConnectionAudit } from 'nestjs-request-transaction/testing';
 import { postgresEngine } from '../../test/support/databases';
 import { call } from '../../test/support/http';
 import { observer, type Observer } from '../../test/support/observer';
-import { type AppUnderTest, tablesOf, countRows, emptyTables, expectNothingLeaked, startApp } from './harness';
+import { type AppUnderTest, tablesOf, countRows, emptyTables, expectAppLeakedNothing, startApp } from './harness';
 
 const URL_WITH_SECRET = 'https://hooks.example.com/wallet?token=s3cr3t';
 
@@ -32,8 +32,8 @@ describe('webhooks (seed 000: a query on a second connection inside a transactio
   beforeEach(() => emptyTables(db, tables));
 
   afterEach(async () => {
-    await expectNothingLeaked(library, db);
-    await expectNothingLeaked(naive, db);
+    await expectAppLeakedNothing(library, db);
+    await expectAppLeakedNothing(naive, db);
   });
 
   async function registerWebhook(): Promise<number> {

@@ -6,42 +6,33 @@
  */
 import { Controller, Post } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
-import { getDataSourceToken, TypeOrmModule } from '@nestjs/typeorm';
-import { Column, DataSource, Entity, EntityManager, PrimaryColumn } from 'typeorm';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import { EntityManager } from 'typeorm';
 import {
   TransactionAbortedError,
   TransactionalModule,
+  type TransactionalStats,
   TransactionHost,
   TransactionRunner,
   Tx,
-  type TransactionalStats,
 } from '../../lib';
-import { adapters, createApp, type TestApp } from '../support/app';
+import { adapters } from '../support/app';
 import { engines, typeormOptions } from '../support/databases';
-import { call } from '../support/http';
-import { expectNothingLeaked } from '../support/leaks';
-import { observer, type MariadbObserver, type PostgresObserver } from '../support/observer';
-import { RecordingSqlLogger } from '../support/recording-loggers';
+import { NumberedItem, tableOf } from '../support/entities';
 import { type ErrorBody, ErrorBodyFilter } from '../support/error-body-filter';
+import { call } from '../support/http';
+import { RecordingSqlLogger } from '../support/recording-loggers';
 import { labelsIn } from '../support/rows';
+import { suiteApp, suiteObserver } from '../support/suite';
 
-const TABLE = 'aborted_items';
-
-@Entity(TABLE)
-class AbortedItem {
-  @PrimaryColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 100 })
-  label!: string;
-}
+const TABLE = tableOf(NumberedItem);
 
 /** Hooks that ran in the current test. */
 let hooksRan: string[] = [];
 /** The error the handler caught from a later statement, when it caught one. */
 let laterError: unknown;
 
-const duplicate = (tx: EntityManager, id: number) => tx.insert(AbortedItem, { id, label: `duplicate of ${id}` });
+const duplicate = (tx: EntityManager, id: number) => tx.insert(NumberedItem, { id, label: `duplicate of ${id}` });
 
 @Controller('aborted')
 class AbortedController {
@@ -55,17 +46,17 @@ class AbortedController {
   @Post('caught-failure')
   async caughtFailure(@Tx() tx: EntityManager) {
     this.hooks();
-    await tx.insert(AbortedItem, { id: 1, label: 'before the failure' });
+    await tx.insert(NumberedItem, { id: 1, label: 'before the failure' });
     await duplicate(tx, 1).catch(() => undefined);
     return { ok: true };
   }
 
   @Post('caught-failure-then-query')
   async caughtFailureThenQuery(@Tx() tx: EntityManager) {
-    await tx.insert(AbortedItem, { id: 1, label: 'before the failure' });
+    await tx.insert(NumberedItem, { id: 1, label: 'before the failure' });
     await duplicate(tx, 1).catch(() => undefined);
     try {
-      await tx.insert(AbortedItem, { id: 2, label: 'after the failure' });
+      await tx.insert(NumberedItem, { id: 2, label: 'after the failure' });
     } catch (error) {
       laterError = error;
       throw error;
@@ -76,33 +67,33 @@ class AbortedController {
   @Post('savepoint-absorbs')
   async savepointAbsorbs(@Tx() tx: EntityManager) {
     this.hooks();
-    await tx.insert(AbortedItem, { id: 1, label: 'outer, before' });
+    await tx.insert(NumberedItem, { id: 1, label: 'outer, before' });
     await tx.transaction((savepoint) => duplicate(savepoint, 1)).catch(() => undefined);
-    await tx.insert(AbortedItem, { id: 2, label: 'outer, after' });
+    await tx.insert(NumberedItem, { id: 2, label: 'outer, after' });
     return { ok: true };
   }
 
   @Post('savepoint-catches-inside')
   async savepointCatchesInside(@Tx() tx: EntityManager) {
-    await tx.insert(AbortedItem, { id: 1, label: 'outer' });
+    await tx.insert(NumberedItem, { id: 1, label: 'outer' });
     let inner: string;
     try {
       await tx.transaction(async (savepoint) => {
-        await savepoint.insert(AbortedItem, { id: 2, label: 'in the savepoint' });
+        await savepoint.insert(NumberedItem, { id: 2, label: 'in the savepoint' });
         await duplicate(savepoint, 1).catch(() => undefined);
       });
       inner = 'kept';
     } catch (error) {
       inner = (error as Error).name;
     }
-    await tx.insert(AbortedItem, { id: 3, label: 'outer, after' });
+    await tx.insert(NumberedItem, { id: 3, label: 'outer, after' });
     return { inner };
   }
 
   @Post('unseen-failure')
   async unseenFailure(@Tx() tx: EntityManager) {
     this.hooks();
-    await tx.insert(AbortedItem, { id: 1, label: 'before the failure' });
+    await tx.insert(NumberedItem, { id: 1, label: 'before the failure' });
     // A statement on the driver connection itself: the library never sees it fail.
     const client = tx.queryRunner as unknown as { databaseConnection: { query(sql: string): Promise<unknown> } };
     await client.databaseConnection.query('SELECT 1/0').catch(() => undefined);
@@ -112,37 +103,29 @@ class AbortedController {
 
 describe.each(engines)('aborted transactions on $name', (engine) => {
   const postgres = engine.name === 'postgres';
-  let db: PostgresObserver | MariadbObserver;
-
-  beforeAll(async () => {
-    db = await observer(engine);
-  });
-
-  afterAll(async () => {
-    await db?.close();
-  });
+  const db = suiteObserver(engine);
 
   describe.each(adapters)('over %s', (adapter) => {
     const applicationName = `aborted-e2e-${engine.name}-${adapter}`;
     const sql = new RecordingSqlLogger();
-    let testApp: TestApp;
-    let dataSource: DataSource;
-    let host: TransactionHost;
-    let before: TransactionalStats;
-
-    beforeAll(async () => {
-      testApp = await createApp({
+    const testApp = suiteApp(db, {
+      applicationName,
+      tables: [NumberedItem],
+      app: () => ({
         adapter,
         imports: [
-          TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 1, applicationName, entities: [AbortedItem], logger: sql })),
+          TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 1, applicationName, entities: [NumberedItem], logger: sql })),
           TransactionalModule.forRoot(),
         ],
         controllers: [AbortedController],
         providers: [{ provide: APP_FILTER, useClass: ErrorBodyFilter }],
-      });
-      dataSource = testApp.app.get<DataSource>(getDataSourceToken());
-      host = testApp.app.get(TransactionHost);
-      await db.query(`DELETE FROM ${TABLE}`);
+      }),
+    });
+    let host: TransactionHost;
+    let before: TransactionalStats;
+
+    beforeAll(() => {
+      host = testApp.get(TransactionHost);
     });
 
     beforeEach(() => {
@@ -150,15 +133,6 @@ describe.each(engines)('aborted transactions on $name', (engine) => {
       laterError = undefined;
       sql.clear();
       before = host.stats();
-    });
-
-    afterEach(async () => {
-      await expectNothingLeaked({ dataSource, db, applicationName });
-      await db.query(`DELETE FROM ${TABLE}`);
-    });
-
-    afterAll(async () => {
-      await testApp?.close();
     });
 
     const counted = () => {
@@ -251,32 +225,23 @@ describe.each(engines)('aborted transactions on $name', (engine) => {
 
   describe('TransactionRunner.run()', () => {
     const applicationName = `aborted-e2e-runner-${engine.name}`;
-    let testApp: TestApp;
-    let runner: TransactionRunner;
-    let host: TransactionHost;
-    let dataSource: DataSource;
-
-    beforeAll(async () => {
-      testApp = await createApp({
+    const testApp = suiteApp(db, {
+      applicationName,
+      tables: [NumberedItem],
+      app: () => ({
         adapter: 'express',
         imports: [
-          TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 1, applicationName, entities: [AbortedItem] })),
+          TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 1, applicationName, entities: [NumberedItem] })),
           TransactionalModule.forRoot(),
         ],
-      });
-      runner = testApp.app.get(TransactionRunner);
-      host = testApp.app.get(TransactionHost);
-      dataSource = testApp.app.get<DataSource>(getDataSourceToken());
-      await db.query(`DELETE FROM ${TABLE}`);
+      }),
     });
+    let runner: TransactionRunner;
+    let host: TransactionHost;
 
-    afterEach(async () => {
-      await expectNothingLeaked({ dataSource, db, applicationName });
-      await db.query(`DELETE FROM ${TABLE}`);
-    });
-
-    afterAll(async () => {
-      await testApp?.close();
+    beforeAll(() => {
+      runner = testApp.get(TransactionRunner);
+      host = testApp.get(TransactionHost);
     });
 
     it('rejects, runs the afterRollback hooks and counts a rollback when fn caught a failure that aborted the transaction', async () => {
@@ -286,7 +251,7 @@ describe.each(engines)('aborted transactions on $name', (engine) => {
       const run = runner.run(async (tx) => {
         host.afterCommit(() => ran.push('afterCommit'));
         host.afterRollback(() => ran.push('afterRollback'));
-        await tx.insert(AbortedItem, { id: 1, label: 'first' });
+        await tx.insert(NumberedItem, { id: 1, label: 'first' });
         await duplicate(tx, 1).catch(() => undefined);
         return 'done';
       });
@@ -306,9 +271,9 @@ describe.each(engines)('aborted transactions on $name', (engine) => {
 
     it("keeps the outer work when a nested run's failure is caught", async () => {
       const value = await runner.run(async (tx) => {
-        await tx.insert(AbortedItem, { id: 1, label: 'outer' });
+        await tx.insert(NumberedItem, { id: 1, label: 'outer' });
         await runner.run((inner) => duplicate(inner, 1), { propagation: 'nested' }).catch(() => undefined);
-        await tx.insert(AbortedItem, { id: 2, label: 'outer, after' });
+        await tx.insert(NumberedItem, { id: 2, label: 'outer, after' });
         return 'done';
       });
 

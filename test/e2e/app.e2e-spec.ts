@@ -1,15 +1,9 @@
 import { Controller, Get } from '@nestjs/common';
 import { adapters, createApp, type TestApp } from '../support/app';
+import { latch } from '../support/latch';
 
-/** A promise with its resolve function outside, to step through a request from the test. */
-function deferred(): { promise: Promise<void>; resolve: () => void } {
-  let resolve!: () => void;
-  const promise = new Promise<void>((done) => (resolve = done));
-  return { promise, resolve };
-}
-
-let handlerEntered = deferred();
-let releaseHandler = deferred();
+let handlerEntered = latch();
+let releaseHandler = latch();
 
 @Controller()
 class ProbeController {
@@ -30,8 +24,8 @@ describe.each(adapters)('createApp on %s', (adapter) => {
   let testApp: TestApp;
 
   beforeEach(async () => {
-    handlerEntered = deferred();
-    releaseHandler = deferred();
+    handlerEntered = latch();
+    releaseHandler = latch();
     testApp = await createApp({ adapter, controllers: [ProbeController] });
   });
 

@@ -1,15 +1,7 @@
 import { Controller, Post } from '@nestjs/common';
 import { Test, type TestingModule } from '@nestjs/testing';
-import { getDataSourceToken, TypeOrmModule } from '@nestjs/typeorm';
-import {
-  Column,
-  DataSource,
-  type DataSourceOptions,
-  Entity,
-  type EntityManager,
-  PrimaryColumn,
-  PrimaryGeneratedColumn,
-} from 'typeorm';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import { DataSource, type DataSourceOptions, type EntityManager } from 'typeorm';
 import {
   lockInOrder,
   Transactional,
@@ -20,32 +12,17 @@ import {
   TransactionRunner,
   Tx,
 } from '../../lib';
-import { adapters, type AdapterName, createApp, type TestApp } from '../support/app';
+import { type AdapterName, adapters } from '../support/app';
 import { type Engine, type EngineName, engines, typeormOptions } from '../support/databases';
+import { Account, Item, tableOf } from '../support/entities';
 import { call } from '../support/http';
-import { expectNothingLeaked } from '../support/leaks';
-import { observer, waitFor, type Observer, type PostgresObserver } from '../support/observer';
+import { type Observer, type PostgresObserver, waitFor } from '../support/observer';
 import { RecordingNestLogger, RecordingSqlLogger } from '../support/recording-loggers';
+import { suiteApp, suiteObserver } from '../support/suite';
 
-@Entity('bad_input_accounts')
-class BadInputAccount {
-  @PrimaryColumn({ type: 'int' })
-  id!: number;
-
-  @Column({ type: 'int' })
-  balance!: number;
-}
-
-@Entity('bad_input_notes')
-class BadInputNote {
-  @PrimaryGeneratedColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 100 })
-  label!: string;
-}
-
-const ENTITIES = [BadInputAccount, BadInputNote];
+const ENTITIES = [Account, Item];
+const ACCOUNTS = tableOf(Account);
+const ITEMS = tableOf(Item);
 /** A table the tampered options try to create: it must never exist. */
 const INJECTED = 'bad_input_injected';
 const MAX_MS = 2_147_483_647;
@@ -98,17 +75,12 @@ async function expectRejection(
 
 describe.each(engines)('bad input gets a clear error, never SQL, on $name', (engine: Engine) => {
   const applicationName = `bad-input-e2e-${engine.name}`;
-  let db: Observer;
-
-  beforeAll(async () => {
-    db = await observer(engine);
-  });
-
+  // Declared before the observer: after-hooks run in the order they were declared, so it is still open.
   afterAll(async () => {
     // Only there if the options of a route reached the SQL.
-    await db?.query(`DROP TABLE IF EXISTS ${INJECTED}`);
-    await db?.close();
+    await db.query(`DROP TABLE IF EXISTS ${INJECTED}`);
   });
+  const db = suiteObserver(engine);
 
   describe.each(adapters)('a @Transactional() options object changed after the declaration, on %s', (adapter: AdapterName) => {
     const sqlLog = new RecordingSqlLogger();
@@ -118,43 +90,34 @@ describe.each(engines)('bad input gets a clear error, never SQL, on $name', (eng
       readOnly: false,
       retry: { attempts: 1 },
     };
-    let testApp: TestApp;
-    let dataSource: DataSource;
-
-    beforeAll(async () => {
-      @Controller('bad-input')
-      class TamperedController {
-        @Post('write')
-        @Transactional(routeOptions)
-        async write(@Tx() tx: EntityManager) {
-          await tx.insert(BadInputNote, { label: `route on ${adapter}` });
-          return { timeoutMs: await sessionTimeoutMs(tx, engine.name) };
+    const testApp = suiteApp(db, {
+      applicationName,
+      tables: [Item],
+      app: () => {
+        @Controller('bad-input')
+        class TamperedController {
+          @Post('write')
+          @Transactional(routeOptions)
+          async write(@Tx() tx: EntityManager) {
+            await tx.insert(Item, { label: `route on ${adapter}` });
+            return { timeoutMs: await sessionTimeoutMs(tx, engine.name) };
+          }
         }
-      }
-      // Between the declaration and the bootstrap, where the routes read their options.
-      tamper(routeOptions);
-      testApp = await createApp({
-        adapter,
-        controllers: [TamperedController],
-        imports: [
-          TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 2, applicationName, entities: ENTITIES, logger: sqlLog })),
-          TransactionalModule.forRoot(),
-        ],
-      });
-      dataSource = testApp.app.get<DataSource>(getDataSourceToken());
+        // Between the declaration and the bootstrap, where the routes read their options.
+        tamper(routeOptions);
+        return {
+          adapter,
+          controllers: [TamperedController],
+          imports: [
+            TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 2, applicationName, entities: ENTITIES, logger: sqlLog })),
+            TransactionalModule.forRoot(),
+          ],
+        };
+      },
     });
 
-    afterAll(async () => {
-      await testApp?.close();
-    });
-
-    beforeEach(async () => {
-      await db.query('DELETE FROM bad_input_notes');
+    beforeEach(() => {
       sqlLog.clear();
-    });
-
-    afterEach(async () => {
-      await expectNothingLeaked({ dataSource, db, applicationName });
     });
 
     it('runs every request with the options as declared: the SQL carries the checked values only', async () => {
@@ -168,7 +131,7 @@ describe.each(engines)('bad input gets a clear error, never SQL, on $name', (eng
         expect(reply.body).toEqual({ timeoutMs: 1500 });
       }
       // Written, so not read-only; the timeout and isolation level as declared, nothing else.
-      expect(await db.query('SELECT label FROM bad_input_notes')).toHaveLength(2);
+      expect(await db.query(`SELECT label FROM ${ITEMS}`)).toHaveLength(2);
       const settings = sqlLog.transactionControl({ settings: true }).filter((sql) => !/^(COMMIT|ROLLBACK)/.test(sql));
       expect(settings.join('\n')).not.toMatch(/CREATE|READ ONLY|NaN|many/);
       if (engine.name === 'postgres') {
@@ -188,35 +151,26 @@ describe.each(engines)('bad input gets a clear error, never SQL, on $name', (eng
 
   describe('TransactionRunner.run()', () => {
     const sqlLog = new RecordingSqlLogger();
-    let moduleRef: TestingModule;
-    let runner: TransactionRunner;
-    let dataSource: DataSource;
-
-    beforeAll(async () => {
-      moduleRef = await Test.createTestingModule({
+    const testApp = suiteApp(db, {
+      applicationName,
+      tables: ENTITIES,
+      app: () => ({
+        adapter: 'express',
         imports: [
           TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 2, applicationName, entities: ENTITIES, logger: sqlLog })),
           TransactionalModule.forRoot(),
         ],
-      }).compile();
-      await moduleRef.init();
-      runner = moduleRef.get(TransactionRunner);
-      dataSource = moduleRef.get<DataSource>(getDataSourceToken());
+      }),
     });
+    let runner: TransactionRunner;
 
-    afterAll(async () => {
-      await moduleRef?.close();
+    beforeAll(() => {
+      runner = testApp.get(TransactionRunner);
     });
 
     beforeEach(async () => {
-      await db.query('DELETE FROM bad_input_notes');
-      await db.query('DELETE FROM bad_input_accounts');
-      await db.query('INSERT INTO bad_input_accounts (id, balance) VALUES (1, 100), (2, 100), (3, 100), (10, 100)');
+      await db.query(`INSERT INTO ${ACCOUNTS} (id, balance) VALUES (1, 100), (2, 100), (3, 100), (10, 100)`);
       sqlLog.clear();
-    });
-
-    afterEach(async () => {
-      await expectNothingLeaked({ dataSource, db, applicationName });
     });
 
     describe('given a bad timeoutMs', () => {
@@ -240,7 +194,7 @@ describe.each(engines)('bad input gets a clear error, never SQL, on $name', (eng
           runner.run(
             async (tx) => {
               ran = true;
-              await tx.insert(BadInputNote, { label: 'never' });
+              await tx.insert(Item, { label: 'never' });
             },
             { timeoutMs: timeoutMs as never },
           ),
@@ -271,7 +225,7 @@ describe.each(engines)('bad input gets a clear error, never SQL, on $name', (eng
     it('runs with the largest timeout the database accepts, 2147483647 ms, and commits', async () => {
       const seen = await runner.run(
         async (tx) => {
-          await tx.insert(BadInputNote, { label: 'at the limit' });
+          await tx.insert(Item, { label: 'at the limit' });
           return sessionTimeoutMs(tx, engine.name);
         },
         { timeoutMs: MAX_MS, slowTransactionMs: MAX_MS },
@@ -279,7 +233,7 @@ describe.each(engines)('bad input gets a clear error, never SQL, on $name', (eng
 
       // MariaDB keeps max_statement_time in seconds, to the microsecond.
       expect(seen).toBe(MAX_MS);
-      expect(await db.query('SELECT label FROM bad_input_notes')).toEqual([{ label: 'at the limit' }]);
+      expect(await db.query(`SELECT label FROM ${ITEMS}`)).toEqual([{ label: 'at the limit' }]);
     });
 
     it('opens the transaction with the options given at the call, even when the object changes before the first query', async () => {
@@ -296,41 +250,41 @@ describe.each(engines)('bad input gets a clear error, never SQL, on $name', (eng
     });
 
     describe('lockInOrder given ids that are not an array of primary key values', () => {
-      const account = Object.assign(new BadInputAccount(), { id: 1, balance: 100 });
+      const account = Object.assign(new Account(), { id: 1, balance: 100 });
       // eslint-disable-next-line no-sparse-arrays
       const sparse = [1, , 3];
       const bad: Array<[string, unknown, RegExp]> = [
         [
           'a string',
           '12',
-          /^lockInOrder\(BadInputAccount\): ids must be an array of primary key values, got '12'\. Pass \[id\] for one row, or \[\.\.\.ids\] for another collection\.$/,
+          /^lockInOrder\(Account\): ids must be an array of primary key values, got '12'\. Pass \[id\] for one row, or \[\.\.\.ids\] for another collection\.$/,
         ],
-        ['undefined', undefined, /^lockInOrder\(BadInputAccount\): ids must be an array of primary key values, got undefined\./],
-        ['null', null, /^lockInOrder\(BadInputAccount\): ids must be an array of primary key values, got null\./],
-        ['a number', 12, /^lockInOrder\(BadInputAccount\): ids must be an array of primary key values, got 12\./],
-        ['a Set', new Set([1, 2]), /^lockInOrder\(BadInputAccount\): ids must be an array of primary key values, got a Set\./],
+        ['undefined', undefined, /^lockInOrder\(Account\): ids must be an array of primary key values, got undefined\./],
+        ['null', null, /^lockInOrder\(Account\): ids must be an array of primary key values, got null\./],
+        ['a number', 12, /^lockInOrder\(Account\): ids must be an array of primary key values, got 12\./],
+        ['a Set', new Set([1, 2]), /^lockInOrder\(Account\): ids must be an array of primary key values, got a Set\./],
         ['an array-like object', { 0: 1, length: 1 }, /ids must be an array of primary key values, got an object\./],
         [
           'null inside',
           [1, null],
-          /^lockInOrder\(BadInputAccount\): ids\[1\] is null; each id must be a primary key value: a string, a finite number or a bigint\. Nothing was locked\.$/,
+          /^lockInOrder\(Account\): ids\[1\] is null; each id must be a primary key value: a string, a finite number or a bigint\. Nothing was locked\.$/,
         ],
-        ['undefined inside', [2, undefined], /^lockInOrder\(BadInputAccount\): ids\[1\] is undefined; /],
-        ['a hole', sparse, /^lockInOrder\(BadInputAccount\): ids\[1\] is undefined; /],
-        ['NaN', [Number.NaN], /^lockInOrder\(BadInputAccount\): ids\[0\] is NaN; /],
-        ['Infinity', [1, Infinity], /^lockInOrder\(BadInputAccount\): ids\[1\] is Infinity; /],
-        ['an object', [{ id: 1 }], /^lockInOrder\(BadInputAccount\): ids\[0\] is an object; /],
-        ['an entity instead of its id', [account], /^lockInOrder\(BadInputAccount\): ids\[0\] is a BadInputAccount; /],
-        ['a boolean', [true], /^lockInOrder\(BadInputAccount\): ids\[0\] is true; /],
+        ['undefined inside', [2, undefined], /^lockInOrder\(Account\): ids\[1\] is undefined; /],
+        ['a hole', sparse, /^lockInOrder\(Account\): ids\[1\] is undefined; /],
+        ['NaN', [Number.NaN], /^lockInOrder\(Account\): ids\[0\] is NaN; /],
+        ['Infinity', [1, Infinity], /^lockInOrder\(Account\): ids\[1\] is Infinity; /],
+        ['an object', [{ id: 1 }], /^lockInOrder\(Account\): ids\[0\] is an object; /],
+        ['an entity instead of its id', [account], /^lockInOrder\(Account\): ids\[0\] is an Account; /],
+        ['a boolean', [true], /^lockInOrder\(Account\): ids\[0\] is true; /],
         [
           'an integer beyond 2^53',
           [2 ** 53 + 2],
-          /^lockInOrder\(BadInputAccount\): ids\[0\] is 9007199254740994, beyond Number\.MAX_SAFE_INTEGER.*Pass it as a string or a bigint\./,
+          /^lockInOrder\(Account\): ids\[0\] is 9007199254740994, beyond Number\.MAX_SAFE_INTEGER.*Pass it as a string or a bigint\./,
         ],
         [
           'strings and numbers mixed',
           [2, '10'],
-          /^lockInOrder\(BadInputAccount\): ids mix strings \(ids\[1\] is '10'\) and numbers \(ids\[0\] is 2\)\. They sort differently/,
+          /^lockInOrder\(Account\): ids mix strings \(ids\[1\] is '10'\) and numbers \(ids\[0\] is 2\)\. They sort differently/,
         ],
       ];
 
@@ -338,7 +292,7 @@ describe.each(engines)('bad input gets a clear error, never SQL, on $name', (eng
         let caught: unknown;
 
         const attempt = runner.run(async (tx) => {
-          caught = await lockInOrder(tx, BadInputAccount, ids as never).catch((error: unknown) => error);
+          caught = await lockInOrder(tx, Account, ids as never).catch((error: unknown) => error);
           throw caught;
         });
 
@@ -350,35 +304,32 @@ describe.each(engines)('bad input gets a clear error, never SQL, on $name', (eng
 
       it('sends no lock inside an open transaction either, which goes on and commits', async () => {
         const error = await runner.run(async (tx) => {
-          await tx.insert(BadInputNote, { label: 'before the bad call' });
-          const rejection = await lockInOrder(tx, BadInputAccount, [1, null] as never).catch((e: unknown) => e);
-          await tx.insert(BadInputNote, { label: 'after the bad call' });
+          await tx.insert(Item, { label: 'before the bad call' });
+          const rejection = await lockInOrder(tx, Account, [1, null] as never).catch((e: unknown) => e);
+          await tx.insert(Item, { label: 'after the bad call' });
           return rejection;
         });
 
         expect(error).toBeInstanceOf(TransactionalError);
-        expect(sqlLog.statements().filter((sql) => /bad_input_accounts/.test(sql))).toEqual([]);
-        expect(
-          (await db.query<{ label: string }>('SELECT label FROM bad_input_notes ORDER BY id')).map((row) => row.label),
-        ).toEqual(['before the bad call', 'after the bad call']);
+        expect(sqlLog.statements().filter((sql) => sql.includes(ACCOUNTS))).toEqual([]);
+        expect((await db.query<{ label: string }>(`SELECT label FROM ${ITEMS} ORDER BY id`)).map((row) => row.label)).toEqual([
+          'before the bad call',
+          'after the bad call',
+        ]);
       });
 
       it.each([
-        ['null', null, /^lockInOrder\(BadInputAccount\): options must be an object such as \{ mode: 'share' \}, got null\.$/],
-        [
-          'a string',
-          'share',
-          /^lockInOrder\(BadInputAccount\): options must be an object such as \{ mode: 'share' \}, got 'share'\.$/,
-        ],
-        ['an unknown key', { lock: 'share' }, /^lockInOrder\(BadInputAccount\): unknown option 'lock'\. Known options: mode\.$/],
+        ['null', null, /^lockInOrder\(Account\): options must be an object such as \{ mode: 'share' \}, got null\.$/],
+        ['a string', 'share', /^lockInOrder\(Account\): options must be an object such as \{ mode: 'share' \}, got 'share'\.$/],
+        ['an unknown key', { lock: 'share' }, /^lockInOrder\(Account\): unknown option 'lock'\. Known options: mode\.$/],
         [
           'an unknown mode',
           { mode: 'exclusive' },
-          /^lockInOrder\(BadInputAccount\): mode must be 'update' or 'share', got 'exclusive'\.$/,
+          /^lockInOrder\(Account\): mode must be 'update' or 'share', got 'exclusive'\.$/,
         ],
       ])('rejects %s as options, and sends nothing', async (_what, options, message) => {
         await expectRejection(
-          runner.run((tx) => lockInOrder(tx, BadInputAccount, [1], options as never)),
+          runner.run((tx) => lockInOrder(tx, Account, [1], options as never)),
           TransactionalError,
           message,
         );
@@ -389,7 +340,7 @@ describe.each(engines)('bad input gets a clear error, never SQL, on $name', (eng
         let locked: unknown[] = [];
 
         const rows = await runner.run(async (tx) => {
-          const result = await lockInOrder(tx, BadInputAccount, [3n, 1, 2n, 10]);
+          const result = await lockInOrder(tx, Account, [3n, 1, 2n, 10]);
           locked = sqlLog
             .sent()
             .filter((q) => /FOR UPDATE/.test(q.sql))

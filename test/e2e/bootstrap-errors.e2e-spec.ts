@@ -1,20 +1,13 @@
 import { Injectable, Module, type ModuleMetadata } from '@nestjs/common';
 import { Test, type TestingModule } from '@nestjs/testing';
 import { TypeOrmModule } from '@nestjs/typeorm';
-import { Column, DataSource, type DataSourceOptions, Entity, PrimaryGeneratedColumn } from 'typeorm';
+import { DataSource, type DataSourceOptions } from 'typeorm';
 import { Transactional, TransactionalError, TransactionalModule, TransactionalOptionsError, TransactionRunner } from '../../lib';
 import { typeormOptions } from '../support/databases';
-import { observer, waitFor, type PostgresObserver } from '../support/observer';
+import { Item } from '../support/entities';
+import { waitFor } from '../support/observer';
 import { RecordingNestLogger } from '../support/recording-loggers';
-
-@Entity('bootstrap_errors_items')
-class BootstrapItem {
-  @PrimaryGeneratedColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 100 })
-  label!: string;
-}
+import { suiteObserver } from '../support/suite';
 
 const applicationName = 'bootstrap-errors-e2e';
 const ISOLATION_LEVELS = "'READ UNCOMMITTED', 'READ COMMITTED', 'REPEATABLE READ', 'SERIALIZABLE'";
@@ -26,7 +19,7 @@ const created: DataSource[] = [];
 function typeorm(name?: string) {
   return TypeOrmModule.forRootAsync({
     name,
-    useFactory: () => typeormOptions('postgres', { poolSize: 1, applicationName, entities: [BootstrapItem], name }),
+    useFactory: () => typeormOptions('postgres', { poolSize: 1, applicationName, entities: [Item], name }),
     dataSourceFactory: async (options) => {
       const dataSource = new DataSource(options as DataSourceOptions);
       created.push(dataSource);
@@ -76,11 +69,7 @@ class BadOptions {
 class BadOptionsModule {}
 
 describe('bad options fail at bootstrap on postgres', () => {
-  let db: PostgresObserver;
-
-  beforeAll(async () => {
-    db = await observer('postgres');
-  });
+  const db = suiteObserver('postgres');
 
   afterEach(async () => {
     await Promise.all(
@@ -91,10 +80,6 @@ describe('bad options fail at bootstrap on postgres', () => {
     );
     // Nothing of a failed bootstrap stays connected.
     await waitFor(async () => expect(await db.backends(applicationName)).toEqual([]));
-  });
-
-  afterAll(async () => {
-    await db?.close();
   });
 
   it('boots with good options (the setup of the other tests is sound)', async () => {

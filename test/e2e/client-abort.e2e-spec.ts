@@ -4,10 +4,10 @@
  * and never run (in autocommit or otherwise). On PostgreSQL and MariaDB, over Express and Fastify,
  * with a pool of one connection, so a connection kept by the aborted request would starve the next.
  */
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { Body, Controller, Injectable, Post } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
-import { Column, DataSource, Entity, type EntityManager, ManyToOne, PrimaryGeneratedColumn, type Repository } from 'typeorm';
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { type EntityManager, type Repository } from 'typeorm';
 import type { UnitOfWorkState } from '../../lib/core/unit-of-work';
 import {
   InjectTxRepository,
@@ -18,38 +18,21 @@ import {
   Tx,
 } from '../../lib/index';
 import { ConnectionAudit } from '../../lib/testing/index';
-import { adapters, createApp, type TestApp } from '../support/app';
+import { adapters } from '../support/app';
+import { connectionIdOf, INNODB_TRX_POLL, inTransaction } from '../support/connections';
 import { engines, throughPgBouncer, typeormOptions } from '../support/databases';
+import { OwnedItem, Owner, tableOf } from '../support/entities';
 import { post } from '../support/http';
 import { latch, type Latch } from '../support/latch';
-import { expectNothingLeaked, poolStats } from '../support/leaks';
-import { observer, waitFor, type AnyObserver } from '../support/observer';
-import { RecordingSqlLogger } from '../support/recording-loggers';
-import { connectionIdOf, inTransaction, INNODB_TRX_POLL } from '../support/connections';
+import { poolStats } from '../support/leaks';
+import { type AnyObserver, observer, waitFor } from '../support/observer';
 import { outcomeName, outcomeOf, within } from '../support/outcomes';
+import { RecordingSqlLogger } from '../support/recording-loggers';
 import { rowsWhere } from '../support/rows';
+import { suiteApp, suiteObserver } from '../support/suite';
 
-@Entity('abort_owners')
-class AbortOwner {
-  @PrimaryGeneratedColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 80 })
-  name!: string;
-}
-
-@Entity('abort_items')
-class AbortItem {
-  @PrimaryGeneratedColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 80 })
-  label!: string;
-
-  /** Lazy: loaded through the query runner of the manager that loaded the item. */
-  @ManyToOne(() => AbortOwner, { lazy: true, nullable: true })
-  owner!: Promise<AbortOwner | null>;
-}
+const ITEMS = tableOf(OwnedItem);
+const OWNERS = tableOf(Owner);
 
 /** The label of the row a second connection keeps locked. */
 const LOCKED = 'locked-by-another-connection';
@@ -86,13 +69,13 @@ class AbortController_ {
   constructor(
     private readonly probe: Probe,
     private readonly host: TransactionHost,
-    @InjectTxRepository(AbortItem) private readonly items: Repository<AbortItem>,
+    @InjectTxRepository(OwnedItem) private readonly items: Repository<OwnedItem>,
     private readonly runner: TransactionRunner,
   ) {}
 
   @Post()
   async create(@Body() body: { label: string }, @Tx() tx: EntityManager): Promise<{ label: string }> {
-    await tx.insert(AbortItem, { label: body.label });
+    await tx.insert(OwnedItem, { label: body.label });
     return { label: body.label };
   }
 
@@ -100,7 +83,7 @@ class AbortController_ {
   @Post('latched')
   async latched(@Body() body: { label: string }, @Tx() tx: EntityManager): Promise<{ label: string }> {
     this.probe.unitState = AsyncLocalStorage.bind(() => this.host.current()?.state);
-    await tx.insert(AbortItem, { label: body.label });
+    await tx.insert(OwnedItem, { label: body.label });
     this.probe.entered.resolve(await connectionIdOf(tx));
     await this.probe.release.promise;
     await this.triesAgain(tx, body.label);
@@ -121,7 +104,7 @@ class AbortController_ {
   @Post('lazy-relation')
   async lazyRelation(@Body() body: { label: string }, @Tx() tx: EntityManager): Promise<{ label: string }> {
     this.probe.unitState = AsyncLocalStorage.bind(() => this.host.current()?.state);
-    const item = await tx.findOneByOrFail(AbortItem, { label: body.label });
+    const item = await tx.findOneByOrFail(OwnedItem, { label: body.label });
     this.probe.entered.resolve(await connectionIdOf(tx));
     await this.probe.release.promise;
     this.probe.later['item.owner (lazy relation)'] = await outcomeOf(() => item.owner);
@@ -133,11 +116,11 @@ class AbortController_ {
   @Post('blocked')
   async blocked(@Body() body: { label: string }, @Tx() tx: EntityManager): Promise<{ label: string }> {
     this.probe.unitState = AsyncLocalStorage.bind(() => this.host.current()?.state);
-    await tx.insert(AbortItem, { label: body.label });
+    await tx.insert(OwnedItem, { label: body.label });
     this.probe.entered.resolve(await connectionIdOf(tx));
     const placeholder = this.probe.engine === 'postgres' ? '$1' : '?';
     // By primary key: a record lock only (a scan would also lock InnoDB's gaps and block the INSERT above).
-    await tx.query(`SELECT id FROM abort_items WHERE id = ${placeholder} FOR UPDATE`, [this.probe.lockedId]);
+    await tx.query(`SELECT id FROM ${ITEMS} WHERE id = ${placeholder} FOR UPDATE`, [this.probe.lockedId]);
     await this.probe.release.promise;
     await this.triesAgain(tx, body.label);
     return { label: body.label };
@@ -148,17 +131,17 @@ class AbortController_ {
     const late = `${label}-late`;
     const later = this.probe.later;
     later['tx.query()'] = await outcomeOf(() => tx.query('SELECT 1 AS one'));
-    later['tx.find()'] = await outcomeOf(() => tx.find(AbortItem));
-    later['tx.insert()'] = await outcomeOf(() => tx.insert(AbortItem, { label: late }));
-    later['tx.getRepository().save()'] = await outcomeOf(() => tx.getRepository(AbortItem).save({ label: late }));
-    later['tx.createQueryBuilder().getMany()'] = await outcomeOf(() => tx.createQueryBuilder(AbortItem, 'item').getMany());
-    later['tx.transaction()'] = await outcomeOf(() => tx.transaction((inner) => inner.insert(AbortItem, { label: late })));
+    later['tx.find()'] = await outcomeOf(() => tx.find(OwnedItem));
+    later['tx.insert()'] = await outcomeOf(() => tx.insert(OwnedItem, { label: late }));
+    later['tx.getRepository().save()'] = await outcomeOf(() => tx.getRepository(OwnedItem).save({ label: late }));
+    later['tx.createQueryBuilder().getMany()'] = await outcomeOf(() => tx.createQueryBuilder(OwnedItem, 'item').getMany());
+    later['tx.transaction()'] = await outcomeOf(() => tx.transaction((inner) => inner.insert(OwnedItem, { label: late })));
     later['@InjectTxRepository().insert()'] = await outcomeOf(() => this.items.insert({ label: late }));
     later['TransactionRunner.run()'] = await outcomeOf(() =>
-      this.runner.run((fresh) => fresh.insert(AbortItem, { label: late })),
+      this.runner.run((fresh) => fresh.insert(OwnedItem, { label: late })),
     );
     later["run(fn, { propagation: 'nested' })"] = await outcomeOf(() =>
-      this.runner.run((fresh) => fresh.insert(AbortItem, { label: late }), { propagation: 'nested' }),
+      this.runner.run((fresh) => fresh.insert(OwnedItem, { label: late }), { propagation: 'nested' }),
     );
     this.probe.finished.resolve();
   }
@@ -180,21 +163,11 @@ const ALL_FINISHED = Object.fromEntries(
 );
 
 describe.each(engines)('when the client aborts, on $name', (engine) => {
-  let db: AnyObserver;
-
-  beforeAll(async () => {
-    db = await observer(engine);
-  });
-
-  afterAll(async () => {
-    await db?.close();
-  });
+  const db = suiteObserver(engine);
 
   describe.each(adapters)('over %s', (adapter) => {
     const applicationName = `abort-e2e-${adapter}`;
     const sqlLog = new RecordingSqlLogger();
-    let testApp: TestApp;
-    let dataSource: DataSource;
     let probe: Probe;
 
     /** What each later use of the transaction gave the handler, by class name. */
@@ -211,15 +184,25 @@ describe.each(engines)('when the client aborts, on $name', (engine) => {
       return { response, abort: () => controller.abort() };
     }
 
-    beforeAll(async () => {
-      testApp = await createApp({
+    // Before the suite's leak check (hooks run in the order they are declared): a handler the test held
+    // is let go, and finishes, before the next test starts.
+    afterEach(async () => {
+      probe.release.resolve();
+      if (probe.entered.settled) await waitFor(() => probe.finished.settled);
+    });
+
+    const testApp = suiteApp(db, {
+      applicationName,
+      tables: [OwnedItem, Owner],
+      leakCheck: { mariadb: 'app-connections' },
+      app: () => ({
         adapter,
         imports: [
           TypeOrmModule.forRoot(
             typeormOptions(engine, {
               poolSize: 1,
               applicationName,
-              entities: [AbortItem, AbortOwner],
+              entities: [OwnedItem, Owner],
               logger: sqlLog,
               // Keep the pooled connection for the whole suite (pg-pool closes idle ones after 10 s by
               // default), so "back to its starting count" means exactly that.
@@ -227,54 +210,41 @@ describe.each(engines)('when the client aborts, on $name', (engine) => {
             }),
           ),
           TransactionalModule.forRoot(),
-          TransactionalModule.forFeature([AbortItem]),
+          TransactionalModule.forFeature([OwnedItem]),
         ],
         controllers: [AbortController_],
         providers: [Probe],
-      });
-      dataSource = testApp.app.get(DataSource);
-      probe = testApp.app.get(Probe);
+      }),
+    });
+
+    beforeAll(() => {
+      probe = testApp.get(Probe);
       probe.engine = engine.name;
-      await db.query('DELETE FROM abort_items');
-      await db.query('DELETE FROM abort_owners');
     });
 
     beforeEach(() => {
       sqlLog.clear();
     });
 
-    afterEach(async () => {
-      try {
-        probe.release.resolve();
-        // Let a handler the test held finish before the next test starts.
-        if (probe.entered.settled) await waitFor(() => probe.finished.settled);
-        await expectNothingLeaked({ dataSource, db, applicationName }, { mariadb: 'app-connections' });
-      } finally {
-        probe.reset();
-        await db.query('DELETE FROM abort_items');
-        await db.query('DELETE FROM abort_owners');
-      }
-    });
-
-    afterAll(async () => {
-      await testApp?.close();
+    afterEach(() => {
+      probe.reset();
     });
 
     describe('mid-handler, after a write', () => {
       it('rolls back and releases the connection right away, while the handler still waits', async () => {
         const label = `aborted-${adapter}`;
-        const start = poolStats(dataSource);
+        const start = poolStats(testApp.dataSource);
         const request = abortable('/abort/latched', label);
         const connectionId = await within(probe.entered.promise, 'the handler reaching its latch');
         await waitFor(async () => expect(await inTransaction(db, connectionId)).toBe(true), INNODB_TRX_POLL);
-        expect(poolStats(dataSource).idle).toBe(start.idle - 1);
+        expect(poolStats(testApp.dataSource).idle).toBe(start.idle - 1);
 
         request.abort();
 
         await expect(request.response).rejects.toThrow();
         await waitFor(async () => {
           expect(probe.unitState()).toBe('rolledBack');
-          expect(poolStats(dataSource)).toEqual(start);
+          expect(poolStats(testApp.dataSource)).toEqual(start);
           expect(await inTransaction(db, connectionId)).toBe(false);
           if (db.engine === 'postgres') {
             expect(await db.idleInTransactionCount(applicationName)).toBe(0);
@@ -291,7 +261,7 @@ describe.each(engines)('when the client aborts, on $name', (engine) => {
             expect((await db.processlist()).map((process) => Number(process.id))).toContain(connectionId);
           }
         }, INNODB_TRX_POLL);
-        expect(await rowsWhere(db, 'abort_items', 'label', label)).toEqual([]);
+        expect(await rowsWhere(db, ITEMS, 'label', label)).toEqual([]);
         expect(sqlLog.transactionControl().at(-1)).toBe('ROLLBACK');
         // All of that happened while the handler was still held on its latch.
         expect(probe.finished.settled).toBe(false);
@@ -310,8 +280,8 @@ describe.each(engines)('when the client aborts, on $name', (engine) => {
 
         // Nothing ran: no statement sent, in autocommit or otherwise, and nothing persisted.
         expect(sqlLog.statements()).toEqual([]);
-        expect(await rowsWhere(db, 'abort_items', 'label', label)).toEqual([]);
-        expect(await rowsWhere(db, 'abort_items', 'label', `${label}-late`)).toEqual([]);
+        expect(await rowsWhere(db, ITEMS, 'label', label)).toEqual([]);
+        expect(await rowsWhere(db, ITEMS, 'label', `${label}-late`)).toEqual([]);
         // Every way of using the transaction says why it is refused.
         expect(laterOutcomes()).toEqual(ALL_FINISHED);
         for (const outcome of Object.values(probe.later)) {
@@ -327,8 +297,8 @@ describe.each(engines)('when the client aborts, on $name', (engine) => {
         const next = await post(`${testApp.url}/abort`, { label: `next-${adapter}` });
 
         expect(next.status).toBe(201);
-        expect(await rowsWhere(db, 'abort_items', 'label', `next-${adapter}`)).toHaveLength(1);
-        expect(await rowsWhere(db, 'abort_items', 'label', `held-${adapter}`)).toEqual([]);
+        expect(await rowsWhere(db, ITEMS, 'label', `next-${adapter}`)).toHaveLength(1);
+        expect(await rowsWhere(db, ITEMS, 'label', `held-${adapter}`)).toEqual([]);
         expect(probe.finished.settled).toBe(false);
       });
     });
@@ -336,11 +306,11 @@ describe.each(engines)('when the client aborts, on $name', (engine) => {
     describe('after the handler loaded an entity with a lazy relation', () => {
       it('fails the later load of that relation with TransactionFinishedError instead of running it on another connection', async () => {
         const label = `lazy-${adapter}`;
-        const [owner] = await db.query<{ id: number }>("INSERT INTO abort_owners (name) VALUES ('owner') RETURNING id");
+        const [owner] = await db.query<{ id: number }>(`INSERT INTO ${OWNERS} (name) VALUES ('owner') RETURNING id`);
         const ownerColumn = db.engine === 'postgres' ? '"ownerId"' : 'ownerId';
         const placeholders = db.engine === 'postgres' ? '$1, $2' : '?, ?';
-        await db.query(`INSERT INTO abort_items (label, ${ownerColumn}) VALUES (${placeholders})`, [label, owner.id]);
-        const audit = ConnectionAudit.attach(dataSource);
+        await db.query(`INSERT INTO ${ITEMS} (label, ${ownerColumn}) VALUES (${placeholders})`, [label, owner.id]);
+        const audit = ConnectionAudit.attach(testApp.dataSource);
         try {
           const request = abortable('/abort/lazy-relation', label);
           await within(probe.entered.promise, 'the handler reaching its latch');
@@ -365,7 +335,7 @@ describe.each(engines)('when the client aborts, on $name', (engine) => {
     describe('before the handler queried', () => {
       it('never takes a connection: the later query fails with TransactionFinishedError', async () => {
         const label = `unqueried-${adapter}`;
-        const audit = ConnectionAudit.attach(dataSource);
+        const audit = ConnectionAudit.attach(testApp.dataSource);
         try {
           const request = abortable('/abort/before-first-query', label);
           await within(probe.entered.promise, 'the handler reaching its latch');
@@ -380,7 +350,7 @@ describe.each(engines)('when the client aborts, on $name', (engine) => {
           audit.detach();
         }
         expect(sqlLog.statements()).toEqual([]);
-        expect(await rowsWhere(db, 'abort_items', 'label', `${label}-late`)).toEqual([]);
+        expect(await rowsWhere(db, ITEMS, 'label', `${label}-late`)).toEqual([]);
         expect(laterOutcomes()).toEqual(ALL_FINISHED);
       });
     });
@@ -391,11 +361,11 @@ describe.each(engines)('when the client aborts, on $name', (engine) => {
       beforeEach(async () => {
         const placeholder = engine.name === 'postgres' ? '$1' : '?';
         lockHolder = await observer(engine);
-        await db.query(`INSERT INTO abort_items (label) VALUES (${placeholder})`, [LOCKED]);
-        const [row] = await db.query<{ id: number }>(`SELECT id FROM abort_items WHERE label = ${placeholder}`, [LOCKED]);
+        await db.query(`INSERT INTO ${ITEMS} (label) VALUES (${placeholder})`, [LOCKED]);
+        const [row] = await db.query<{ id: number }>(`SELECT id FROM ${ITEMS} WHERE label = ${placeholder}`, [LOCKED]);
         probe.lockedId = Number(row.id);
         await lockHolder.query(engine.name === 'postgres' ? 'BEGIN' : 'START TRANSACTION');
-        await lockHolder.query(`SELECT id FROM abort_items WHERE id = ${placeholder} FOR UPDATE`, [probe.lockedId]);
+        await lockHolder.query(`SELECT id FROM ${ITEMS} WHERE id = ${placeholder} FOR UPDATE`, [probe.lockedId]);
       });
 
       afterEach(async () => {
@@ -405,7 +375,7 @@ describe.each(engines)('when the client aborts, on $name', (engine) => {
 
       it('rolls back and releases the connection once that query returns', async () => {
         const label = `blocked-${adapter}`;
-        const start = poolStats(dataSource);
+        const start = poolStats(testApp.dataSource);
         const request = abortable('/abort/blocked', label);
         const connectionId = await within(probe.entered.promise, 'the handler reaching its latch');
         await waitFor(async () => {
@@ -428,16 +398,16 @@ describe.each(engines)('when the client aborts, on $name', (engine) => {
 
         await waitFor(async () => {
           expect(probe.unitState()).toBe('rolledBack');
-          expect(poolStats(dataSource)).toEqual(start);
+          expect(poolStats(testApp.dataSource)).toEqual(start);
           expect(await inTransaction(db, connectionId)).toBe(false);
         }, INNODB_TRX_POLL);
-        expect(await rowsWhere(db, 'abort_items', 'label', label)).toEqual([]);
+        expect(await rowsWhere(db, ITEMS, 'label', label)).toEqual([]);
         probe.release.resolve();
         await within(probe.finished.promise, 'the handler finishing');
         // (Every later use is covered in 'mid-handler, after a write'; here, the writes.)
         expect(outcomeName(probe.later['tx.insert()'])).toBe(TransactionFinishedError.name);
         expect(outcomeName(probe.later['@InjectTxRepository().insert()'])).toBe(TransactionFinishedError.name);
-        expect(await rowsWhere(db, 'abort_items', 'label', `${label}-late`)).toEqual([]);
+        expect(await rowsWhere(db, ITEMS, 'label', `${label}-late`)).toEqual([]);
       });
     });
   });

@@ -8,39 +8,25 @@
 import { type ArgumentsHost, Catch, Controller, Injectable, Post } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
 import { getDataSourceToken, TypeOrmModule } from '@nestjs/typeorm';
-import { Column, DataSource, Entity, EntityManager, PrimaryGeneratedColumn } from 'typeorm';
+import { DataSource, EntityManager } from 'typeorm';
 import { PartialCommitError, TransactionalModule, TransactionHost, Tx } from '../../lib';
-import { adapters, createApp, type TestApp } from '../support/app';
+import { adapters } from '../support/app';
 import { postgresEngine, typeormOptions } from '../support/databases';
+import { AuditEntry, Item, tableOf } from '../support/entities';
+import { type ErrorBody, ErrorBodyFilter } from '../support/error-body-filter';
 import { call } from '../support/http';
 import { expectNothingLeaked } from '../support/leaks';
-import { observer, type PostgresObserver } from '../support/observer';
+import { observer } from '../support/observer';
 import { isTransactionControl, RecordingNestLogger, RecordingSqlLogger } from '../support/recording-loggers';
-import { type ErrorBody, ErrorBodyFilter } from '../support/error-body-filter';
 import { labelsIn } from '../support/rows';
+import { suiteApp, suiteObserver } from '../support/suite';
 
-const ORDERS = 'commit_order_orders';
-const AUDIT = 'commit_order_audit';
+const ORDERS = tableOf(Item);
+const AUDIT = tableOf(AuditEntry);
+/** The deferred unique constraint this suite puts on the audit table's labels, and drops after its tests. */
+const DEFERRED_UNIQUE = `${AUDIT}_label_deferred`;
 /** A label the audit table already holds: a second row with it fails the audit COMMIT (the check is deferred). */
 const TAKEN = 'already taken';
-
-@Entity(ORDERS)
-class OrderRow {
-  @PrimaryGeneratedColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 100 })
-  label!: string;
-}
-
-@Entity(AUDIT)
-class AuditRow {
-  @PrimaryGeneratedColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 100 })
-  label!: string;
-}
 
 /** The error the last failed request ended with, as the exception filter got it. */
 let lastError: unknown;
@@ -66,26 +52,26 @@ class CommitOrderController {
 
   @Post('default-param-first/audit-used-first')
   async defaultParamAuditUsed(@Tx() orders: EntityManager, @Tx('audit') audit: EntityManager) {
-    return this.write([audit, AuditRow], [orders, OrderRow]);
+    return this.write([audit, AuditEntry], [orders, Item]);
   }
 
   @Post('default-param-first/default-used-first')
   async defaultParamDefaultUsed(@Tx() orders: EntityManager, @Tx('audit') audit: EntityManager) {
-    return this.write([orders, OrderRow], [audit, AuditRow]);
+    return this.write([orders, Item], [audit, AuditEntry]);
   }
 
   @Post('audit-param-first/audit-used-first')
   async auditParamAuditUsed(@Tx('audit') audit: EntityManager, @Tx() orders: EntityManager) {
-    return this.write([audit, AuditRow], [orders, OrderRow]);
+    return this.write([audit, AuditEntry], [orders, Item]);
   }
 
   @Post('audit-param-first/default-used-first')
   async auditParamDefaultUsed(@Tx('audit') audit: EntityManager, @Tx() orders: EntityManager) {
-    return this.write([orders, OrderRow], [audit, AuditRow]);
+    return this.write([orders, Item], [audit, AuditEntry]);
   }
 
   /** One row through `first`'s manager, then one through `second`'s. */
-  private async write(...writes: Array<[EntityManager, typeof AuditRow | typeof OrderRow]>) {
+  private async write(...writes: Array<[EntityManager, typeof AuditEntry | typeof Item]>) {
     for (const [tx, entity] of writes) await tx.insert(entity, { label: 'written' });
     return { ok: true };
   }
@@ -104,16 +90,16 @@ class CommitOrderController {
   private async partial(orders: EntityManager, audit: EntityManager) {
     this.host.afterCommit(() => hooksRan.push('afterCommit'));
     this.host.afterRollback(() => hooksRan.push('afterRollback'));
-    await orders.insert(OrderRow, { label: 'order of a partial commit' });
-    await audit.insert(AuditRow, { label: TAKEN });
+    await orders.insert(Item, { label: 'order of a partial commit' });
+    await audit.insert(AuditEntry, { label: TAKEN });
     return { ok: true };
   }
 
   /** Audit first: its COMMIT fails before default's is sent. */
   @Post('first-commit-fails')
   async firstCommitFails(@Tx() orders: EntityManager, @Tx('audit') audit: EntityManager) {
-    await audit.insert(AuditRow, { label: TAKEN });
-    await orders.insert(OrderRow, { label: 'order after a failing audit' });
+    await audit.insert(AuditEntry, { label: TAKEN });
+    await orders.insert(Item, { label: 'order after a failing audit' });
     return { ok: true };
   }
 
@@ -121,8 +107,8 @@ class CommitOrderController {
   @Post('audit-unused')
   async auditUnused(@Tx('audit') audit: EntityManager, @Tx() orders: EntityManager) {
     void audit;
-    await orders.insert(OrderRow, { label: 'order alone' });
-    await this.host.manager().insert(OrderRow, { label: 'order alone, through TransactionHost' });
+    await orders.insert(Item, { label: 'order alone' });
+    await this.host.manager().insert(Item, { label: 'order alone, through TransactionHost' });
     return { ok: true };
   }
 }
@@ -133,10 +119,34 @@ describe.each(adapters)('commit order across two data sources, over %s', (adapte
   /** Shared by both data sources: one log, in the order the statements went out. */
   const sql = new RecordingSqlLogger();
   const nestLog = new RecordingNestLogger();
-  let testApp: TestApp;
-  let ordersSource: DataSource;
+  const db = suiteObserver(postgresEngine);
   let auditSource: DataSource;
-  let db: PostgresObserver;
+  // Before suiteApp's check and emptying of the tables: a transaction the audit data source leaked would hold their rows.
+  afterEach(() => expectNothingLeaked({ dataSource: auditSource, db, applicationName: auditApplicationName }));
+  const testApp = suiteApp(db, {
+    applicationName,
+    tables: [Item, AuditEntry],
+    app: () => ({
+      adapter,
+      logger: nestLog,
+      imports: [
+        TypeOrmModule.forRoot(typeormOptions(postgresEngine, { poolSize: 1, applicationName, entities: [Item], logger: sql })),
+        TypeOrmModule.forRoot(
+          typeormOptions(postgresEngine, {
+            name: 'audit',
+            poolSize: 1,
+            applicationName: auditApplicationName,
+            entities: [AuditEntry],
+            logger: sql,
+          }),
+        ),
+        TransactionalModule.forRoot(),
+        TransactionalModule.forRoot({ dataSource: 'audit' }),
+      ],
+      controllers: [CommitOrderController],
+      providers: [{ provide: APP_FILTER, useClass: KeepingErrorFilter }],
+    }),
+  });
 
   /** BEGIN / COMMIT / ROLLBACK as `dataSource: statement`, in the order they were sent. */
   function transactionControl(): string[] {
@@ -147,39 +157,13 @@ describe.each(adapters)('commit order across two data sources, over %s', (adapte
   }
 
   beforeAll(async () => {
-    db = await observer(postgresEngine);
-    testApp = await createApp({
-      adapter,
-      logger: nestLog,
-      imports: [
-        TypeOrmModule.forRoot(
-          typeormOptions(postgresEngine, { poolSize: 1, applicationName, entities: [OrderRow], logger: sql }),
-        ),
-        TypeOrmModule.forRoot(
-          typeormOptions(postgresEngine, {
-            name: 'audit',
-            poolSize: 1,
-            applicationName: auditApplicationName,
-            entities: [AuditRow],
-            logger: sql,
-          }),
-        ),
-        TransactionalModule.forRoot(),
-        TransactionalModule.forRoot({ dataSource: 'audit' }),
-      ],
-      controllers: [CommitOrderController],
-      providers: [{ provide: APP_FILTER, useClass: KeepingErrorFilter }],
-    });
-    ordersSource = testApp.app.get<DataSource>(getDataSourceToken());
     auditSource = testApp.app.get<DataSource>(getDataSourceToken('audit'));
     // After the app synchronized its tables, which would drop a constraint its entities do not declare.
-    await db.query(`ALTER TABLE ${AUDIT} DROP CONSTRAINT IF EXISTS ${AUDIT}_label_deferred`);
-    await db.query(`ALTER TABLE ${AUDIT} ADD CONSTRAINT ${AUDIT}_label_deferred UNIQUE (label) DEFERRABLE INITIALLY DEFERRED`);
+    await db.query(`ALTER TABLE ${AUDIT} DROP CONSTRAINT IF EXISTS ${DEFERRED_UNIQUE}`);
+    await db.query(`ALTER TABLE ${AUDIT} ADD CONSTRAINT ${DEFERRED_UNIQUE} UNIQUE (label) DEFERRABLE INITIALLY DEFERRED`);
   });
 
   beforeEach(async () => {
-    await db.query(`DELETE FROM ${ORDERS}`);
-    await db.query(`DELETE FROM ${AUDIT}`);
     await db.query(`INSERT INTO ${AUDIT} (label) VALUES ($1)`, [TAKEN]);
     sql.clear();
     nestLog.entries.length = 0;
@@ -187,14 +171,15 @@ describe.each(adapters)('commit order across two data sources, over %s', (adapte
     hooksRan = [];
   });
 
-  afterEach(async () => {
-    await expectNothingLeaked({ dataSource: ordersSource, db, applicationName });
-    await expectNothingLeaked({ dataSource: auditSource, db, applicationName: auditApplicationName });
-  });
-
   afterAll(async () => {
-    await testApp?.close();
-    await db?.close();
+    // The table is shared with the other suites: it goes back to what its entity declares. Through an observer
+    // of its own: the suite's is closed by now (afterAll hooks run in the order they were registered).
+    const admin = await observer(postgresEngine);
+    try {
+      await admin.query(`ALTER TABLE ${AUDIT} DROP CONSTRAINT IF EXISTS ${DEFERRED_UNIQUE}`);
+    } finally {
+      await admin.close();
+    }
   });
 
   it.each([
@@ -226,7 +211,7 @@ describe.each(adapters)('commit order across two data sources, over %s', (adapte
     it.each(['default', 'audit'])(
       'fails the request with PartialCommitError naming both data sources, and logs it (the %s @Tx() parameter first)',
       async (param) => {
-        const host = testApp.app.get(TransactionHost);
+        const host = testApp.get(TransactionHost);
         const before = host.stats().dataSources;
 
         const reply = await call<ErrorBody>('POST', `${testApp.url}/commit-order/${param}-param-first/second-commit-fails`);
@@ -234,7 +219,7 @@ describe.each(adapters)('commit order across two data sources, over %s', (adapte
         expect(reply.status).toBe(500);
         expect(reply.body.name).toBe('PartialCommitError');
         expect(reply.body.message).toMatch(
-          /^POST \/commit-order\/(default|audit)-param-first\/second-commit-fails committed on data source 'default', then the COMMIT on data source 'audit' failed \(duplicate key value violates unique constraint "commit_order_audit_label_deferred"\) and its work was rolled back\. There is no two-phase commit across data sources: the work on 'default' stays committed\./,
+          /^POST \/commit-order\/(default|audit)-param-first\/second-commit-fails committed on data source 'default', then the COMMIT on data source 'audit' failed \(duplicate key value violates unique constraint "audit_entries_label_deferred"\) and its work was rolled back\. There is no two-phase commit across data sources: the work on 'default' stays committed\./,
         );
         expect(reply.body.cause).toMatchObject({ name: 'QueryFailedError', code: '23505' });
         expect(lastError).toBeInstanceOf(PartialCommitError);

@@ -1,22 +1,15 @@
 import { type INestApplicationContext, type ModuleMetadata } from '@nestjs/common';
 import { Test, type TestingModule } from '@nestjs/testing';
 import { TypeOrmModule } from '@nestjs/typeorm';
-import { Column, DataSource, type DataSourceOptions, Entity, PrimaryGeneratedColumn } from 'typeorm';
+import { DataSource, type DataSourceOptions } from 'typeorm';
 import { CompatibilityError, TransactionalError, TransactionalModule } from '../../lib';
 import { rollbackPerTest } from '../../lib/testing';
 import { type Engine, engines, typeormOptions } from '../support/databases';
+import { Item } from '../support/entities';
 import { poolStats } from '../support/leaks';
-import { observer, waitFor, type PostgresObserver } from '../support/observer';
+import { waitFor } from '../support/observer';
 import { RecordingNestLogger } from '../support/recording-loggers';
-
-@Entity('compatibility_items')
-class CompatibilityItem {
-  @PrimaryGeneratedColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 100 })
-  label!: string;
-}
+import { suiteObserver } from '../support/suite';
 
 const applicationName = 'compatibility-e2e';
 
@@ -39,7 +32,7 @@ const created: Array<{ dataSource: DataSource; undo: () => void }> = [];
 /** The data source of these tests, created through a factory that applies `alter` once it is initialised. */
 function typeorm(engine: Engine, alter?: Alteration) {
   return TypeOrmModule.forRootAsync({
-    useFactory: () => typeormOptions(engine, { poolSize: 1, applicationName, entities: [CompatibilityItem] }),
+    useFactory: () => typeormOptions(engine, { poolSize: 1, applicationName, entities: [Item] }),
     dataSourceFactory: async (options) => {
       const dataSource = await new DataSource(options as DataSourceOptions).initialize();
       created.push({ dataSource, undo: alter?.(dataSource) ?? (() => undefined) });
@@ -74,12 +67,9 @@ async function compatibilityErrorOf(attempt: Promise<unknown>): Promise<Compatib
 
 describe.each(engines)('private parts of TypeORM and the driver, checked at bootstrap, on $name', (engine) => {
   const driverClass = engine.name === 'postgres' ? 'PostgresDriver' : 'MysqlDriver';
-  let db: PostgresObserver | undefined;
+  // Only PostgreSQL tells the connections of an application_name apart.
+  const db = engine.name === 'postgres' ? suiteObserver('postgres') : undefined;
   let app: INestApplicationContext | undefined;
-
-  beforeAll(async () => {
-    if (engine.name === 'postgres') db = await observer('postgres');
-  });
 
   afterEach(async () => {
     await app?.close();
@@ -89,11 +79,7 @@ describe.each(engines)('private parts of TypeORM and the driver, checked at boot
       if (dataSource.isInitialized) await dataSource.destroy();
     }
     // Nothing of a failed bootstrap stays connected.
-    if (db) await waitFor(async () => expect(await db!.backends(applicationName)).toEqual([]), { timeoutMs: 5000 });
-  });
-
-  afterAll(async () => {
-    await db?.close();
+    if (db) await waitFor(async () => expect(await db.backends(applicationName)).toEqual([]), { timeoutMs: 5000 });
   });
 
   it('boots when every part is there, without taking a connection to check them', async () => {

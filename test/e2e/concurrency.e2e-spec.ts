@@ -6,17 +6,17 @@
  * plus its own: never another request's uncommitted marker, never a rolled-back one.
  * On PostgreSQL and MariaDB, over Express and Fastify.
  */
-import type { EventEmitter } from 'node:events';
-import { Controller, ConflictException, Param, Post } from '@nestjs/common';
+import { ConflictException, Controller, Param, Post } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
-import { Column, DataSource, Entity, type EntityManager, PrimaryGeneratedColumn } from 'typeorm';
+import type { EventEmitter } from 'node:events';
+import { type EntityManager } from 'typeorm';
 import { TransactionalModule, Tx } from '../../lib/index';
 import { ConnectionAudit } from '../../lib/testing/index';
-import { adapters, createApp, type TestApp } from '../support/app';
+import { adapters } from '../support/app';
 import { engines, QUEUED_ACQUIRE_TIMEOUT_MS, typeormOptions } from '../support/databases';
-import { expectNothingLeaked } from '../support/leaks';
-import { observer, type AnyObserver } from '../support/observer';
+import { Marker, tableOf } from '../support/entities';
 import { beginStatement, type LoggedQuery, RecordingSqlLogger, statementKind } from '../support/recording-loggers';
+import { suiteApp, suiteObserver } from '../support/suite';
 
 const REQUESTS = 200;
 /** Requests of the mixed (some failing) round. */
@@ -24,17 +24,7 @@ const MIXED_REQUESTS = 100;
 /** Jest timeout of a round: above the pool's acquisition timeout, so that a request stuck in the queue shows as such. */
 const ROUND_TIMEOUT_MS = 2 * QUEUED_ACQUIRE_TIMEOUT_MS;
 
-@Entity('concurrency_markers')
-class Marker {
-  @PrimaryGeneratedColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 40 })
-  batch!: string;
-
-  @Column({ type: 'varchar', length: 40 })
-  marker!: string;
-}
+const MARKERS = tableOf(Marker);
 
 interface Seen {
   marker: string;
@@ -94,22 +84,12 @@ function unitsOf(entries: LoggedQuery[], markers: Set<string>): LoggedUnit[] {
 }
 
 describe.each(engines)('concurrent requests on a pool of one, on $name', (engine) => {
-  let db: AnyObserver;
-
-  beforeAll(async () => {
-    db = await observer(engine);
-  });
-
-  afterAll(async () => {
-    await db?.close();
-  });
+  const db = suiteObserver(engine);
 
   describe.each(adapters)('over %s', (adapter) => {
     const applicationName = `concurrency-e2e-${adapter}`;
     const sqlLog = new RecordingSqlLogger();
     const placeholder = engine.name === 'postgres' ? '$1' : '?';
-    let testApp: TestApp;
-    let dataSource: DataSource;
     let audit: ConnectionAudit;
 
     /** Sends every request at once and waits for all the answers. */
@@ -124,14 +104,17 @@ describe.each(engines)('concurrent requests on a pool of one, on $name', (engine
 
     async function persisted(batch: string): Promise<string[]> {
       const rows = await db.query<{ marker: string }>(
-        `SELECT marker FROM concurrency_markers WHERE batch = ${placeholder} ORDER BY marker`,
+        `SELECT marker FROM ${MARKERS} WHERE batch = ${placeholder} ORDER BY marker`,
         [batch],
       );
       return rows.map((row) => row.marker);
     }
 
-    beforeAll(async () => {
-      testApp = await createApp({
+    const testApp = suiteApp(db, {
+      applicationName,
+      tables: [Marker],
+      leakCheck: { mariadb: 'app-connections' },
+      app: () => ({
         adapter,
         imports: [
           TypeOrmModule.forRoot(
@@ -148,27 +131,16 @@ describe.each(engines)('concurrent requests on a pool of one, on $name', (engine
           TransactionalModule.forRoot(),
         ],
         controllers: [MarkersController],
-      });
-      dataSource = testApp.app.get(DataSource);
-      await db.query('DELETE FROM concurrency_markers');
+      }),
     });
 
     beforeEach(() => {
       sqlLog.clear();
-      audit = ConnectionAudit.attach(dataSource);
+      audit = ConnectionAudit.attach(testApp.dataSource);
     });
 
-    afterEach(async () => {
+    afterEach(() => {
       audit.detach();
-      try {
-        await expectNothingLeaked({ dataSource, db, applicationName }, { mariadb: 'app-connections' });
-      } finally {
-        await db.query('DELETE FROM concurrency_markers');
-      }
-    });
-
-    afterAll(async () => {
-      await testApp?.close();
     });
 
     it(

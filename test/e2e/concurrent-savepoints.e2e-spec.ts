@@ -5,32 +5,22 @@
  */
 import { Controller, Post } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
-import { getDataSourceToken, TypeOrmModule } from '@nestjs/typeorm';
-import { Column, DataSource, Entity, EntityManager, PrimaryColumn } from 'typeorm';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import { EntityManager } from 'typeorm';
 import { TransactionalModule, TransactionHost, TransactionRunner, Tx } from '../../lib';
-import { adapters, createApp, type TestApp } from '../support/app';
+import { adapters } from '../support/app';
 import { engines, typeormOptions } from '../support/databases';
-import { call } from '../support/http';
-import { expectNothingLeaked } from '../support/leaks';
-import { observer, type MariadbObserver, type PostgresObserver } from '../support/observer';
-import { RecordingSqlLogger } from '../support/recording-loggers';
+import { NumberedItem, tableOf } from '../support/entities';
 import { ErrorBodyFilter } from '../support/error-body-filter';
+import { call } from '../support/http';
+import { yieldToOthers } from '../support/latch';
+import { RecordingSqlLogger } from '../support/recording-loggers';
 import { labelsIn } from '../support/rows';
+import { suiteApp, suiteObserver } from '../support/suite';
 
-const TABLE = 'concurrent_savepoint_items';
+const TABLE = tableOf(NumberedItem);
 
-@Entity(TABLE)
-class SavepointItem {
-  @PrimaryColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 100 })
-  label!: string;
-}
-
-const insert = (tx: EntityManager, id: number, label: string) => tx.insert(SavepointItem, { id, label });
-/** Lets every other pending callback run first: concurrent work interleaves here if it can. */
-const yieldToOthers = () => new Promise<void>((resolve) => setImmediate(resolve));
+const insert = (tx: EntityManager, id: number, label: string) => tx.insert(NumberedItem, { id, label });
 const fail = () => {
   throw new Error('undo this savepoint');
 };
@@ -158,48 +148,28 @@ class SavepointsController {
 }
 
 describe.each(engines)('concurrent savepoints on $name', (engine) => {
-  let db: PostgresObserver | MariadbObserver;
-
-  beforeAll(async () => {
-    db = await observer(engine);
-  });
-
-  afterAll(async () => {
-    await db?.close();
-  });
+  const db = suiteObserver(engine);
 
   describe.each(adapters)('over %s', (adapter) => {
     const applicationName = `savepoints-e2e-${engine.name}-${adapter}`;
     const sql = new RecordingSqlLogger();
-    let testApp: TestApp;
-    let dataSource: DataSource;
-
-    beforeAll(async () => {
-      testApp = await createApp({
+    const testApp = suiteApp(db, {
+      applicationName,
+      tables: [NumberedItem],
+      app: () => ({
         adapter,
         imports: [
-          TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 1, applicationName, entities: [SavepointItem], logger: sql })),
+          TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 1, applicationName, entities: [NumberedItem], logger: sql })),
           TransactionalModule.forRoot(),
         ],
         controllers: [SavepointsController],
         providers: [{ provide: APP_FILTER, useClass: ErrorBodyFilter }],
-      });
-      dataSource = testApp.app.get<DataSource>(getDataSourceToken());
-      await db.query(`DELETE FROM ${TABLE}`);
+      }),
     });
 
     beforeEach(() => {
       hooksRan = [];
       sql.clear();
-    });
-
-    afterEach(async () => {
-      await expectNothingLeaked({ dataSource, db, applicationName });
-      await db.query(`DELETE FROM ${TABLE}`);
-    });
-
-    afterAll(async () => {
-      await testApp?.close();
     });
 
     it('runs savepoints started together one after another, each with its own statements, and keeps both', async () => {

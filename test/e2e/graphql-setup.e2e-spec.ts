@@ -9,7 +9,8 @@ import { TypeOrmModule } from '@nestjs/typeorm';
 import { apolloUnitOfWorkPlugin, mercuriusUnitOfWorkHooks, TransactionalModule, TransactionalOptionsError } from '../../lib';
 import { createApp } from '../support/app';
 import { typeormOptions } from '../support/databases';
-import { GqlOrder, GqlOrderLine, OrdersResolver } from '../support/graphql-app';
+import { Order, OrderLine } from '../support/entities';
+import { OrdersResolver } from '../support/graphql-app';
 
 const applicationName = 'graphql-setup-e2e';
 
@@ -17,10 +18,10 @@ function start(adapter: 'express' | 'fastify', graphql: ReturnType<typeof GraphQ
   return createApp({
     adapter,
     imports: [
-      TypeOrmModule.forRoot(typeormOptions('postgres', { poolSize: 1, applicationName, entities: [GqlOrder, GqlOrderLine] })),
-      TypeOrmModule.forFeature([GqlOrderLine]),
+      TypeOrmModule.forRoot(typeormOptions('postgres', { poolSize: 1, applicationName, entities: [Order, OrderLine] })),
+      TypeOrmModule.forFeature([OrderLine]),
       TransactionalModule.forRoot(),
-      TransactionalModule.forFeature([GqlOrderLine]),
+      TransactionalModule.forFeature([OrderLine]),
       graphql,
     ],
     providers: [OrdersResolver],

@@ -4,43 +4,34 @@
  * and Mercurius (Fastify), PostgreSQL and MariaDB.
  */
 import { TypeOrmModule } from '@nestjs/typeorm';
-import type { DataSource } from 'typeorm';
-import { getDataSourceToken } from '@nestjs/typeorm';
 import { TransactionalModule } from '../../lib';
-import { createApp, type TestApp } from '../support/app';
 import { engines, QUEUED_ACQUIRE_TIMEOUT_MS, typeormOptions } from '../support/databases';
+import { Order, OrderLine, tableOf } from '../support/entities';
+import { graphQLModule, OrdersResolver, servers } from '../support/graphql-app';
 import { call } from '../support/http';
-import { expectNothingLeaked } from '../support/leaks';
-import { observer, type AnyObserver } from '../support/observer';
 import { beginStatement, RecordingNestLogger, RecordingSqlLogger, statementKind } from '../support/recording-loggers';
-import { GqlOrder, GqlOrderLine, graphQLModule, LINES, ORDERS, OrdersResolver, servers } from '../support/graphql-app';
+import { placeholder } from '../support/rows';
+import { suiteApp, suiteObserver } from '../support/suite';
 
 interface GraphQLReply {
   data?: Record<string, any> | null;
   errors?: Array<{ message: string; extensions?: Record<string, unknown> }>;
 }
 
+const ORDERS = tableOf(Order);
+const LINES = tableOf(OrderLine);
+
 describe.each(engines)('GraphQL on $name', (engine) => {
-  let db: AnyObserver;
-
-  beforeAll(async () => {
-    db = await observer(engine);
-  });
-
-  afterAll(async () => {
-    await db?.close();
-  });
+  const db = suiteObserver(engine);
 
   describe.each(servers)('on $name', (server) => {
     const applicationName = `graphql-e2e-${server.name}-${engine.name}`;
     const sql = new RecordingSqlLogger();
     const logs = new RecordingNestLogger();
-    let app: TestApp;
-    let dataSource: DataSource;
-    let seq = 0;
-
-    beforeAll(async () => {
-      app = await createApp({
+    const app = suiteApp(db, {
+      applicationName,
+      tables: [OrderLine, Order],
+      app: () => ({
         adapter: server.adapter,
         logger: logs,
         imports: [
@@ -48,32 +39,24 @@ describe.each(engines)('GraphQL on $name', (engine) => {
             typeormOptions(engine, {
               poolSize: 1,
               applicationName,
-              entities: [GqlOrder, GqlOrderLine],
+              entities: [Order, OrderLine],
               logger: sql,
               acquireTimeoutMs: QUEUED_ACQUIRE_TIMEOUT_MS,
             }),
           ),
-          TypeOrmModule.forFeature([GqlOrderLine]),
+          TypeOrmModule.forFeature([OrderLine]),
           TransactionalModule.forRoot({ guard: 'throw' }),
-          TransactionalModule.forFeature([GqlOrderLine]),
+          TransactionalModule.forFeature([OrderLine]),
           graphQLModule(server),
         ],
         providers: [OrdersResolver],
-      });
-      dataSource = app.app.get<DataSource>(getDataSourceToken());
+      }),
     });
-
-    afterAll(async () => {
-      await app?.close();
-    });
+    let seq = 0;
 
     beforeEach(() => {
       sql.clear();
       logs.clear();
-    });
-
-    afterEach(async () => {
-      await expectNothingLeaked({ dataSource, db, applicationName });
     });
 
     function gql(body: object | object[]) {
@@ -87,13 +70,13 @@ describe.each(engines)('GraphQL on $name', (engine) => {
     }
 
     async function ordersLabelled(label: string): Promise<number> {
-      const p = engine.name === 'postgres' ? '$1' : '?';
+      const p = placeholder(engine.name, 1);
       const rows = await db.query<{ n: number | string }>(`SELECT COUNT(*) AS n FROM ${ORDERS} WHERE label = ${p}`, [label]);
       return Number(rows[0].n);
     }
 
     async function linesLabelled(label: string): Promise<number> {
-      const p = engine.name === 'postgres' ? '$1' : '?';
+      const p = placeholder(engine.name, 1);
       const rows = await db.query<{ n: number | string }>(`SELECT COUNT(*) AS n FROM ${LINES} WHERE label = ${p}`, [label]);
       return Number(rows[0].n);
     }
@@ -245,7 +228,7 @@ describe.each(engines)('GraphQL on $name', (engine) => {
         expect(reply.body.data).toEqual({ ping: 'pong', order: null });
         expect(reply.body.errors).toHaveLength(1);
         const message: string = reply.body.errors[0].message;
-        expect(message).toContain('Repository<GqlOrderLine>.findBy()');
+        expect(message).toContain('Repository<OrderLine>.findBy()');
         expect(message).toContain('query Guarded, field Order.plainLines');
         expect(message).toContain('OrdersResolver.plainLines');
         // A query whose result has an error rolls back all the same.
@@ -294,7 +277,7 @@ describe.each(engines)('GraphQL on $name', (engine) => {
 
         const body = JSON.stringify(reply.body.errors);
         expect(reply.body.errors[0].message).toBe('The transaction of query Guarded failed; the server log has the detail.');
-        expect(body).not.toMatch(/\.ts\b|\.js\b|OrdersResolver|GqlOrderLine/);
+        expect(body).not.toMatch(/\.ts\b|\.js\b|OrdersResolver|OrderLine/);
         const logged = logs
           .library('error')
           .map((entry) => entry.message)

@@ -1,27 +1,20 @@
 import { ConflictException, Controller, Post, Res } from '@nestjs/common';
-import { getDataSourceToken, InjectDataSource, InjectRepository, TypeOrmModule } from '@nestjs/typeorm';
-import { Column, DataSource, Entity, EntityManager, PrimaryGeneratedColumn, Repository } from 'typeorm';
+import { InjectDataSource, InjectRepository, TypeOrmModule } from '@nestjs/typeorm';
+import { DataSource, EntityManager, Repository } from 'typeorm';
 import { TransactionalModule, TransactionHost, TransactionRunner, Tx, type UnitOfWorkInfo } from '../../lib';
 import type { PoolStats } from '../../lib/core/dialect';
-import { adapters, createApp, type AdapterName, type TestApp } from '../support/app';
-import { engines, type Engine, typeormOptions } from '../support/databases';
-import { latch, type Latch } from '../support/latch';
-import { expectNothingLeaked, poolStats } from '../support/leaks';
-import { observer, type MariadbObserver, type PostgresObserver } from '../support/observer';
+import type { CreateAppOptions } from '../support/app';
+import { type AdapterName, adapters } from '../support/app';
+import { type Engine, engines, typeormOptions } from '../support/databases';
+import { Item, tableOf } from '../support/entities';
+import { rawResponse } from '../support/http';
+import { latch, type Latch, yieldToOthers } from '../support/latch';
+import { poolStats } from '../support/leaks';
 import { RecordingNestLogger } from '../support/recording-loggers';
 import { labelsIn } from '../support/rows';
-import { rawResponse } from '../support/http';
+import { suiteApp, suiteObserver } from '../support/suite';
 
-const TABLE = 'hooks_items';
-
-@Entity(TABLE)
-class HookItem {
-  @PrimaryGeneratedColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 100 })
-  label!: string;
-}
+const TABLE = tableOf(Item);
 
 /** What the hooks of the current test saw; reset before each test. */
 interface Probe {
@@ -38,21 +31,18 @@ interface Probe {
 const freshProbe = (): Probe => ({ events: [], hookEntered: latch(), release: latch() });
 let probe = freshProbe();
 
-/** Lets other work run: a hook that ran concurrently with the next one would be overtaken here. */
-const yieldToOthers = () => new Promise<void>((resolve) => setImmediate(resolve));
-
 @Controller('hooks')
 class HooksController {
   constructor(
     private readonly host: TransactionHost,
     private readonly runner: TransactionRunner,
-    @InjectRepository(HookItem) private readonly plain: Repository<HookItem>,
+    @InjectRepository(Item) private readonly plain: Repository<Item>,
     @InjectDataSource() private readonly dataSource: DataSource,
   ) {}
 
   @Post('awaited')
   async awaited(@Tx() tx: EntityManager, @Res({ passthrough: true }) response: unknown) {
-    await tx.insert(HookItem, { label: 'awaited' });
+    await tx.insert(Item, { label: 'awaited' });
     this.host.afterCommit(async () => {
       probe.poolInHook = poolStats(this.dataSource);
       probe.hookEntered.resolve();
@@ -70,7 +60,7 @@ class HooksController {
       probe.events.push('first: end');
     });
     this.host.afterRollback(() => probe.events.push('afterRollback'));
-    await tx.insert(HookItem, { label: 'ordered' });
+    await tx.insert(Item, { label: 'ordered' });
     this.host.afterCommit(() => probe.events.push('second'));
     this.host.afterCommit(() => probe.events.push('third'));
     return { ok: true };
@@ -79,11 +69,11 @@ class HooksController {
   @Post('savepoints')
   async savepoints(@Tx() tx: EntityManager) {
     this.host.afterCommit(() => probe.events.push('outer, before'));
-    await tx.insert(HookItem, { label: 'outer' });
+    await tx.insert(Item, { label: 'outer' });
     try {
       await tx.transaction(async (savepoint) => {
         this.host.afterCommit(() => probe.events.push('in the rolled-back savepoint'));
-        await savepoint.insert(HookItem, { label: 'rolled-back savepoint' });
+        await savepoint.insert(Item, { label: 'rolled-back savepoint' });
         throw new Error('undo the savepoint');
       });
     } catch {
@@ -91,7 +81,7 @@ class HooksController {
     }
     await tx.transaction(async (savepoint) => {
       this.host.afterCommit(() => probe.events.push('in the kept savepoint'));
-      await savepoint.insert(HookItem, { label: 'kept savepoint' });
+      await savepoint.insert(Item, { label: 'kept savepoint' });
     });
     this.host.afterCommit(() => probe.events.push('outer, after'));
     return { ok: true };
@@ -99,7 +89,7 @@ class HooksController {
 
   @Post('failing')
   async failing(@Tx() tx: EntityManager) {
-    await tx.insert(HookItem, { label: 'committed despite the hook' });
+    await tx.insert(Item, { label: 'committed despite the hook' });
     this.host.afterCommit(() => {
       throw new Error('the hook broke');
     });
@@ -109,7 +99,7 @@ class HooksController {
 
   @Post('http-exception')
   async httpException(@Tx() tx: EntityManager) {
-    await tx.insert(HookItem, { label: 'rolled back' });
+    await tx.insert(Item, { label: 'rolled back' });
     this.host.afterCommit(() => probe.events.push('afterCommit'));
     this.host.afterRollback(() => probe.events.push('afterRollback'));
     throw new ConflictException('already there');
@@ -117,7 +107,7 @@ class HooksController {
 
   @Post('fresh-work')
   async freshWork(@Tx() tx: EntityManager) {
-    await tx.insert(HookItem, { label: 'from the request' });
+    await tx.insert(Item, { label: 'from the request' });
     this.host.afterCommit(async () => {
       probe.currentInHook = this.host.current() ?? null;
       // A plain repository: outside any unit of work, so the guard has nothing to say.
@@ -125,7 +115,7 @@ class HooksController {
       await this.runner.run(
         async (fresh) => {
           probe.currentInRunner = this.host.current() ?? null;
-          await fresh.insert(HookItem, { label: 'from the hook' });
+          await fresh.insert(Item, { label: 'from the hook' });
         },
         { name: 'hook follow-up' },
       );
@@ -134,54 +124,35 @@ class HooksController {
   }
 }
 
-function hooksApp(engine: Engine, adapter: AdapterName, applicationName: string, logger: RecordingNestLogger) {
-  return createApp({
+function hooksApp(engine: Engine, adapter: AdapterName, applicationName: string, logger: RecordingNestLogger): CreateAppOptions {
+  return {
     adapter,
     logger,
     imports: [
-      TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 1, applicationName, entities: [HookItem] })),
-      TypeOrmModule.forFeature([HookItem]),
+      TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 1, applicationName, entities: [Item] })),
+      TypeOrmModule.forFeature([Item]),
       TransactionalModule.forRoot(),
     ],
     controllers: [HooksController],
-  });
+  };
 }
 
 describe.each(engines)('afterCommit / afterRollback hooks on $name', (engine) => {
-  let db: PostgresObserver | MariadbObserver;
-
-  beforeAll(async () => {
-    db = await observer(engine);
-  });
-
-  afterAll(async () => {
-    await db?.close();
-  });
+  const db = suiteObserver(engine);
 
   describe.each(adapters)('over %s', (adapter) => {
     const applicationName = `hooks-e2e-${engine.name}-${adapter}`;
     const logger = new RecordingNestLogger();
-    let testApp: TestApp;
-    let dataSource: DataSource;
-
-    beforeAll(async () => {
-      testApp = await hooksApp(engine, adapter, applicationName, logger);
-      dataSource = testApp.app.get<DataSource>(getDataSourceToken());
-      await db.query(`DELETE FROM ${TABLE}`);
+    // Before the leak check: a hook of a failed test still waiting for its release would hold the connection.
+    afterEach(() => probe.release.resolve());
+    const testApp = suiteApp(db, {
+      applicationName,
+      tables: [Item],
+      app: () => hooksApp(engine, adapter, applicationName, logger),
     });
 
     beforeEach(() => {
       probe = freshProbe();
-    });
-
-    afterEach(async () => {
-      probe.release.resolve();
-      await expectNothingLeaked({ dataSource, db, applicationName });
-      await db.query(`DELETE FROM ${TABLE}`);
-    });
-
-    afterAll(async () => {
-      await testApp?.close();
     });
 
     it('runs afterCommit after the commit and the release, and holds the response until the hook is done', async () => {
@@ -209,30 +180,22 @@ describe.each(engines)('afterCommit / afterRollback hooks on $name', (engine) =>
   describe('over express', () => {
     const applicationName = `hooks-e2e-${engine.name}`;
     const logger = new RecordingNestLogger();
-    let testApp: TestApp;
-    let dataSource: DataSource;
+    // Before the leak check: a hook of a failed test still waiting for its release would hold the connection.
+    afterEach(() => probe.release.resolve());
+    const testApp = suiteApp(db, {
+      applicationName,
+      tables: [Item],
+      app: () => hooksApp(engine, 'express', applicationName, logger),
+    });
     let host: TransactionHost;
 
-    beforeAll(async () => {
-      testApp = await hooksApp(engine, 'express', applicationName, logger);
-      dataSource = testApp.app.get<DataSource>(getDataSourceToken());
-      host = testApp.app.get(TransactionHost);
-      await db.query(`DELETE FROM ${TABLE}`);
+    beforeAll(() => {
+      host = testApp.get(TransactionHost);
     });
 
     beforeEach(() => {
       probe = freshProbe();
       logger.clear();
-    });
-
-    afterEach(async () => {
-      probe.release.resolve();
-      await expectNothingLeaked({ dataSource, db, applicationName });
-      await db.query(`DELETE FROM ${TABLE}`);
-    });
-
-    afterAll(async () => {
-      await testApp?.close();
     });
 
     const post = (path: string) => fetch(`${testApp.url}${path}`, { method: 'POST' });

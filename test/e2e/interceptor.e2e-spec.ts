@@ -18,8 +18,8 @@ import {
   Header,
   HttpCode,
   HttpException,
-  Injectable,
   type INestApplication,
+  Injectable,
   Module,
   type NestInterceptor,
   Optional,
@@ -39,17 +39,8 @@ import {
 import { APP_INTERCEPTOR, Reflector } from '@nestjs/core';
 import { RouteConfig } from '@nestjs/platform-fastify';
 import { getDataSourceToken, TypeOrmModule } from '@nestjs/typeorm';
-import { Expose } from 'class-transformer';
 import { from, map, mergeMap, type Observable, race, tap, throwError } from 'rxjs';
-import {
-  Column,
-  DataSource,
-  Entity,
-  EntityManager,
-  ManyToOne,
-  PrimaryGeneratedColumn,
-  type Logger as TypeormLogger,
-} from 'typeorm';
+import { DataSource, EntityManager, type Logger as TypeormLogger } from 'typeorm';
 import {
   NoTransactionError,
   Transactional,
@@ -60,39 +51,18 @@ import {
   Tx,
   type UnitOfWorkInfo,
 } from '../../lib';
-import { adapters, type AdapterName, createApp, type TestApp } from '../support/app';
+import { type AdapterName, adapters, createApp } from '../support/app';
 import { type Engine, engines, typeormOptions } from '../support/databases';
+import { OwnedItem, Owner, tableOf } from '../support/entities';
 import { call } from '../support/http';
 import { latch, type Latch } from '../support/latch';
 import { expectNothingLeaked } from '../support/leaks';
-import { observer, type MariadbObserver, type PostgresObserver, waitFor } from '../support/observer';
+import { waitFor } from '../support/observer';
 import { labelsIn } from '../support/rows';
+import { suiteApp, suiteObserver } from '../support/suite';
 
-const TABLE = 'interceptor_items';
-const OWNERS = 'interceptor_owners';
-
-@Entity(OWNERS)
-class InterceptorOwner {
-  @PrimaryGeneratedColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 100 })
-  name!: string;
-}
-
-@Entity(TABLE)
-class InterceptorItem {
-  @PrimaryGeneratedColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 100 })
-  label!: string;
-
-  /** Lazy, and exposed: the serializer reads it, which makes TypeORM load it. */
-  @Expose()
-  @ManyToOne(() => InterceptorOwner, { lazy: true, nullable: true })
-  owner!: Promise<InterceptorOwner | null>;
-}
+const TABLE = tableOf(OwnedItem);
+const OWNERS = tableOf(Owner);
 
 const ROLE = 'interceptor:role';
 
@@ -259,7 +229,7 @@ class InterceptorController {
   async order(@Query('label', StepPipe) label: string, @Query('fail') fail: string | undefined, @Tx() tx: EntityManager) {
     step('handler');
     probe.inHandler = this.host.current() ?? null;
-    await tx.insert(InterceptorItem, { label });
+    await tx.insert(OwnedItem, { label });
     if (fail !== undefined) throw new ConflictException('the handler failed after its write');
     return { ok: true };
   }
@@ -275,7 +245,7 @@ class InterceptorController {
   @Transactional({ retry: { attempts: 3, baseDelayMs: 0 } })
   async retried(@Query('label', StepPipe) label: string, @Tx() tx: EntityManager) {
     probe.handlerRuns += 1;
-    await tx.insert(InterceptorItem, { label: `${label}-${probe.handlerRuns}` });
+    await tx.insert(OwnedItem, { label: `${label}-${probe.handlerRuns}` });
     if (probe.handlerRuns === 1) await tx.query(serializationFailureSql(engineUnderTest));
     return { runs: probe.handlerRuns };
   }
@@ -283,7 +253,7 @@ class InterceptorController {
   /** Calls another route handler of this controller. */
   @Post('with-sibling')
   async withSibling(@Query('label') label: string, @Query('fail') fail: string | undefined) {
-    await this.host.manager().insert(InterceptorItem, { label });
+    await this.host.manager().insert(OwnedItem, { label });
     const sibling = await this.sibling(`${label}-sibling`);
     if (fail !== undefined) throw new ConflictException('the handler failed after its sibling wrote');
     return { unitOfWork: this.host.current()?.name ?? null, sibling };
@@ -291,14 +261,14 @@ class InterceptorController {
 
   @Post('sibling')
   async sibling(@Query('label') label: string) {
-    await this.host.manager().insert(InterceptorItem, { label });
+    await this.host.manager().insert(OwnedItem, { label });
     return { unitOfWork: this.host.current()?.name ?? null };
   }
 
   /** No `@Tx()`, and Nest awaits a pipe before the handler runs. */
   @Post('slow')
   async slow(@Query('label', SlowPipe) label: string) {
-    await this.host.manager().insert(InterceptorItem, { label });
+    await this.host.manager().insert(OwnedItem, { label });
     probe.inserted.resolve();
     await probe.release.promise;
     return { ok: true };
@@ -307,7 +277,7 @@ class InterceptorController {
   @Post('cut')
   @UseInterceptors(CutInterceptor)
   async cut(@Tx() tx: EntityManager) {
-    await tx.insert(InterceptorItem, { label: 'cut' });
+    await tx.insert(OwnedItem, { label: 'cut' });
     probe.inserted.resolve();
     await probe.release.promise;
     return { ok: true };
@@ -318,7 +288,7 @@ class InterceptorController {
   cutStream(@Tx() tx: EntityManager): Observable<unknown> {
     return from(
       (async () => {
-        await tx.insert(InterceptorItem, { label: 'cut-stream' });
+        await tx.insert(OwnedItem, { label: 'cut-stream' });
         probe.inserted.resolve();
         await probe.release.promise;
         return { ok: true };
@@ -330,8 +300,8 @@ class InterceptorController {
 /** Returns entities for a serializer; the lazy relation is read by it, not by the handler. */
 abstract class ItemReader {
   @Get()
-  async item(@Query('label') label: string, @Tx() tx: EntityManager): Promise<InterceptorItem> {
-    return tx.findOneByOrFail(InterceptorItem, { label });
+  async item(@Query('label') label: string, @Tx() tx: EntityManager): Promise<OwnedItem> {
+    return tx.findOneByOrFail(OwnedItem, { label });
   }
 }
 
@@ -355,7 +325,7 @@ class ScopedController {
 
   @Post()
   async create(@Tx() tx: EntityManager, @Query('label') label: string) {
-    await tx.insert(InterceptorItem, { label });
+    await tx.insert(OwnedItem, { label });
     return { serial: this.serial, unitOfWork: this.host?.current()?.name ?? null };
   }
 }
@@ -396,7 +366,7 @@ class BoundController {
 
   @Post()
   async create(@Query('label') label: string, @Tx() tx: EntityManager) {
-    await tx.insert(InterceptorItem, { label });
+    await tx.insert(OwnedItem, { label });
     return { unitOfWork: this.host.current()?.name ?? null };
   }
 }
@@ -423,18 +393,15 @@ function stepMiddleware(_request: unknown, _response: unknown, next: () => void)
 }
 
 describe.each(engines)('TransactionInterceptor on $name', (engine) => {
-  let db: PostgresObserver | MariadbObserver;
+  const db = suiteObserver(engine);
+  /** The tables of the suite, children before parents, for {@link suiteApp}. */
+  const tables = [OwnedItem, Owner];
 
-  beforeAll(async () => {
-    db = await observer(engine);
+  beforeAll(() => {
     engineUnderTest = engine;
   });
 
-  afterAll(async () => {
-    await db?.close();
-  });
-
-  /** Clears both tables, owners last (items refer to them). */
+  /** Clears both tables, owners last (items refer to them): for the apps built per test. */
   async function clearTables(): Promise<void> {
     await db.query(`DELETE FROM ${TABLE}`);
     await db.query(`DELETE FROM ${OWNERS}`);
@@ -452,7 +419,7 @@ describe.each(engines)('TransactionInterceptor on $name', (engine) => {
       typeormOptions(engine, {
         poolSize,
         applicationName,
-        entities: [InterceptorItem, InterceptorOwner],
+        entities: [OwnedItem, Owner],
         logger: new StepLogger(),
       }),
     );
@@ -460,12 +427,17 @@ describe.each(engines)('TransactionInterceptor on $name', (engine) => {
 
   describe.each(adapters)('mounted by forRoot(), over %s', (adapter: AdapterName) => {
     const applicationName = `interceptor-e2e-${engine.name}-${adapter}`;
-    let testApp: TestApp;
-    let dataSource: DataSource;
     let host: TransactionHost;
 
-    beforeAll(async () => {
-      testApp = await createApp({
+    // Before the suite's leak check (hooks run in the order they are declared): no handler stays held.
+    afterEach(() => {
+      probe.release.resolve();
+    });
+
+    const testApp = suiteApp(db, {
+      applicationName,
+      tables,
+      app: () => ({
         adapter,
         imports: [database(applicationName), TransactionalModule.forRoot()],
         controllers: [
@@ -483,26 +455,17 @@ describe.each(engines)('TransactionInterceptor on $name', (engine) => {
           app.useGlobalInterceptors(new RecordingInterceptor('useGlobalInterceptors() interceptor'));
           app.enableVersioning({ type: VersioningType.HEADER, header: 'x-api-version' });
         },
-      });
-      dataSource = testApp.app.get<DataSource>(getDataSourceToken());
-      host = testApp.app.get(TransactionHost);
-      await clearTables();
+      }),
+    });
+
+    beforeAll(() => {
+      host = testApp.get(TransactionHost);
     });
 
     beforeEach(() => {
       probe = freshProbe();
       steps = [];
       currentHost = host;
-    });
-
-    afterEach(async () => {
-      probe.release.resolve();
-      await expectNothingLeaked({ dataSource, db, applicationName });
-      await clearTables();
-    });
-
-    afterAll(async () => {
-      await testApp?.close();
     });
 
     it('runs middleware and guards outside, then interceptors, pipes and handler inside, and commits before the value goes out', async () => {
@@ -615,7 +578,7 @@ describe.each(engines)('TransactionInterceptor on $name', (engine) => {
 
       // The handler finishes after the error went out: nothing of it is committed.
       probe.release.resolve();
-      await expectNothingLeaked({ dataSource, db, applicationName });
+      await expectNothingLeaked({ dataSource: testApp.dataSource, db, applicationName });
       expect(host.stats().commits).toBe(before.commits);
       expect(await labelsIn(db, TABLE)).toEqual([]);
     });
@@ -633,7 +596,7 @@ describe.each(engines)('TransactionInterceptor on $name', (engine) => {
       await waitFor(() => expect(host.stats().rollbacks).toBe(before.rollbacks + 1));
       expect(host.stats().connectionsHeld).toBe(0);
       probe.release.resolve();
-      await expectNothingLeaked({ dataSource, db, applicationName });
+      await expectNothingLeaked({ dataSource: testApp.dataSource, db, applicationName });
       expect(host.stats().commits).toBe(before.commits);
       expect(await labelsIn(db, TABLE)).toEqual([]);
     });
@@ -649,9 +612,9 @@ describe.each(engines)('TransactionInterceptor on $name', (engine) => {
     });
 
     it('gives a handler called directly, without Nest’s pipeline, no unit of work; inside TransactionRunner.run() it joins that one', async () => {
-      const controller = testApp.app.get(InterceptorController);
+      const controller = testApp.get(InterceptorController);
       await expect(controller.sibling('direct')).rejects.toBeInstanceOf(NoTransactionError);
-      const runner = testApp.app.get(TransactionRunner);
+      const runner = testApp.get(TransactionRunner);
       expect(await runner.run(() => controller.sibling('run'), { name: 'a test' })).toEqual({ unitOfWork: 'a test' });
       expect(await labelsIn(db, TABLE)).toEqual(['run']);
     });
@@ -692,64 +655,46 @@ describe.each(engines)('TransactionInterceptor on $name', (engine) => {
 
   describe('a handler that calls a sibling route handler, on a pool of two', () => {
     const applicationName = `interceptor-e2e-${engine.name}-pool-2`;
-    let testApp: TestApp;
-    let dataSource: DataSource;
-
-    beforeAll(async () => {
-      testApp = await createApp({
+    const testApp = suiteApp(db, {
+      applicationName,
+      tables,
+      app: () => ({
         adapter: 'express',
         imports: [database(applicationName, 2), TransactionalModule.forRoot()],
         controllers: [InterceptorController],
-      });
-      dataSource = testApp.app.get<DataSource>(getDataSourceToken());
+      }),
     });
 
     beforeEach(() => {
       probe = freshProbe();
       steps = [];
-      currentHost = testApp.app.get(TransactionHost);
-    });
-
-    afterAll(async () => {
-      await testApp?.close();
+      currentHost = testApp.get(TransactionHost);
     });
 
     it('rolls the sibling’s write back with the request when the request fails', async () => {
       const reply = await call('POST', `${testApp.url}/interceptor/with-sibling?label=failed&fail=1`);
       expect(reply.status).toBe(409);
       expect(await labelsIn(db, TABLE)).toEqual([]);
-      await expectNothingLeaked({ dataSource, db, applicationName });
+      await expectNothingLeaked({ dataSource: testApp.dataSource, db, applicationName });
     });
   });
 
   describe.each(adapters)('with mount: false, over %s', (adapter: AdapterName) => {
     const applicationName = `interceptor-e2e-${engine.name}-unmounted-${adapter}`;
-    let testApp: TestApp;
-    let dataSource: DataSource;
-
-    beforeAll(async () => {
-      testApp = await createApp({
+    const testApp = suiteApp(db, {
+      applicationName,
+      tables,
+      app: () => ({
         adapter,
         imports: [database(applicationName), TransactionalModule.forRoot({ mount: false })],
         controllers: [BoundController, UnboundController, SerializedController],
-      });
-      dataSource = testApp.app.get<DataSource>(getDataSourceToken());
-      await clearTables();
+      }),
     });
 
     beforeEach(() => {
       probe = freshProbe();
       steps = [];
-      currentHost = testApp.app.get(TransactionHost);
-    });
-
-    afterEach(async () => {
-      await expectNothingLeaked({ dataSource, db, applicationName });
-      await clearTables();
-    });
-
-    afterAll(async () => {
-      await testApp?.close();
+      currentHost = testApp.get(TransactionHost);
     });
 
     it('binds no global interceptor: a controller without it gets no unit of work', async () => {
@@ -767,12 +712,17 @@ describe.each(engines)('TransactionInterceptor on $name', (engine) => {
 
   describe.each(adapters)('placed among the application’s own global interceptors, over %s', (adapter: AdapterName) => {
     const applicationName = `interceptor-e2e-${engine.name}-placed-${adapter}`;
-    let testApp: TestApp;
-    let dataSource: DataSource;
     let host: TransactionHost;
 
-    beforeAll(async () => {
-      testApp = await createApp({
+    // Before the suite's leak check (hooks run in the order they are declared): no handler stays held.
+    afterEach(() => {
+      probe.release.resolve();
+    });
+
+    const testApp = suiteApp(db, {
+      applicationName,
+      tables,
+      app: () => ({
         adapter,
         imports: [database(applicationName), TransactionalModule.forRoot({ mount: false })],
         controllers: [InterceptorController, ItemsController],
@@ -787,26 +737,17 @@ describe.each(engines)('TransactionInterceptor on $name', (engine) => {
           );
           app.useGlobalFilters(new NamingFilter());
         },
-      });
-      dataSource = testApp.app.get<DataSource>(getDataSourceToken());
-      host = testApp.app.get(TransactionHost);
-      await clearTables();
+      }),
+    });
+
+    beforeAll(() => {
+      host = testApp.get(TransactionHost);
     });
 
     beforeEach(() => {
       probe = freshProbe();
       steps = [];
       currentHost = host;
-    });
-
-    afterEach(async () => {
-      probe.release.resolve();
-      await expectNothingLeaked({ dataSource, db, applicationName });
-      await clearTables();
-    });
-
-    afterAll(async () => {
-      await testApp?.close();
     });
 
     it('runs the interceptors bound before it outside the unit of work, after COMMIT on the way out', async () => {
@@ -836,7 +777,7 @@ describe.each(engines)('TransactionInterceptor on $name', (engine) => {
       expect(host.stats().connectionsHeld).toBe(0);
 
       probe.release.resolve();
-      await expectNothingLeaked({ dataSource, db, applicationName });
+      await expectNothingLeaked({ dataSource: testApp.dataSource, db, applicationName });
       expect(host.stats().commits).toBe(before.commits);
       expect(await labelsIn(db, TABLE)).toEqual([]);
     });
@@ -855,6 +796,10 @@ describe.each(engines)('TransactionInterceptor on $name', (engine) => {
     beforeEach(async () => {
       probe = freshProbe();
       steps = [];
+      await clearTables();
+    });
+
+    afterAll(async () => {
       await clearTables();
     });
 

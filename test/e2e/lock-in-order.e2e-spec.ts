@@ -1,31 +1,17 @@
-import { TypeOrmModule, getDataSourceToken } from '@nestjs/typeorm';
-import { Column, DataSource, Entity, type EntityManager, PrimaryColumn, type QueryRunner } from 'typeorm';
-import { TransactionalError, TransactionalModule, TransactionFinishedError, TransactionRunner, lockInOrder } from '../../lib';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import { DataSource, type EntityManager, type QueryRunner } from 'typeorm';
+import { lockInOrder, TransactionalError, TransactionalModule, TransactionFinishedError, TransactionRunner } from '../../lib';
 import { mariadbThreadIds } from '../support/app-connections';
-import { createApp, type TestApp } from '../support/app';
-import { engines, typeormOptions, type Engine } from '../support/databases';
+import { isDeadlock } from '../support/database-errors';
+import { type Engine, engines, typeormOptions } from '../support/databases';
+import { Account, AccountPair, tableOf } from '../support/entities';
 import { barrier, latch } from '../support/latch';
-import { expectNothingLeaked } from '../support/leaks';
-import { observer, waitFor, type Observer, type MariadbObserver, type PostgresObserver } from '../support/observer';
+import { type MariadbObserver, type PostgresObserver, waitFor } from '../support/observer';
 import { RecordingSqlLogger } from '../support/recording-loggers';
+import { suiteApp, suiteObserver } from '../support/suite';
 
-@Entity('lock_order_accounts')
-class Account {
-  @PrimaryColumn({ type: 'int' })
-  id!: number;
-
-  @Column({ type: 'int' })
-  balance!: number;
-}
-
-@Entity('lock_order_pairs')
-class AccountPair {
-  @PrimaryColumn({ type: 'int' })
-  left!: number;
-
-  @PrimaryColumn({ type: 'int' })
-  right!: number;
-}
+const ACCOUNTS_TABLE = tableOf(Account);
+const PAIRS_TABLE = tableOf(AccountPair);
 
 const applicationName = 'lock-in-order-e2e';
 const POOL_SIZE = 10;
@@ -36,25 +22,32 @@ const START_BALANCE = 100;
 function lockStatements(log: RecordingSqlLogger, queryRunner: QueryRunner | undefined): Array<{ sql: string; id: unknown }> {
   return log
     .sent()
-    .filter((q) => q.queryRunner === queryRunner && /lock_order_accounts/.test(q.sql) && /^\s*SELECT/i.test(q.sql))
+    .filter((q) => q.queryRunner === queryRunner && q.sql.includes(ACCOUNTS_TABLE) && /^\s*SELECT/i.test(q.sql))
     .map((q) => ({ sql: q.sql, id: q.parameters[0] }));
-}
-
-function isDeadlock(error: unknown): boolean {
-  const driver = (error as { driverError?: { code?: unknown; errno?: unknown } }).driverError;
-  return driver?.code === '40P01' || driver?.errno === 1213;
 }
 
 describe.each(engines)('lockInOrder on $name', (engine: Engine) => {
   const sqlLog = new RecordingSqlLogger();
-  let testApp: TestApp;
+  const db = suiteObserver(engine);
+  const testApp = suiteApp(db, {
+    applicationName,
+    tables: [Account, AccountPair],
+    app: () => ({
+      adapter: 'express',
+      imports: [
+        TypeOrmModule.forRoot(
+          typeormOptions(engine, { poolSize: POOL_SIZE, applicationName, entities: [Account, AccountPair], logger: sqlLog }),
+        ),
+        TransactionalModule.forRoot(),
+      ],
+    }),
+  });
   let runner: TransactionRunner;
   let dataSource: DataSource;
-  let db: Observer;
 
   /** Table rows as the observer sees them, by id. */
   async function balances(): Promise<Map<number, number>> {
-    const rows = await db.query<{ id: number; balance: number }>('SELECT id, balance FROM lock_order_accounts ORDER BY id');
+    const rows = await db.query<{ id: number; balance: number }>(`SELECT id, balance FROM ${ACCOUNTS_TABLE} ORDER BY id`);
     return new Map(rows.map((row) => [Number(row.id), Number(row.balance)]));
   }
 
@@ -62,7 +55,7 @@ describe.each(engines)('lockInOrder on $name', (engine: Engine) => {
   async function someoneWaitsForARowLock(): Promise<boolean> {
     if (engine.name === 'postgres') {
       const waiting = (await (db as PostgresObserver).backends(applicationName)).filter(
-        (b) => b.state === 'active' && b.waitEventType === 'Lock' && /lock_order_accounts/.test(b.query),
+        (b) => b.state === 'active' && b.waitEventType === 'Lock' && b.query.includes(ACCOUNTS_TABLE),
       );
       return waiting.length === 1;
     }
@@ -73,42 +66,21 @@ describe.each(engines)('lockInOrder on $name', (engine: Engine) => {
         ours.has(Number(p.id)) &&
         p.command === 'Query' &&
         p.info !== null &&
-        /lock_order_accounts/.test(p.info) &&
+        p.info.includes(ACCOUNTS_TABLE) &&
         /FOR UPDATE/.test(p.info),
     );
     return waiting.length === 1;
   }
 
-  beforeAll(async () => {
-    db = await observer(engine);
-    testApp = await createApp({
-      adapter: 'express',
-      imports: [
-        TypeOrmModule.forRoot(
-          typeormOptions(engine, { poolSize: POOL_SIZE, applicationName, entities: [Account, AccountPair], logger: sqlLog }),
-        ),
-        TransactionalModule.forRoot(),
-      ],
-    });
-    runner = testApp.app.get(TransactionRunner);
-    dataSource = testApp.app.get<DataSource>(getDataSourceToken());
+  beforeAll(() => {
+    runner = testApp.get(TransactionRunner);
+    dataSource = testApp.dataSource;
   });
 
   beforeEach(async () => {
-    await db.query('DELETE FROM lock_order_accounts');
     const values = Array.from({ length: ACCOUNTS }, (_, i) => `(${i + 1}, ${START_BALANCE})`).join(', ');
-    await db.query(`INSERT INTO lock_order_accounts (id, balance) VALUES ${values}`);
+    await db.query(`INSERT INTO ${ACCOUNTS_TABLE} (id, balance) VALUES ${values}`);
     sqlLog.clear();
-  });
-
-  afterEach(async () => {
-    await expectNothingLeaked({ dataSource, db, applicationName });
-    await db.query('DELETE FROM lock_order_accounts');
-  });
-
-  afterAll(async () => {
-    await testApp?.close();
-    await db?.close();
   });
 
   describe('given ids in any order, with duplicates and ids without a row', () => {
@@ -235,7 +207,7 @@ describe.each(engines)('lockInOrder on $name', (engine: Engine) => {
       await expect(attempt).rejects.toThrow(
         /lockInOrder\(Account\) was given a manager outside a transaction.*Pass the manager from @Tx\(\), TransactionHost\.manager\(\) or TransactionRunner\.run\(\)/s,
       );
-      expect(sqlLog.sent().filter((q) => /lock_order_accounts/.test(q.sql))).toEqual([]);
+      expect(sqlLog.sent().filter((q) => q.sql.includes(ACCOUNTS_TABLE))).toEqual([]);
     });
 
     it('rejects the manager of a query runner that has no transaction open', async () => {
@@ -303,7 +275,7 @@ describe.each(engines)('lockInOrder on $name', (engine: Engine) => {
 
       expect(caught).toBeInstanceOf(TransactionalError);
       expect(String((caught as Error).message)).toMatch(/lockInOrder\(AccountPair\): the entity has 2 primary columns/);
-      expect(sqlLog.sent().filter((q) => /lock_order_pairs/.test(q.sql))).toEqual([]);
+      expect(sqlLog.sent().filter((q) => q.sql.includes(PAIRS_TABLE))).toEqual([]);
     });
   });
 

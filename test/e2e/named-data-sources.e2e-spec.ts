@@ -1,7 +1,7 @@
 import { ConflictException, Controller, Post } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
 import { getDataSourceToken, InjectDataSource, TypeOrmModule } from '@nestjs/typeorm';
-import { Column, DataSource, Entity, EntityManager, PrimaryGeneratedColumn, type Repository } from 'typeorm';
+import { DataSource, EntityManager, type Repository } from 'typeorm';
 import {
   InjectTxRepository,
   TransactionalModule,
@@ -11,54 +11,37 @@ import {
   Tx,
 } from '../../lib';
 import { ConnectionAudit } from '../../lib/testing';
-import { createApp, type TestApp } from '../support/app';
-import { mariadbEngine, mysqlAvailable, postgresEngine, typeormOptions } from '../support/databases';
-import { expectNothingLeaked } from '../support/leaks';
-import { observer, type MariadbObserver, type PostgresObserver } from '../support/observer';
-import { RecordingSqlLogger } from '../support/recording-loggers';
-import { type ErrorBody, ErrorBodyFilter } from '../support/error-body-filter';
-import { labelsIn } from '../support/rows';
 import { siteAt } from '../support/bug-zoo';
+import { mariadbEngine, mysqlAvailable, postgresEngine, typeormOptions } from '../support/databases';
+import { AuditEntry, Item, tableOf } from '../support/entities';
+import { type ErrorBody, ErrorBodyFilter } from '../support/error-body-filter';
+import { expectNothingLeaked } from '../support/leaks';
+import { RecordingSqlLogger } from '../support/recording-loggers';
+import { labelsIn } from '../support/rows';
+import { suiteApp, suiteObserver } from '../support/suite';
 
 // `default` on PostgreSQL, `reports` on MariaDB; on a machine without MariaDB, a second PostgreSQL data source.
 const reportsEngine = mysqlAvailable() ? mariadbEngine : postgresEngine;
-const ORDERS = 'named_ds_orders';
-const REPORT_ROWS = 'named_ds_report_rows';
-
-@Entity(ORDERS)
-class Order {
-  @PrimaryGeneratedColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 100 })
-  label!: string;
-}
-
-@Entity(REPORT_ROWS)
-class ReportRow {
-  @PrimaryGeneratedColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 100 })
-  label!: string;
-}
+// The orders on the default data source; the report rows on 'reports' (two tables also when both are on PostgreSQL).
+const ORDERS = tableOf(Item);
+const REPORT_ROWS = tableOf(AuditEntry);
 
 @Controller('named')
 class NamedController {
   constructor(
-    @InjectTxRepository(Order) private readonly orders: Repository<Order>,
-    @InjectTxRepository(ReportRow, 'reports') private readonly reportRows: Repository<ReportRow>,
+    @InjectTxRepository(Item) private readonly orders: Repository<Item>,
+    @InjectTxRepository(AuditEntry, 'reports') private readonly reportRows: Repository<AuditEntry>,
     @InjectDataSource('reports') private readonly reports: DataSource,
     @InjectDataSource() private readonly defaultSource: DataSource,
     private readonly host: TransactionHost,
   ) {}
 
   private async writeBoth(tx: EntityManager, reports: EntityManager): Promise<void> {
-    await tx.insert(Order, { label: 'via @Tx()' });
-    await reports.insert(ReportRow, { label: "via @Tx('reports')" });
+    await tx.insert(Item, { label: 'via @Tx()' });
+    await reports.insert(AuditEntry, { label: "via @Tx('reports')" });
     await this.orders.save({ label: 'via tx repository' });
     await this.reportRows.save({ label: 'via tx repository' });
-    await this.host.manager('reports').insert(ReportRow, { label: "via TransactionHost.manager('reports')" });
+    await this.host.manager('reports').insert(AuditEntry, { label: "via TransactionHost.manager('reports')" });
   }
 
   @Post('both')
@@ -87,7 +70,7 @@ class NamedController {
 
   @Post('plain-reports-query')
   async plainReportsQuery(@Tx() tx: EntityManager) {
-    await tx.insert(Order, { label: 'before the plain query' }); // named:default-holds
+    await tx.insert(Item, { label: 'before the plain query' }); // named:default-holds
     await this.reports.query('SELECT 1');
     return { ok: true };
   }
@@ -95,13 +78,13 @@ class NamedController {
   @Post('plain-reports-query-first')
   async plainReportsQueryFirst(@Tx() tx: EntityManager) {
     await this.reports.query('SELECT 1');
-    await tx.insert(Order, { label: 'after the plain query' });
+    await tx.insert(Item, { label: 'after the plain query' });
     return { ok: true };
   }
 
   @Post('plain-default-query')
   async plainDefaultQuery(@Tx('reports') reports: EntityManager) {
-    await reports.insert(ReportRow, { label: 'before the plain query' }); // named:reports-holds
+    await reports.insert(AuditEntry, { label: 'before the plain query' }); // named:reports-holds
     await this.defaultSource.query('SELECT 1');
     return { ok: true };
   }
@@ -112,41 +95,42 @@ describe(`named data sources: default on postgres, 'reports' on ${reportsEngine.
   const reportsApplicationName = 'named-ds-e2e-reports';
   const defaultSql = new RecordingSqlLogger();
   const reportsSql = new RecordingSqlLogger();
-  let testApp: TestApp;
-  let defaultSource: DataSource;
-  let reportsSource: DataSource;
-  let pg: PostgresObserver;
-  let reportsDb: PostgresObserver | MariadbObserver;
-
-  beforeAll(async () => {
-    pg = await observer('postgres');
-    reportsDb = await observer(reportsEngine);
-    testApp = await createApp({
+  const pg = suiteObserver('postgres');
+  const reportsDb = suiteObserver(reportsEngine);
+  const testApp = suiteApp(pg, {
+    applicationName,
+    tables: [Item],
+    app: () => ({
       adapter: 'express',
       imports: [
         TypeOrmModule.forRoot(
-          typeormOptions(postgresEngine, { poolSize: 1, applicationName, entities: [Order], logger: defaultSql }),
+          typeormOptions(postgresEngine, { poolSize: 1, applicationName, entities: [Item], logger: defaultSql }),
         ),
         TypeOrmModule.forRoot(
           typeormOptions(reportsEngine, {
             name: 'reports',
             poolSize: 2,
             applicationName: reportsApplicationName,
-            entities: [ReportRow],
+            entities: [AuditEntry],
             logger: reportsSql,
           }),
         ),
         TransactionalModule.forRoot(),
         TransactionalModule.forRoot({ dataSource: 'reports' }),
-        TransactionalModule.forFeature([Order]),
-        TransactionalModule.forFeature([ReportRow], 'reports'),
+        TransactionalModule.forFeature([Item]),
+        TransactionalModule.forFeature([AuditEntry], 'reports'),
       ],
       controllers: [NamedController],
       providers: [{ provide: APP_FILTER, useClass: ErrorBodyFilter }],
-    });
-    defaultSource = testApp.app.get<DataSource>(getDataSourceToken());
+    }),
+  });
+  let defaultSource: DataSource;
+  let reportsSource: DataSource;
+
+  // The 'reports' data source, on its own database: what suiteApp does for the default one.
+  beforeAll(async () => {
+    defaultSource = testApp.dataSource;
     reportsSource = testApp.app.get<DataSource>(getDataSourceToken('reports'));
-    await pg.query(`DELETE FROM ${ORDERS}`);
     await reportsDb.query(`DELETE FROM ${REPORT_ROWS}`);
   });
 
@@ -156,16 +140,8 @@ describe(`named data sources: default on postgres, 'reports' on ${reportsEngine.
   });
 
   afterEach(async () => {
-    await expectNothingLeaked({ dataSource: defaultSource, db: pg, applicationName });
     await expectNothingLeaked({ dataSource: reportsSource, db: reportsDb, applicationName: reportsApplicationName });
-    await pg.query(`DELETE FROM ${ORDERS}`);
     await reportsDb.query(`DELETE FROM ${REPORT_ROWS}`);
-  });
-
-  afterAll(async () => {
-    await testApp?.close();
-    await pg?.close();
-    await reportsDb?.close();
   });
 
   const post = (path: string) => fetch(`${testApp.url}${path}`, { method: 'POST' });
@@ -226,7 +202,7 @@ describe(`named data sources: default on postgres, 'reports' on ${reportsEngine.
   });
 
   it("catches a plain query on the 'reports' data source inside the request, and rolls the request back", async () => {
-    const host = testApp.app.get(TransactionHost);
+    const host = testApp.get(TransactionHost);
     const violationsBefore = host.stats().guardViolations;
 
     const res = await post('/named/plain-reports-query');
@@ -250,7 +226,7 @@ describe(`named data sources: default on postgres, 'reports' on ${reportsEngine.
   });
 
   it("catches a plain query on the default data source while the request holds a connection of 'reports'", async () => {
-    const host = testApp.app.get(TransactionHost);
+    const host = testApp.get(TransactionHost);
     const violationsBefore = host.stats().guardViolations;
 
     const res = await post('/named/plain-default-query');
@@ -271,7 +247,7 @@ describe(`named data sources: default on postgres, 'reports' on ${reportsEngine.
   });
 
   it("lets a plain query on 'reports' through while the request holds nothing yet", async () => {
-    const host = testApp.app.get(TransactionHost);
+    const host = testApp.get(TransactionHost);
     const violationsBefore = host.stats().guardViolations;
 
     const res = await post('/named/plain-reports-query-first');
@@ -284,9 +260,9 @@ describe(`named data sources: default on postgres, 'reports' on ${reportsEngine.
   });
 
   it("runs TransactionRunner.run({ dataSource: 'reports' }) on that data source", async () => {
-    const runner = testApp.app.get(TransactionRunner);
+    const runner = testApp.get(TransactionRunner);
 
-    await runner.run((tx) => tx.insert(ReportRow, { label: 'from a job' }), { dataSource: 'reports', name: 'reports job' });
+    await runner.run((tx) => tx.insert(AuditEntry, { label: 'from a job' }), { dataSource: 'reports', name: 'reports job' });
 
     expect(await labelsIn(reportsDb, REPORT_ROWS)).toEqual(['from a job']);
     expect(defaultSql.statements()).toEqual([]);

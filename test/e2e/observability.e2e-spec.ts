@@ -1,21 +1,20 @@
 import { BadRequestException, Controller, Get, Post } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
-import { getDataSourceToken, TypeOrmModule } from '@nestjs/typeorm';
+import { TypeOrmModule } from '@nestjs/typeorm';
 import { Registry } from 'prom-client';
-import { Column, DataSource, Entity, EntityManager, PrimaryGeneratedColumn } from 'typeorm';
-import { Transactional, TransactionalModule, TransactionHost, type TransactionalStats, Tx } from '../../lib';
+import { EntityManager } from 'typeorm';
+import { Transactional, TransactionalModule, type TransactionalStats, TransactionHost, Tx } from '../../lib';
 import { registerTransactionMetrics } from '../../lib/prometheus';
-import { createApp, type TestApp } from '../support/app';
-import { engines, type EngineName, typeormOptions } from '../support/databases';
+import { sleepSql } from '../support/connections';
+import { type EngineName, engines, typeormOptions } from '../support/databases';
+import { Item } from '../support/entities';
+import { type ErrorBody, ErrorBodyFilter } from '../support/error-body-filter';
 import { call } from '../support/http';
 import { latch, type Latch } from '../support/latch';
-import { expectNothingLeaked } from '../support/leaks';
-import { observer, waitFor, type Observer } from '../support/observer';
+import { waitFor } from '../support/observer';
 import { RecordingNestLogger } from '../support/recording-loggers';
-import { type ErrorBody, ErrorBodyFilter } from '../support/error-body-filter';
-import { sleepSql } from '../support/connections';
+import { suiteApp, suiteObserver } from '../support/suite';
 
-const TABLE = 'observability_items';
 /** The slow routes' threshold; the module default is far above anything these tests run. */
 const SLOW_MS = 200;
 /**
@@ -27,15 +26,6 @@ const STATS_INTERVAL_MS = 100;
 /** The acquisition timeout of the app whose pool is kept busy past it; the other app's is the generous default. */
 const SHORT_ACQUIRE_TIMEOUT_MS = 2000;
 
-@Entity(TABLE)
-class ObservedItem {
-  @PrimaryGeneratedColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 100 })
-  label!: string;
-}
-
 /** `/observed/hold` signals `reached` once it holds its connection, then waits for `release`. */
 let hold: { reached: Latch; release: Latch } = { reached: latch(), release: latch() };
 
@@ -43,13 +33,13 @@ let hold: { reached: Latch; release: Latch } = { reached: latch(), release: latc
 class ObservedController {
   @Post('write')
   async write(@Tx() tx: EntityManager) {
-    await tx.insert(ObservedItem, { label: 'write' });
+    await tx.insert(Item, { label: 'write' });
     return { ok: true };
   }
 
   @Post('fail')
   async fail(@Tx() tx: EntityManager) {
-    await tx.insert(ObservedItem, { label: 'fail' });
+    await tx.insert(Item, { label: 'fail' });
     throw new BadRequestException('refused after a write');
   }
 
@@ -60,7 +50,7 @@ class ObservedController {
 
   @Post('hold')
   async hold(@Tx() tx: EntityManager) {
-    await tx.insert(ObservedItem, { label: 'hold' });
+    await tx.insert(Item, { label: 'hold' });
     hold.reached.resolve();
     await hold.release.promise;
     return { ok: true };
@@ -70,7 +60,7 @@ class ObservedController {
   @Post('slow-idle')
   @Transactional({ slowTransactionMs: SLOW_MS })
   async slowIdle(@Tx() tx: EntityManager) {
-    await tx.insert(ObservedItem, { label: 'slow-idle' });
+    await tx.insert(Item, { label: 'slow-idle' });
     hold.reached.resolve();
     await hold.release.promise;
     return { ok: true };
@@ -89,41 +79,35 @@ class ObservedController {
 describe.each(engines)('observability on $name', (engine) => {
   const applicationName = `observability-${engine.name}`;
   const nestLog = new RecordingNestLogger();
-  let testApp: TestApp;
-  let host: TransactionHost;
-  let dataSource: DataSource;
-  let db: Observer;
-
-  beforeAll(async () => {
-    db = await observer(engine);
-    testApp = await createApp({
+  const db = suiteObserver(engine);
+  // Registered before the app's leak check, which runs after it: a request still held would fail it.
+  afterEach(() => {
+    hold.release.resolve();
+  });
+  const testApp = suiteApp(db, {
+    applicationName,
+    tables: [Item],
+    app: () => ({
       adapter: 'express',
       imports: [
         // Pool of 1: a second request waits for the first one's connection.
-        TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 1, applicationName, entities: [ObservedItem] })),
+        TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 1, applicationName, entities: [Item] })),
         TransactionalModule.forRoot({ slowTransactionMs: 60_000, logStatsIntervalMs: STATS_INTERVAL_MS }),
       ],
       controllers: [ObservedController],
       providers: [{ provide: APP_FILTER, useClass: ErrorBodyFilter }],
       logger: nestLog,
-    });
-    host = testApp.app.get(TransactionHost);
-    dataSource = testApp.app.get<DataSource>(getDataSourceToken());
+    }),
+  });
+  let host: TransactionHost;
+
+  beforeAll(() => {
+    host = testApp.get(TransactionHost);
   });
 
   beforeEach(() => {
     hold = { reached: latch(), release: latch() };
     nestLog.clear();
-  });
-
-  afterEach(async () => {
-    hold.release.resolve();
-    await expectNothingLeaked({ dataSource, db, applicationName });
-  });
-
-  afterAll(async () => {
-    await testApp?.close();
-    await db?.close();
   });
 
   const own = (stats: TransactionalStats) => stats.dataSources.default;
@@ -180,18 +164,17 @@ describe.each(engines)('observability on $name', (engine) => {
 
     describe(`with an acquisition timeout of ${SHORT_ACQUIRE_TIMEOUT_MS} ms`, () => {
       const starvedName = `observability-starved-${engine.name}`;
-      let starvedApp: TestApp;
-
       // An app of its own: the other one's acquisition timeout is long, for a busy machine.
-      beforeAll(async () => {
-        starvedApp = await createApp({
+      const starvedApp = suiteApp(db, {
+        applicationName: starvedName,
+        app: () => ({
           adapter: 'express',
           imports: [
             TypeOrmModule.forRoot(
               typeormOptions(engine, {
                 poolSize: 1,
                 applicationName: starvedName,
-                entities: [ObservedItem],
+                entities: [Item],
                 acquireTimeoutMs: SHORT_ACQUIRE_TIMEOUT_MS,
               }),
             ),
@@ -201,15 +184,11 @@ describe.each(engines)('observability on $name', (engine) => {
           providers: [{ provide: APP_FILTER, useClass: ErrorBodyFilter }],
           // Nest's logger is one for the process: an app created without it would silence the other's.
           logger: nestLog,
-        });
-      });
-
-      afterAll(async () => {
-        await starvedApp?.close();
+        }),
       });
 
       it('fails a request that waited out the acquisition timeout with ConnectionAcquisitionError, and counts it', async () => {
-        const starvedHost = starvedApp.app.get(TransactionHost);
+        const starvedHost = starvedApp.get(TransactionHost);
         const before = starvedHost.stats();
         const holding = call('POST', `${starvedApp.url}/observed/hold`);
         await hold.reached.promise;
@@ -229,7 +208,6 @@ describe.each(engines)('observability on $name', (engine) => {
         expect(after.acquisitionFailures - before.acquisitionFailures).toBe(1);
         expect(after.commits - before.commits).toBe(1);
         expect(after.rollbacks - before.rollbacks).toBe(0);
-        await expectNothingLeaked({ dataSource: starvedApp.app.get(DataSource), db, applicationName: starvedName });
       });
     });
   });

@@ -6,8 +6,8 @@
  * outlives its unit), the case says what it does instead, and the test proves that.
  */
 import { Body, Controller, Injectable, Post } from '@nestjs/common';
-import { getDataSourceToken, TypeOrmModule } from '@nestjs/typeorm';
-import { Column, DataSource, Entity, PrimaryGeneratedColumn, type Repository } from 'typeorm';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import { type Repository } from 'typeorm';
 import {
   InjectTxRepository,
   NestedConnectionError,
@@ -18,37 +18,27 @@ import {
   TransactionHost,
   TransactionRunner,
 } from '../../lib';
-import { createApp, type TestApp } from '../support/app';
-import { engines, type Engine, typeormOptions } from '../support/databases';
+import { connectionIdOf } from '../support/connections';
+import { type Engine, engines, typeormOptions } from '../support/databases';
+import { Item, tableOf } from '../support/entities';
 import { call } from '../support/http';
 import { latch } from '../support/latch';
-import { expectNothingLeaked } from '../support/leaks';
-import { observer, type MariadbObserver, type PostgresObserver } from '../support/observer';
 import { RecordingSqlLogger } from '../support/recording-loggers';
-import { connectionIdOf } from '../support/connections';
 import { labelsIn } from '../support/rows';
+import { suiteApp, suiteObserver } from '../support/suite';
 
-const TABLE = 'peer_case_users';
-
-@Entity(TABLE)
-class PeerUser {
-  @PrimaryGeneratedColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 100 })
-  label!: string;
-}
+const TABLE = tableOf(Item);
 
 /** typeorm-transactional's UserWriterService / nestjs-cls's service under test. */
 @Injectable()
 class UserService {
   constructor(
-    @InjectTxRepository(PeerUser) readonly users: Repository<PeerUser>,
+    @InjectTxRepository(Item) readonly users: Repository<Item>,
     private readonly host: TransactionHost,
   ) {}
 
   @Transactional()
-  async create(label: string, fail = false): Promise<PeerUser> {
+  async create(label: string, fail = false): Promise<Item> {
     const user = await this.users.save({ label });
     if (fail) throw new Error(`creating ${label} failed`);
     return user;
@@ -80,44 +70,33 @@ describe.each(engines)("the peers' test cases on $name", (engine: Engine) => {
   const applicationName = `peer-cases-e2e-${engine.name}`;
   const sql = new RecordingSqlLogger();
   const begin = engine.name === 'postgres' ? 'BEGIN' : 'START TRANSACTION';
-  let db: PostgresObserver | MariadbObserver;
-  let testApp: TestApp;
-  let dataSource: DataSource;
+  const db = suiteObserver(engine);
+  const testApp = suiteApp(db, {
+    applicationName,
+    tables: [Item],
+    app: () => ({
+      adapter: 'express',
+      imports: [
+        // A pool of 1: a case that took a second connection would wait for its own and fail.
+        TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 1, applicationName, entities: [Item], logger: sql })),
+        TransactionalModule.forRoot(),
+        TransactionalModule.forFeature([Item]),
+      ],
+      controllers: [UsersController],
+      providers: [UserService],
+    }),
+  });
   let runner: TransactionRunner;
   let host: TransactionHost;
   let service: UserService;
 
-  beforeAll(async () => {
-    db = await observer(engine);
-    testApp = await createApp({
-      adapter: 'express',
-      imports: [
-        // A pool of 1: a case that took a second connection would wait for its own and fail.
-        TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 1, applicationName, entities: [PeerUser], logger: sql })),
-        TransactionalModule.forRoot(),
-        TransactionalModule.forFeature([PeerUser]),
-      ],
-      controllers: [UsersController],
-      providers: [UserService],
-    });
-    dataSource = testApp.app.get<DataSource>(getDataSourceToken());
-    runner = testApp.app.get(TransactionRunner);
-    host = testApp.app.get(TransactionHost);
-    service = testApp.app.get(UserService);
-    await db.query(`DELETE FROM ${TABLE}`);
+  beforeAll(() => {
+    runner = testApp.get(TransactionRunner);
+    host = testApp.get(TransactionHost);
+    service = testApp.get(UserService);
   });
 
   beforeEach(() => sql.clear());
-
-  afterEach(async () => {
-    await expectNothingLeaked({ dataSource, db, applicationName });
-    await db.query(`DELETE FROM ${TABLE}`);
-  });
-
-  afterAll(async () => {
-    await testApp?.close();
-    await db?.close();
-  });
 
   describe('typeorm-transactional', () => {
     it('supports basic transactions: one BEGIN, the work, one COMMIT; nothing open afterwards', async () => {
@@ -212,7 +191,7 @@ describe.each(engines)("the peers' test cases on $name", (engine: Engine) => {
     it('propagation REQUIRES_NEW is a second connection while one is held: refused at its cause', async () => {
       const run = runner.run(async () => {
         await service.users.save({ label: 'outer' });
-        await dataSource.transaction((manager) => manager.save(PeerUser, { label: 'inner' }));
+        await testApp.dataSource.transaction((manager) => manager.save(Item, { label: 'inner' }));
       });
 
       await expect(run).rejects.toBeInstanceOf(NestedConnectionError);

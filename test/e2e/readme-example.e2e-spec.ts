@@ -3,30 +3,63 @@
  * `npm run docs:check`) keep byte-identical to the README's blocks. Its AppModule is booted as it is
  * (test/support/readme-app.ts), on PostgreSQL and MariaDB.
  */
-import type { INestApplication } from '@nestjs/common';
-import { getDataSourceToken } from '@nestjs/typeorm';
-import type { DataSource } from 'typeorm';
-import { TransactionHost } from '../../lib';
+import { Body, ConflictException, Controller, type INestApplication, Post } from '@nestjs/common';
+import { getDataSourceToken, InjectDataSource } from '@nestjs/typeorm';
+import { DataSource, EntityManager } from 'typeorm';
+import { NestedConnectionError, TransactionHost, Tx } from '../../lib';
+import { ConnectionAudit } from '../../lib/testing';
+import { Account } from '../examples/account.entity';
 import { engines } from '../support/databases';
 import { postJson } from '../support/http';
 import { poolStats } from '../support/leaks';
-import { observer, type Observer } from '../support/observer';
 import { bootReadmeApp } from '../support/readme-app';
+import { suiteObserver } from '../support/suite';
 import { waitFor } from '../support/wait-for';
 
+/**
+ * What the README says of a plain repository in its example: one from the data source, as
+ * `@InjectRepository(Account)` would give, beside the example's controllers.
+ */
+@Controller('plain-accounts')
+class PlainAccountsController {
+  constructor(@InjectDataSource() private readonly dataSource: DataSource) {}
+
+  /** The plain repository first: the request's unit of work holds no connection yet. */
+  @Post('credit-then-fail')
+  async creditThenFail(@Body() body: { id: number }): Promise<never> {
+    await this.dataSource.getRepository(Account).increment({ id: body.id }, 'balance', 1);
+    throw new ConflictException('failed after the write');
+  }
+
+  /** The plain repository once the unit of work holds its connection. */
+  @Post('read-then-credit')
+  async readThenCredit(@Body() body: { id: number }, @Tx() tx: EntityManager): Promise<{ refused: boolean; message: string }> {
+    await tx.findOneByOrFail(Account, { id: body.id });
+    try {
+      await this.dataSource.getRepository(Account).increment({ id: body.id }, 'balance', 1);
+      return { refused: false, message: '' };
+    } catch (error) {
+      return { refused: error instanceof NestedConnectionError, message: (error as Error).message };
+    }
+  }
+}
+
 describe.each(engines)("the README's example on $name", (engine) => {
+  const db = suiteObserver(engine);
   let app: INestApplication;
   let url: string;
-  let db: Observer;
+  let audit: ConnectionAudit;
 
   beforeAll(async () => {
-    ({ app, url } = await bootReadmeApp(engine));
-    db = await observer(engine);
+    ({ app, url } = await bootReadmeApp(engine, { controllers: [PlainAccountsController] }));
+    audit = ConnectionAudit.attach(app.get(DataSource));
   });
 
+  beforeEach(() => audit.reset());
+
   afterAll(async () => {
+    audit?.detach();
     await app?.close();
-    await db?.close();
   });
 
   afterEach(async () => {
@@ -77,5 +110,34 @@ describe.each(engines)("the README's example on $name", (engine) => {
     expect(reply.status).toBe(409);
     expect(reply.body.message).toBe('Insufficient funds');
     expect(await balances(from, to)).toEqual([10, 0]);
+  });
+
+  it('runs a plain repository used before the request holds its connection outside the transaction, and the audit lists it', async () => {
+    const id = await open(100);
+
+    const reply = await postJson(`${url}/plain-accounts/credit-then-fail`, { id });
+
+    expect(reply.status).toBe(409);
+    expect(await balances(id)).toEqual([101]); // not rolled back with the request
+    expect(audit.plainAcquisitions()).toEqual([
+      expect.objectContaining({
+        unit: 'POST /plain-accounts/credit-then-fail',
+        site: expect.stringMatching(/PlainAccountsController\.creditThenFail \(.*readme-example\.e2e-spec\.ts:\d+:\d+\)/),
+        whileHolding: false,
+      }),
+    ]);
+  });
+
+  it('refuses a plain repository once the request holds its connection: NestedConnectionError naming the call site', async () => {
+    const id = await open(100);
+
+    const reply = await postJson<{ refused: boolean; message: string }>(`${url}/plain-accounts/read-then-credit`, { id });
+
+    expect(reply.status).toBe(201);
+    expect(reply.body.refused).toBe(true);
+    expect(reply.body.message).toMatch(
+      /^Repository<Account>\.increment\(\) was called during the transaction of POST \/plain-accounts\/read-then-credit \(at PlainAccountsController\.readThenCredit \(.*readme-example\.e2e-spec\.ts:\d+:\d+\)\)/,
+    );
+    expect(await balances(id)).toEqual([100]);
   });
 });

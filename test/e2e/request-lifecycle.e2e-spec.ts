@@ -31,18 +31,9 @@ import {
 } from '@nestjs/common';
 import { BaseExceptionFilter, HttpAdapterHost } from '@nestjs/core';
 import { InjectRepository, TypeOrmModule } from '@nestjs/typeorm';
-import { concatMap, from, Observable, of } from 'rxjs';
 import type { ServerResponse } from 'node:http';
-import {
-  Column,
-  DataSource,
-  Entity,
-  type EntityManager,
-  type EntitySubscriberInterface,
-  EventSubscriber,
-  PrimaryGeneratedColumn,
-  type Repository,
-} from 'typeorm';
+import { concatMap, from, Observable, of } from 'rxjs';
+import { type EntityManager, type EntitySubscriberInterface, EventSubscriber, type Repository } from 'typeorm';
 import {
   NoTransactionError,
   Transactional,
@@ -53,25 +44,20 @@ import {
   type UnitOfWorkInfo,
 } from '../../lib/index';
 import { ConnectionAudit } from '../../lib/testing/index';
-import { adapters, createApp, type TestApp } from '../support/app';
+import { adapters } from '../support/app';
+import { connectionIdOf, INNODB_TRX_POLL, inTransaction } from '../support/connections';
 import { engines, typeormOptions } from '../support/databases';
+import { Item, tableOf } from '../support/entities';
 import { post } from '../support/http';
 import { latch, type Latch } from '../support/latch';
-import { expectNothingLeaked, poolStats } from '../support/leaks';
-import { observer, waitFor, type AnyObserver } from '../support/observer';
-import { beginStatement, RecordingSqlLogger, statementKind } from '../support/recording-loggers';
-import { connectionIdOf, inTransaction, INNODB_TRX_POLL } from '../support/connections';
-import { rowsWhere } from '../support/rows';
+import { poolStats } from '../support/leaks';
+import { waitFor } from '../support/observer';
 import { within } from '../support/outcomes';
+import { beginStatement, RecordingSqlLogger, statementKind } from '../support/recording-loggers';
+import { rowsWhere } from '../support/rows';
+import { suiteApp, suiteObserver } from '../support/suite';
 
-@Entity('lifecycle_items')
-class LifecycleItem {
-  @PrimaryGeneratedColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 80 })
-  label!: string;
-}
+const ITEMS = tableOf(Item);
 
 /** Not an entity: created with raw SQL, for its deferred constraint (PostgreSQL only). */
 const DEFERRED_TABLE = 'lifecycle_deferred';
@@ -147,12 +133,12 @@ class ItemsController {
   constructor(
     private readonly probe: Probe,
     private readonly host: TransactionHost,
-    @InjectRepository(LifecycleItem) private readonly plainItems: Repository<LifecycleItem>,
+    @InjectRepository(Item) private readonly plainItems: Repository<Item>,
   ) {}
 
   @Post()
   async create(@Body() body: { label: string }, @Tx() tx: EntityManager): Promise<{ label: string }> {
-    await tx.insert(LifecycleItem, { label: body.label });
+    await tx.insert(Item, { label: body.label });
     return { label: body.label };
   }
 
@@ -164,14 +150,14 @@ class ItemsController {
     @Res({ passthrough: true }) reply: ServerResponse | { raw: ServerResponse },
   ): Promise<{ label: string }> {
     this.probe.response = 'raw' in reply ? reply.raw : reply;
-    await tx.insert(LifecycleItem, { label: body.label });
+    await tx.insert(Item, { label: body.label });
     this.probe.handlerReturned = true;
     return { label: body.label };
   }
 
   @Post('latched')
   async latched(@Body() body: { label: string }, @Tx() tx: EntityManager): Promise<{ label: string }> {
-    await tx.insert(LifecycleItem, { label: body.label });
+    await tx.insert(Item, { label: body.label });
     this.probe.entered.resolve(await connectionIdOf(tx));
     await this.probe.release.promise;
     this.probe.handlerReturned = true;
@@ -180,20 +166,20 @@ class ItemsController {
 
   @Post('throws')
   async throws(@Body() body: { label: string }, @Tx() tx: EntityManager): Promise<never> {
-    await tx.insert(LifecycleItem, { label: body.label });
+    await tx.insert(Item, { label: body.label });
     throw new Error('the handler failed after its write');
   }
 
   @Post('conflict')
   async conflict(@Body() body: { label: string }, @Tx() tx: EntityManager): Promise<never> {
-    await tx.insert(LifecycleItem, { label: body.label });
+    await tx.insert(Item, { label: body.label });
     throw new ConflictException(`${body.label} is taken`);
   }
 
   /** Every statement succeeds; the duplicate code breaks a deferred constraint, checked at COMMIT. */
   @Post('deferred-violation')
   async deferredViolation(@Body() body: { label: string }, @Tx() tx: EntityManager): Promise<{ label: string }> {
-    await tx.insert(LifecycleItem, { label: body.label });
+    await tx.insert(Item, { label: body.label });
     await tx.query(`INSERT INTO ${DEFERRED_TABLE} (code) VALUES (7)`);
     await tx.query(`INSERT INTO ${DEFERRED_TABLE} (code) VALUES (7)`);
     this.probe.handlerReturned = true;
@@ -205,7 +191,7 @@ class ItemsController {
   @Transactional({ timeoutMs: 1000 })
   @UseFilters(RecordingFilter)
   async idlesPastTimeout(@Body() body: { label: string }, @Tx() tx: EntityManager): Promise<{ label: string }> {
-    await tx.insert(LifecycleItem, { label: body.label });
+    await tx.insert(Item, { label: body.label });
     this.probe.entered.resolve(await connectionIdOf(tx));
     await this.probe.release.promise;
     this.probe.handlerReturned = true;
@@ -227,7 +213,7 @@ class ItemsController {
   observable(@Body() body: { labels: string[] }, @Tx() tx: EntityManager): Observable<{ label: string; written: number }> {
     return from(body.labels).pipe(
       concatMap(async (label, index) => {
-        await tx.insert(LifecycleItem, { label });
+        await tx.insert(Item, { label });
         return { label, written: index + 1 };
       }),
     );
@@ -239,7 +225,7 @@ class ItemsController {
     return new Observable<string>((subscriber) => {
       void (async () => {
         for (const label of body.labels) {
-          await tx.insert(LifecycleItem, { label });
+          await tx.insert(Item, { label });
           subscriber.next(label);
         }
         subscriber.error(new ConflictException('the stream failed after its writes'));
@@ -276,10 +262,9 @@ function sseData(body: string): unknown[] {
 }
 
 describe.each(engines)('the request lifecycle on $name', (engine) => {
-  let db: AnyObserver;
+  const db = suiteObserver(engine);
 
   beforeAll(async () => {
-    db = await observer(engine);
     if (engine.name === 'postgres') {
       await db.query(
         `CREATE TABLE IF NOT EXISTS ${DEFERRED_TABLE} (
@@ -291,36 +276,40 @@ describe.each(engines)('the request lifecycle on $name', (engine) => {
     }
   });
 
-  afterAll(async () => {
-    await db?.close();
-  });
-
   describe.each(adapters)('over %s', (adapter) => {
     const applicationName = `lifecycle-e2e-${adapter}`;
     const sqlLog = new RecordingSqlLogger();
-    let testApp: TestApp;
-    let dataSource: DataSource;
     let probe: Probe;
 
-    beforeAll(async () => {
-      testApp = await createApp({
+    // Before the suite's leak check (hooks run in the order they are declared): no handler, no COMMIT stays held.
+    afterEach(() => {
+      probe.release.resolve();
+      commitGate.armed = false;
+      commitGate.release.resolve();
+    });
+
+    const testApp = suiteApp(db, {
+      applicationName,
+      tables: [Item],
+      leakCheck: { mariadb: 'app-connections' },
+      app: () => ({
         adapter,
         imports: [
           TypeOrmModule.forRoot({
-            ...typeormOptions(engine, { poolSize: 1, applicationName, entities: [LifecycleItem], logger: sqlLog }),
+            ...typeormOptions(engine, { poolSize: 1, applicationName, entities: [Item], logger: sqlLog }),
             subscribers: [CommitGate],
           }),
-          TypeOrmModule.forFeature([LifecycleItem]),
+          TypeOrmModule.forFeature([Item]),
           TransactionalModule.forRoot(),
         ],
         controllers: [ItemsController],
         providers: [Probe, RecordingFilter],
-      });
-      dataSource = testApp.app.get(DataSource);
-      probe = testApp.app.get(Probe);
+      }),
+    });
+
+    beforeAll(() => {
+      probe = testApp.get(Probe);
       probe.engine = engine.name;
-      // Rows an interrupted earlier run may have left.
-      await db.query('DELETE FROM lifecycle_items');
     });
 
     beforeEach(() => {
@@ -328,20 +317,8 @@ describe.each(engines)('the request lifecycle on $name', (engine) => {
     });
 
     afterEach(async () => {
-      probe.release.resolve();
-      commitGate.armed = false;
-      commitGate.release.resolve();
-      try {
-        await expectNothingLeaked({ dataSource, db, applicationName }, { mariadb: 'app-connections' });
-      } finally {
-        probe.reset();
-        await db.query('DELETE FROM lifecycle_items');
-        if (engine.name === 'postgres') await db.query(`DELETE FROM ${DEFERRED_TABLE}`);
-      }
-    });
-
-    afterAll(async () => {
-      await testApp?.close();
+      probe.reset();
+      if (engine.name === 'postgres') await db.query(`DELETE FROM ${DEFERRED_TABLE}`);
     });
 
     describe('when the handler succeeds', () => {
@@ -351,7 +328,7 @@ describe.each(engines)('the request lifecycle on $name', (engine) => {
         const connectionId = await within(probe.entered.promise, 'the handler reaching its latch');
 
         // The INSERT ran inside the request's open transaction: another connection does not see it.
-        expect(await rowsWhere(db, 'lifecycle_items', 'label', label)).toEqual([]);
+        expect(await rowsWhere(db, ITEMS, 'label', label)).toEqual([]);
         await waitFor(async () => expect(await inTransaction(db, connectionId)).toBe(true), INNODB_TRX_POLL);
 
         probe.release.resolve();
@@ -360,7 +337,7 @@ describe.each(engines)('the request lifecycle on $name', (engine) => {
         expect(answered.status).toBe(201);
         expect(await answered.json()).toEqual({ label });
         // Read after the response arrived: the COMMIT came before it.
-        expect(await rowsWhere(db, 'lifecycle_items', 'label', label)).toHaveLength(1);
+        expect(await rowsWhere(db, ITEMS, 'label', label)).toHaveLength(1);
       });
 
       it('writes no response before COMMIT: while COMMIT is held the handler has returned but nothing is sent', async () => {
@@ -376,7 +353,7 @@ describe.each(engines)('the request lifecycle on $name', (engine) => {
         // The handler returned its value; COMMIT is about to go out. A round trip to the database later,
         // the response is still unwritten (a response sent before COMMIT would be out by now).
         expect(probe.handlerReturned).toBe(true);
-        expect(await rowsWhere(db, 'lifecycle_items', 'label', label)).toEqual([]);
+        expect(await rowsWhere(db, ITEMS, 'label', label)).toEqual([]);
         expect(probe.response?.headersSent).toBe(false);
         expect(answered).toBe(false);
 
@@ -384,7 +361,7 @@ describe.each(engines)('the request lifecycle on $name', (engine) => {
         const answer = await response;
 
         expect(answer.status).toBe(201);
-        expect(await rowsWhere(db, 'lifecycle_items', 'label', label)).toHaveLength(1);
+        expect(await rowsWhere(db, ITEMS, 'label', label)).toHaveLength(1);
       });
 
       it(`sends exactly ${beginStatement(engine.name)}, INSERT, COMMIT for a simple write, on one query runner`, async () => {
@@ -398,7 +375,7 @@ describe.each(engines)('the request lifecycle on $name', (engine) => {
         expect(statements[0]).toBe(beginStatement(engine.name));
         expect(statements[2]).toBe('COMMIT');
         expect(new Set(sqlLog.entries.map((entry) => entry.queryRunner)).size).toBe(1);
-        expect(await rowsWhere(db, 'lifecycle_items', 'label', label)).toHaveLength(1);
+        expect(await rowsWhere(db, ITEMS, 'label', label)).toHaveLength(1);
       });
     });
 
@@ -410,7 +387,7 @@ describe.each(engines)('the request lifecycle on $name', (engine) => {
 
         expect(response.status).toBe(500);
         expect(sqlLog.transactionControl()).toEqual([beginStatement(engine.name), 'ROLLBACK']);
-        expect(await rowsWhere(db, 'lifecycle_items', 'label', label)).toEqual([]);
+        expect(await rowsWhere(db, ITEMS, 'label', label)).toEqual([]);
       });
 
       it('rolls back and keeps the status of an HttpException (409), persisting nothing', async () => {
@@ -421,7 +398,7 @@ describe.each(engines)('the request lifecycle on $name', (engine) => {
         expect(response.status).toBe(409);
         expect(await response.json()).toMatchObject({ statusCode: 409, message: `${label} is taken` });
         expect(sqlLog.transactionControl()).toEqual([beginStatement(engine.name), 'ROLLBACK']);
-        expect(await rowsWhere(db, 'lifecycle_items', 'label', label)).toEqual([]);
+        expect(await rowsWhere(db, ITEMS, 'label', label)).toEqual([]);
       });
     });
 
@@ -439,7 +416,7 @@ describe.each(engines)('the request lifecycle on $name', (engine) => {
           const failed = sqlLog.entries.filter((entry) => entry.error !== undefined);
           expect(failed.map((entry) => entry.sql)).toEqual(['COMMIT']);
           expect(failed[0].error).toMatch(/lifecycle_deferred_code_key/);
-          expect(await rowsWhere(db, 'lifecycle_items', 'label', label)).toEqual([]);
+          expect(await rowsWhere(db, ITEMS, 'label', label)).toEqual([]);
           expect(await db.query(`SELECT * FROM ${DEFERRED_TABLE}`)).toEqual([]);
         });
       }
@@ -464,17 +441,17 @@ describe.each(engines)('the request lifecycle on $name', (engine) => {
         expect(answered.status).toBe(500);
         // The failure names its cause: the route's timeoutMs.
         expect(probe.caught).toBeInstanceOf(TransactionTimeoutError);
-        expect(await rowsWhere(db, 'lifecycle_items', 'label', label)).toEqual([]);
+        expect(await rowsWhere(db, ITEMS, 'label', label)).toEqual([]);
         // The pool of one still serves the next request.
         expect((await post(`${testApp.url}/items`, { label: `${label}-next` })).status).toBe(201);
-        expect(await rowsWhere(db, 'lifecycle_items', 'label', `${label}-next`)).toHaveLength(1);
+        expect(await rowsWhere(db, ITEMS, 'label', `${label}-next`)).toHaveLength(1);
       });
     });
 
     describe('when the route never queries', () => {
       it('takes no connection and sends no BEGIN or COMMIT, though the route runs in a unit of work', async () => {
-        const before = poolStats(dataSource);
-        const audit = ConnectionAudit.attach(dataSource);
+        const before = poolStats(testApp.dataSource);
+        const audit = ConnectionAudit.attach(testApp.dataSource);
         try {
           const response = await fetch(`${testApp.url}/items/untouched`);
 
@@ -485,12 +462,12 @@ describe.each(engines)('the request lifecycle on $name', (engine) => {
           audit.detach();
         }
         expect(sqlLog.statements()).toEqual([]);
-        expect(poolStats(dataSource).total).toBe(before.total);
+        expect(poolStats(testApp.dataSource).total).toBe(before.total);
       });
 
       it('takes no connection and sends no BEGIN for a route that injects @Tx() but never queries', async () => {
-        const before = poolStats(dataSource);
-        const audit = ConnectionAudit.attach(dataSource);
+        const before = poolStats(testApp.dataSource);
+        const audit = ConnectionAudit.attach(testApp.dataSource);
         try {
           const response = await fetch(`${testApp.url}/items/tx-unused`);
 
@@ -504,7 +481,7 @@ describe.each(engines)('the request lifecycle on $name', (engine) => {
           audit.detach();
         }
         expect(sqlLog.statements()).toEqual([]);
-        expect(poolStats(dataSource).total).toBe(before.total);
+        expect(poolStats(testApp.dataSource).total).toBe(before.total);
       });
     });
 
@@ -523,7 +500,7 @@ describe.each(engines)('the request lifecycle on $name', (engine) => {
           'INSERT',
           'COMMIT',
         ]);
-        for (const label of labels) expect(await rowsWhere(db, 'lifecycle_items', 'label', label)).toHaveLength(1);
+        for (const label of labels) expect(await rowsWhere(db, ITEMS, 'label', label)).toHaveLength(1);
       });
 
       it('rolls back every write of an Observable that errors after emitting, keeping its status', async () => {
@@ -533,7 +510,7 @@ describe.each(engines)('the request lifecycle on $name', (engine) => {
 
         expect(response.status).toBe(409);
         expect(sqlLog.transactionControl()).toEqual([beginStatement(engine.name), 'ROLLBACK']);
-        for (const label of labels) expect(await rowsWhere(db, 'lifecycle_items', 'label', label)).toEqual([]);
+        for (const label of labels) expect(await rowsWhere(db, ITEMS, 'label', label)).toEqual([]);
       });
     });
 

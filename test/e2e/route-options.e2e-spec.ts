@@ -1,7 +1,7 @@
 import { Controller, Get, Post } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
-import { getDataSourceToken, InjectDataSource, InjectRepository, TypeOrmModule } from '@nestjs/typeorm';
-import { Column, DataSource, Entity, EntityManager, PrimaryGeneratedColumn, Repository } from 'typeorm';
+import { InjectDataSource, InjectRepository, TypeOrmModule } from '@nestjs/typeorm';
+import { DataSource, EntityManager, Repository } from 'typeorm';
 import {
   type IsolationLevel,
   NoTransaction,
@@ -12,17 +12,18 @@ import {
   TransactionTimeoutError,
   Tx,
 } from '../../lib';
-import { createApp, type TestApp } from '../support/app';
-import { engines, type EngineName, typeormOptions } from '../support/databases';
+import { connectionIdOf, sleepSql } from '../support/connections';
+import { type EngineName, engines, typeormOptions } from '../support/databases';
+import { Item, tableOf } from '../support/entities';
+import { type ErrorBody, ErrorBodyFilter } from '../support/error-body-filter';
 import { latch, type Latch } from '../support/latch';
 import { expectNothingLeaked } from '../support/leaks';
-import { observer, waitFor, type MariadbObserver, type PostgresObserver } from '../support/observer';
+import { waitFor } from '../support/observer';
 import { RecordingSqlLogger } from '../support/recording-loggers';
-import { connectionIdOf, sleepSql } from '../support/connections';
-import { type ErrorBody, ErrorBodyFilter } from '../support/error-body-filter';
 import { labelsIn } from '../support/rows';
+import { suiteApp, suiteObserver } from '../support/suite';
 
-const TABLE = 'route_options_items';
+const TABLE = tableOf(Item);
 const PROBE_ID = 1;
 
 /**
@@ -32,15 +33,6 @@ const PROBE_ID = 1;
  * statements it must stop sleep 5 s.
  */
 const TIMEOUT_MS = 1000;
-
-@Entity(TABLE)
-class OptionsItem {
-  @PrimaryGeneratedColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 100 })
-  label!: string;
-}
 
 /**
  * Isolation levels are checked by what they do, on both databases: a transaction reads a row,
@@ -84,7 +76,7 @@ function controllersFor(moduleDefault: IsolationLevel, other: IsolationLevel) {
   class HandlerOptionsController {
     constructor(
       private readonly host: TransactionHost,
-      @InjectRepository(OptionsItem) private readonly plain: Repository<OptionsItem>,
+      @InjectRepository(Item) private readonly plain: Repository<Item>,
     ) {}
 
     @Get('isolation/module-default')
@@ -101,14 +93,14 @@ function controllersFor(moduleDefault: IsolationLevel, other: IsolationLevel) {
     @Post('read-only/write')
     @Transactional({ readOnly: true })
     async readOnlyWrite(@Tx() tx: EntityManager) {
-      await tx.insert(OptionsItem, { label: 'written in a read-only transaction' });
+      await tx.insert(Item, { label: 'written in a read-only transaction' });
       return { ok: true };
     }
 
     @Get('read-only/read')
     @Transactional({ readOnly: true })
     async readOnlyRead(@Tx() tx: EntityManager) {
-      return { labels: (await tx.find(OptionsItem, { order: { label: 'ASC' } })).map((item) => item.label) };
+      return { labels: (await tx.find(Item, { order: { label: 'ASC' } })).map((item) => item.label) };
     }
 
     @Get('timeout')
@@ -144,14 +136,14 @@ function controllersFor(moduleDefault: IsolationLevel, other: IsolationLevel) {
 
     @Post('write')
     async write(@Tx() tx: EntityManager) {
-      await tx.insert(OptionsItem, { label: 'class says read-only' });
+      await tx.insert(Item, { label: 'class says read-only' });
       return { ok: true };
     }
 
     @Post('write-allowed')
     @Transactional({ readOnly: false })
     async writeAllowed(@Tx() tx: EntityManager) {
-      await tx.insert(OptionsItem, { label: 'handler says read-write' });
+      await tx.insert(Item, { label: 'handler says read-write' });
       return { ok: true };
     }
   }
@@ -161,7 +153,7 @@ function controllersFor(moduleDefault: IsolationLevel, other: IsolationLevel) {
   class NoTransactionController {
     constructor(
       private readonly host: TransactionHost,
-      @InjectRepository(OptionsItem) private readonly plain: Repository<OptionsItem>,
+      @InjectRepository(Item) private readonly plain: Repository<Item>,
       @InjectDataSource() private readonly dataSource: DataSource,
     ) {}
 
@@ -186,44 +178,34 @@ describe.each(engines)('route options on $name', (engine) => {
   const sees = (level: IsolationLevel) => level === 'READ COMMITTED';
   const pgName = (level: IsolationLevel) => level.toLowerCase();
   const sql = new RecordingSqlLogger();
-  let testApp: TestApp;
-  let dataSource: DataSource;
-  let db: PostgresObserver | MariadbObserver;
-  let runner: TransactionRunner;
-  let host: TransactionHost;
-
-  beforeAll(async () => {
-    db = await observer(engine);
-    testApp = await createApp({
+  // Before the leak check: a probing route of a failed test still waiting at its gate would hold the connection.
+  afterEach(() => snapshot.gate.resolve());
+  const db = suiteObserver(engine);
+  const testApp = suiteApp(db, {
+    applicationName,
+    tables: [Item],
+    app: () => ({
       adapter: 'express',
       imports: [
-        TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 1, applicationName, entities: [OptionsItem], logger: sql })),
-        TypeOrmModule.forFeature([OptionsItem]),
+        TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 1, applicationName, entities: [Item], logger: sql })),
+        TypeOrmModule.forFeature([Item]),
         TransactionalModule.forRoot({ isolationLevel: moduleDefault }),
       ],
       controllers: controllersFor(moduleDefault, other),
       providers: [{ provide: APP_FILTER, useClass: ErrorBodyFilter }],
-    });
-    dataSource = testApp.app.get<DataSource>(getDataSourceToken());
-    runner = testApp.app.get(TransactionRunner);
-    host = testApp.app.get(TransactionHost);
-    await db.query(`DELETE FROM ${TABLE}`);
+    }),
+  });
+  let runner: TransactionRunner;
+  let host: TransactionHost;
+
+  beforeAll(() => {
+    runner = testApp.get(TransactionRunner);
+    host = testApp.get(TransactionHost);
   });
 
   beforeEach(() => {
     sql.clear();
     snapshot = { firstRead: latch(), gate: latch() };
-  });
-
-  afterEach(async () => {
-    snapshot.gate.resolve();
-    await expectNothingLeaked({ dataSource, db, applicationName });
-    await db.query(`DELETE FROM ${TABLE}`);
-  });
-
-  afterAll(async () => {
-    await testApp?.close();
-    await db?.close();
   });
 
   const get = (path: string) => fetch(`${testApp.url}${path}`);
@@ -326,7 +308,7 @@ describe.each(engines)('route options on $name', (engine) => {
       expect(body).toMatchObject({ name: 'TransactionTimeoutError', cause: { name: 'QueryFailedError', ...timeoutCause } });
       expect(body.message).toContain('GET /options/timeout');
       // The connection is back and usable.
-      await expectNothingLeaked({ dataSource, db, applicationName });
+      await expectNothingLeaked({ dataSource: testApp.dataSource, db, applicationName });
       expect((await get('/options/read-only/read')).status).toBe(200);
     });
 
@@ -365,7 +347,7 @@ describe.each(engines)('route options on $name', (engine) => {
         ),
       );
       // The pool replaced the connection the server closed.
-      await expectNothingLeaked({ dataSource, db, applicationName });
+      await expectNothingLeaked({ dataSource: testApp.dataSource, db, applicationName });
       await expect(runner.run((tx) => connectionIdOf(tx))).resolves.not.toBe(id);
     });
 

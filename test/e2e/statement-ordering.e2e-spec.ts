@@ -7,45 +7,30 @@
  * ways a unit ends without the handler awaiting its statements: the client disconnects, or the handler
  * throws without awaiting a write it started. Pool of one, PostgreSQL and MariaDB.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Body, ConflictException, Controller, Post, Req } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
-import {
-  type BeforeQueryEvent,
-  Column,
-  DataSource,
-  Entity,
-  type EntityManager,
-  type EntitySubscriberInterface,
-  EventSubscriber,
-  PrimaryGeneratedColumn,
-} from 'typeorm';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { type BeforeQueryEvent, type EntityManager, type EntitySubscriberInterface, EventSubscriber } from 'typeorm';
 import { TransactionalModule, Tx } from '../../lib/index';
-import { createApp, type TestApp } from '../support/app';
 import { engines, typeormOptions } from '../support/databases';
+import { Item, tableOf } from '../support/entities';
 import { post } from '../support/http';
 import { latch, type Latch } from '../support/latch';
 import { expectNothingLeaked } from '../support/leaks';
-import { observer, type AnyObserver } from '../support/observer';
 import { rowsWhere } from '../support/rows';
+import { suiteApp, suiteObserver } from '../support/suite';
 
-@Entity('ordering_items')
-class OrderingItem {
-  @PrimaryGeneratedColumn()
-  id!: number;
+const ITEMS = tableOf(Item);
+const HELD_INSERT = new RegExp(`^INSERT INTO [\`"]${ITEMS}[\`"]`);
 
-  @Column({ type: 'varchar', length: 80 })
-  marker!: string;
-}
-
-/** While set, the next INSERT into ordering_items stops in TypeORM's BeforeQuery gap until released. */
+/** While set, the next INSERT into the items table stops in TypeORM's BeforeQuery gap until released. */
 let gate: { reached: Latch; release: Latch } | undefined;
 
 @EventSubscriber()
 class HoldInsert implements EntitySubscriberInterface {
   async beforeQuery(event: BeforeQueryEvent): Promise<void> {
     const held = gate;
-    if (held === undefined || !/^INSERT INTO [`"]ordering_items/.test(event.query)) return;
+    if (held === undefined || !HELD_INSERT.test(event.query)) return;
     gate = undefined;
     held.reached.resolve();
     await held.release.promise;
@@ -65,49 +50,41 @@ class OrderingController {
   ) {
     const closed = serverSawClose;
     request.res?.once('close', () => closed?.resolve());
-    await tx.insert(OrderingItem, { marker: body.marker });
+    await tx.insert(Item, { label: body.marker });
     return 'inserted';
   }
 
   @Post('throw')
   async insertWithoutAwaitThenThrow(@Body() body: { marker: string }, @Tx() tx: EntityManager) {
     // Started, not awaited: the statement is in flight when the handler's error ends the unit of work.
-    tx.insert(OrderingItem, { marker: body.marker }).catch(() => undefined);
+    tx.insert(Item, { label: body.marker }).catch(() => undefined);
     throw new ConflictException('changed my mind');
   }
 }
 
 describe.each(engines)('statements in flight when a unit of work ends, on $name', (engine) => {
   const applicationName = `ordering-${engine.name}`;
-  let testApp: TestApp;
-  let dataSource: DataSource;
-  let db: AnyObserver;
-
-  beforeAll(async () => {
-    db = await observer(engine);
-    testApp = await createApp({
+  const db = suiteObserver(engine);
+  const testApp = suiteApp(db, {
+    applicationName,
+    tables: [Item],
+    leakCheck: { mariadb: 'app-connections' },
+    app: () => ({
       adapter: 'express',
       imports: [
         TypeOrmModule.forRoot({
-          ...typeormOptions(engine, { poolSize: 1, applicationName, entities: [OrderingItem] }),
+          ...typeormOptions(engine, { poolSize: 1, applicationName, entities: [Item] }),
           subscribers: [HoldInsert],
         }),
         TransactionalModule.forRoot(),
       ],
       controllers: [OrderingController],
-    });
-    dataSource = testApp.app.get(DataSource);
+    }),
   });
 
-  afterEach(async () => {
+  afterEach(() => {
     gate = undefined;
     serverSawClose = undefined;
-    await expectNothingLeaked({ dataSource, db, applicationName }, { mariadb: 'app-connections' });
-  });
-
-  afterAll(async () => {
-    await testApp?.close();
-    await db?.close();
   });
 
   it('rolls back a statement held in flight when the client disconnects, instead of letting it autocommit', async () => {
@@ -124,8 +101,8 @@ describe.each(engines)('statements in flight when a unit of work ends, on $name'
     held.release.resolve();
 
     expect(((await request) as { name?: string }).name).toBe('AbortError');
-    await expectNothingLeaked({ dataSource, db, applicationName }, { mariadb: 'app-connections' });
-    expect(await rowsWhere(db, 'ordering_items', 'marker', marker)).toEqual([]);
+    await expectNothingLeaked({ dataSource: testApp.dataSource, db, applicationName }, { mariadb: 'app-connections' });
+    expect(await rowsWhere(db, ITEMS, 'label', marker)).toEqual([]);
   });
 
   it('rolls back a write the handler started but did not await before throwing', async () => {
@@ -138,7 +115,7 @@ describe.each(engines)('statements in flight when a unit of work ends, on $name'
     held.release.resolve();
 
     expect((await response).status).toBe(409);
-    await expectNothingLeaked({ dataSource, db, applicationName }, { mariadb: 'app-connections' });
-    expect(await rowsWhere(db, 'ordering_items', 'marker', marker)).toEqual([]);
+    await expectNothingLeaked({ dataSource: testApp.dataSource, db, applicationName }, { mariadb: 'app-connections' });
+    expect(await rowsWhere(db, ITEMS, 'label', marker)).toEqual([]);
   });
 });

@@ -9,58 +9,44 @@
  * Pool of one connection: a connection the stream kept would starve the next test, and a second
  * acquisition could never be granted.
  */
+import { ConflictException, Controller, Get, Injectable, Post, Query, Res, StreamableFile } from '@nestjs/common';
+import { APP_FILTER } from '@nestjs/core';
+import { InjectDataSource, InjectRepository, TypeOrmModule } from '@nestjs/typeorm';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { ConflictException, Controller, Get, Injectable, Post, Query, Res, StreamableFile } from '@nestjs/common';
-import { APP_FILTER } from '@nestjs/core';
-import { getDataSourceToken, InjectDataSource, InjectRepository, TypeOrmModule } from '@nestjs/typeorm';
-import { Column, DataSource, Entity, EntityManager, PrimaryColumn, PrimaryGeneratedColumn, type Repository } from 'typeorm';
-import type { UnitOfWorkState } from '../../lib/core/unit-of-work';
+import { DataSource, EntityManager, type Repository } from 'typeorm';
 import { NoTransaction, OpenStreamError, TransactionalModule, TransactionHost, TransactionRunner, Tx } from '../../lib';
-import { adapters, createApp, type TestApp } from '../support/app';
+import type { UnitOfWorkState } from '../../lib/core/unit-of-work';
+import { adapters } from '../support/app';
+import { connectionIdOf } from '../support/connections';
 import { engines, typeormOptions } from '../support/databases';
+import { Item, NumberedItem, tableOf } from '../support/entities';
+import { type ErrorBody, ErrorBodyFilter } from '../support/error-body-filter';
 import { call, post } from '../support/http';
 import { latch, type Latch } from '../support/latch';
-import { expectNothingLeaked, poolStats } from '../support/leaks';
-import { observer, waitFor, type MariadbObserver, type PostgresObserver } from '../support/observer';
-import { RecordingSqlLogger } from '../support/recording-loggers';
-import { connectionIdOf } from '../support/connections';
+import { poolStats } from '../support/leaks';
+import { waitFor } from '../support/observer';
 import { within } from '../support/outcomes';
-import { type ErrorBody, ErrorBodyFilter } from '../support/error-body-filter';
+import { RecordingSqlLogger } from '../support/recording-loggers';
 import { labelsIn } from '../support/rows';
+import { suiteApp, suiteObserver } from '../support/suite';
 
-const ROWS_TABLE = 'stream_rows';
-const WRITES_TABLE = 'stream_writes';
+/** The rows the streams read, by their chosen ids. */
+const ROWS_TABLE = tableOf(NumberedItem);
+/** What the handlers write. */
+const WRITES_TABLE = tableOf(Item);
 /**
  * Rows the streams read: more than a stream buffers (16 rows on MariaDB, where mysql2 then pauses
  * the connection; PostgreSQL's cursor waits for every read), so a stream nobody reads never ends.
  */
 const ROW_COUNT = 200;
 
-@Entity(ROWS_TABLE)
-class StreamRow {
-  @PrimaryColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 40 })
-  label!: string;
-}
-
 /** A row of a query builder's stream: raw, its columns prefixed with the alias. */
 interface RawRow {
   row_id: number;
   row_label: string;
-}
-
-@Entity(WRITES_TABLE)
-class StreamWrite {
-  @PrimaryGeneratedColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 100 })
-  label!: string;
 }
 
 /** What the handlers hand the test: their streams, their connection, and latches the test holds them with. */
@@ -99,7 +85,7 @@ class StreamsController {
   constructor(
     private readonly probe: Probe,
     private readonly host: TransactionHost,
-    @InjectRepository(StreamWrite) private readonly plainWrites: Repository<StreamWrite>,
+    @InjectRepository(Item) private readonly plainWrites: Repository<Item>,
     @InjectDataSource() private readonly dataSource: DataSource,
   ) {}
 
@@ -144,9 +130,9 @@ class StreamsController {
 
   /** Writes, takes note of its connection, and opens a stream of every row. */
   private async writeAndStream(tx: EntityManager, label: string): Promise<Readable> {
-    await tx.insert(StreamWrite, { label });
+    await tx.insert(Item, { label });
     this.probe.connectionId = await connectionIdOf(tx);
-    const rows = await tx.createQueryBuilder(StreamRow, 'row').orderBy('row.id').stream();
+    const rows = await tx.createQueryBuilder(NumberedItem, 'row').orderBy('row.id').stream();
     this.probe.streams.push(rows);
     return rows;
   }
@@ -174,7 +160,7 @@ class StreamsController {
   async queryInsideLoop(@Tx() tx: EntityManager) {
     const rows = await this.writeAndStream(tx, 'before iterating');
     for await (const row of rows) {
-      await tx.findOneBy(StreamWrite, { label: (row as RawRow).row_label });
+      await tx.findOneBy(Item, { label: (row as RawRow).row_label });
     }
     return { ok: true };
   }
@@ -198,7 +184,7 @@ class StreamsController {
       count += 1;
       last = (row as RawRow).row_label;
     }
-    await tx.insert(StreamWrite, { label: `read ${count} rows, the last ${last}` });
+    await tx.insert(Item, { label: `read ${count} rows, the last ${last}` });
     return { count };
   }
 
@@ -210,14 +196,14 @@ class StreamsController {
       labels.push((row as RawRow).row_label);
       if (labels.length === 3) break;
     }
-    await tx.insert(StreamWrite, { label: `read ${labels.join(', ')}, then closed the stream` });
+    await tx.insert(Item, { label: `read ${labels.join(', ')}, then closed the stream` });
     return { labels };
   }
 
   /** A stream whose statement fails in the database; the handler catches the error. */
   @Post('failing-stream')
   async failingStream(@Tx() tx: EntityManager) {
-    await tx.insert(StreamWrite, { label: 'before a failing stream' });
+    await tx.insert(Item, { label: 'before a failing stream' });
     const rows = await tx.queryRunner!.stream(`SELECT id FROM ${ROWS_TABLE} WHERE no_such_column = 1`);
     this.probe.streams.push(rows);
     try {
@@ -255,7 +241,7 @@ const labelOf = (id: number) => `label-${String(id).padStart(3, '0')}`;
 
 describe.each(engines)('streams of rows on $name', (engine) => {
   const postgres = engine.name === 'postgres';
-  let db: PostgresObserver | MariadbObserver;
+  const db = suiteObserver(engine);
 
   /** Whether the server connection `id` still exists. */
   async function connectionExists(id: number): Promise<boolean> {
@@ -265,59 +251,61 @@ describe.each(engines)('streams of rows on $name', (engine) => {
     return rows.length > 0;
   }
 
-  beforeAll(async () => {
-    db = await observer(engine);
-  });
-
-  afterAll(async () => {
-    await db?.close();
-  });
+  /**
+   * The rows the streams read, written once the calling describe's app has synchronized their table,
+   * and removed after its tests.
+   */
+  function seedRows(): void {
+    beforeAll(async () => {
+      await db.query(`DELETE FROM ${ROWS_TABLE}`);
+      const ids = Array.from({ length: ROW_COUNT }, (_, i) => i + 1);
+      const values = ids.map((id) => `(${id}, '${labelOf(id)}')`).join(', ');
+      await db.query(`INSERT INTO ${ROWS_TABLE} (id, label) VALUES ${values}`);
+    });
+    afterAll(async () => {
+      await db.query(`DELETE FROM ${ROWS_TABLE}`);
+    });
+  }
 
   describe.each(adapters)('over %s', (adapter) => {
     const applicationName = `streams-e2e-${engine.name}-${adapter}`;
     const sql = new RecordingSqlLogger();
-    let testApp: TestApp;
-    let dataSource: DataSource;
     let probe: Probe;
     const begin = postgres ? 'BEGIN' : 'START TRANSACTION';
 
-    beforeAll(async () => {
-      testApp = await createApp({
+    // Before the suite's leak check (hooks run in the order they are declared): a handler the test held
+    // is let go, and finishes.
+    afterEach(async () => {
+      probe.release.resolve();
+      if (probe.reading.settled) await within(probe.finished.promise, 'the held handler finishing');
+    });
+
+    const testApp = suiteApp(db, {
+      applicationName,
+      tables: [Item],
+      app: () => ({
         adapter,
         imports: [
           TypeOrmModule.forRoot(
-            typeormOptions(engine, { poolSize: 1, applicationName, entities: [StreamRow, StreamWrite], logger: sql }),
+            typeormOptions(engine, { poolSize: 1, applicationName, entities: [NumberedItem, Item], logger: sql }),
           ),
-          TypeOrmModule.forFeature([StreamWrite]),
+          TypeOrmModule.forFeature([Item]),
           TransactionalModule.forRoot(),
         ],
         controllers: [StreamsController],
         providers: [Probe, { provide: APP_FILTER, useClass: ErrorBodyFilter }],
-      });
-      dataSource = testApp.app.get<DataSource>(getDataSourceToken());
-      probe = testApp.app.get(Probe);
+      }),
+    });
+    seedRows();
+
+    beforeAll(() => {
+      probe = testApp.get(Probe);
       probe.engine = engine.name;
-      await db.query(`DELETE FROM ${ROWS_TABLE}`);
-      await db.query(`DELETE FROM ${WRITES_TABLE}`);
-      const ids = Array.from({ length: ROW_COUNT }, (_, i) => i + 1);
-      const values = ids.map((id) => `(${id}, '${labelOf(id)}')`).join(', ');
-      await db.query(`INSERT INTO ${ROWS_TABLE} (id, label) VALUES ${values}`);
     });
 
     beforeEach(() => {
       sql.clear();
       probe.reset();
-    });
-
-    afterEach(async () => {
-      probe.release.resolve();
-      if (probe.reading.settled) await within(probe.finished.promise, 'the held handler finishing');
-      await expectNothingLeaked({ dataSource, db, applicationName });
-      await db.query(`DELETE FROM ${WRITES_TABLE}`);
-    });
-
-    afterAll(async () => {
-      await testApp?.close();
     });
 
     /** The one stream the request opened: destroyed, with an OpenStreamError. */
@@ -361,14 +349,14 @@ describe.each(engines)('streams of rows on $name', (engine) => {
         const response = post(`${testApp.url}/streams/held-while-reading`, {}, { signal: controller.signal });
         response.catch(() => undefined);
         await within(probe.reading.promise, 'the handler reading its stream');
-        expect(poolStats(dataSource).idle).toBe(0);
+        expect(poolStats(testApp.dataSource).idle).toBe(0);
 
         controller.abort();
 
         // Before the handler goes on: the unit of work ended, and its connection is gone.
         await waitFor(() => expect(probe.unitState()).toBe('rolledBack'));
         await waitFor(async () => expect(await connectionExists(probe.connectionId)).toBe(false));
-        await waitFor(() => expect(poolStats(dataSource)).toMatchObject({ total: 0, waiting: 0 }));
+        await waitFor(() => expect(poolStats(testApp.dataSource)).toMatchObject({ total: 0, waiting: 0 }));
         expectStreamDestroyedWithOpenStreamError();
         probe.release.resolve();
         expect(await within(probe.finished.promise, 'the handler reading on')).toBeInstanceOf(OpenStreamError);
@@ -410,7 +398,7 @@ describe.each(engines)('streams of rows on $name', (engine) => {
       expect(reply.status).toBe(500);
       expect(reply.body.name).toBe('NestedConnectionError');
       expect(reply.body.message).toMatch(
-        /^Repository<StreamWrite>\.findOneBy\(\) was called during the transaction of POST \/streams\/plain-repository-inside-loop \(at StreamsController\.plainRepositoryInsideLoop /,
+        /^Repository<Item>\.findOneBy\(\) was called during the transaction of POST \/streams\/plain-repository-inside-loop \(at StreamsController\.plainRepositoryInsideLoop /,
       );
       // Caught before it asked the pool: only the request's own statements went out.
       expect(sql.statements().filter((statement) => /^SELECT/.test(statement))).toHaveLength(2);
@@ -505,37 +493,30 @@ describe.each(engines)('streams of rows on $name', (engine) => {
 
   describe('TransactionRunner.run()', () => {
     const applicationName = `streams-e2e-runner-${engine.name}`;
-    let testApp: TestApp;
     let runner: TransactionRunner;
-    let dataSource: DataSource;
-
-    beforeAll(async () => {
-      testApp = await createApp({
+    const testApp = suiteApp(db, {
+      applicationName,
+      tables: [Item],
+      app: () => ({
         adapter: 'express',
         imports: [
-          TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 1, applicationName, entities: [StreamRow, StreamWrite] })),
+          TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 1, applicationName, entities: [NumberedItem, Item] })),
           TransactionalModule.forRoot(),
         ],
-      });
-      runner = testApp.app.get(TransactionRunner);
-      dataSource = testApp.app.get<DataSource>(getDataSourceToken());
+      }),
     });
+    seedRows();
 
-    afterEach(async () => {
-      await expectNothingLeaked({ dataSource, db, applicationName });
-      await db.query(`DELETE FROM ${WRITES_TABLE}`);
-    });
-
-    afterAll(async () => {
-      await testApp?.close();
+    beforeAll(() => {
+      runner = testApp.get(TransactionRunner);
     });
 
     it('rejects a run whose result is a stream still open, and rolls back', async () => {
       let rows: Readable | undefined;
 
       const run = runner.run(async (tx) => {
-        await tx.insert(StreamWrite, { label: 'before a stream returned from run()' });
-        rows = await tx.createQueryBuilder(StreamRow, 'row').stream();
+        await tx.insert(Item, { label: 'before a stream returned from run()' });
+        rows = await tx.createQueryBuilder(NumberedItem, 'row').stream();
         return rows;
       });
 
@@ -547,11 +528,11 @@ describe.each(engines)('streams of rows on $name', (engine) => {
     it('resolves a run that read its stream to the end', async () => {
       const count = await runner.run(async (tx) => {
         let read = 0;
-        for await (const row of await tx.createQueryBuilder(StreamRow, 'row').stream()) {
+        for await (const row of await tx.createQueryBuilder(NumberedItem, 'row').stream()) {
           void row;
           read += 1;
         }
-        await tx.insert(StreamWrite, { label: `read ${read}` });
+        await tx.insert(Item, { label: `read ${read}` });
         return read;
       });
 

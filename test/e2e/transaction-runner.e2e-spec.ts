@@ -1,7 +1,7 @@
 import { ConflictException, Controller, Injectable, Param, Post } from '@nestjs/common';
 import { Test, type TestingModule } from '@nestjs/testing';
 import { getDataSourceToken, TypeOrmModule } from '@nestjs/typeorm';
-import { Column, DataSource, Entity, EntityManager, PrimaryGeneratedColumn, type Repository } from 'typeorm';
+import { DataSource, EntityManager, type Repository } from 'typeorm';
 import {
   InjectTxRepository,
   NoTransaction,
@@ -14,31 +14,23 @@ import {
   type UnitOfWorkInfo,
 } from '../../lib';
 import { ConnectionAudit } from '../../lib/testing';
-import { adapters, createApp, type TestApp } from '../support/app';
+import { adapters } from '../support/app';
+import { connectionIdOf } from '../support/connections';
 import { engines, typeormOptions } from '../support/databases';
+import { Item, tableOf } from '../support/entities';
 import { latch, type Latch } from '../support/latch';
 import { expectNothingLeaked } from '../support/leaks';
-import { observer, type MariadbObserver, type PostgresObserver } from '../support/observer';
 import { RecordingSqlLogger } from '../support/recording-loggers';
-import { connectionIdOf } from '../support/connections';
 import { labelsIn } from '../support/rows';
+import { suiteApp, suiteObserver } from '../support/suite';
 
-const TABLE = 'runner_items';
-
-@Entity(TABLE)
-class RunnerItem {
-  @PrimaryGeneratedColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 100 })
-  label!: string;
-}
+const TABLE = tableOf(Item);
 
 @Injectable()
 class ItemsService {
-  constructor(@InjectTxRepository(RunnerItem) readonly items: Repository<RunnerItem>) {}
+  constructor(@InjectTxRepository(Item) readonly items: Repository<Item>) {}
 
-  save(label: string): Promise<RunnerItem> {
+  save(label: string): Promise<Item> {
     return this.items.save({ label });
   }
 }
@@ -48,21 +40,21 @@ const boom = () => new Error('the work failed');
 describe.each(engines)('TransactionRunner.run() outside HTTP on $name', (engine) => {
   const applicationName = `runner-e2e-ctx-${engine.name}`;
   const sql = new RecordingSqlLogger();
+  const db = suiteObserver(engine);
+  // A testing module, not an app: no HTTP server, as in a worker or a script.
   let moduleRef: TestingModule;
   let runner: TransactionRunner;
   let host: TransactionHost;
   let dataSource: DataSource;
-  let db: PostgresObserver | MariadbObserver;
 
   beforeAll(async () => {
-    db = await observer(engine);
     moduleRef = await Test.createTestingModule({
       imports: [
         // A pool of 2: a unit of work that wrongly took a second connection would get one (and a
         // different connection id) instead of waiting for its own.
-        TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 2, applicationName, entities: [RunnerItem], logger: sql })),
+        TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 2, applicationName, entities: [Item], logger: sql })),
         TransactionalModule.forRoot(),
-        TransactionalModule.forFeature([RunnerItem]),
+        TransactionalModule.forFeature([Item]),
       ],
       providers: [ItemsService],
     }).compile();
@@ -82,13 +74,12 @@ describe.each(engines)('TransactionRunner.run() outside HTTP on $name', (engine)
 
   afterAll(async () => {
     await moduleRef?.close();
-    await db?.close();
   });
 
   describe('when no unit of work is open', () => {
     it("commits fn's work before resolving with its value", async () => {
       const value = await runner.run(async (tx) => {
-        await tx.insert(RunnerItem, { label: 'committed' });
+        await tx.insert(Item, { label: 'committed' });
         // Not visible outside before the commit.
         expect(await labelsIn(db, TABLE)).toEqual([]);
         return 'done';
@@ -106,7 +97,7 @@ describe.each(engines)('TransactionRunner.run() outside HTTP on $name', (engine)
       const error = boom();
 
       const run = runner.run(async (tx) => {
-        await tx.insert(RunnerItem, { label: 'rolled back' });
+        await tx.insert(Item, { label: 'rolled back' });
         throw error;
       });
 
@@ -148,7 +139,7 @@ describe.each(engines)('TransactionRunner.run() outside HTTP on $name', (engine)
         outerId = await connectionIdOf(outer);
         await runner.run(async (inner) => {
           innerId = await connectionIdOf(inner);
-          await inner.insert(RunnerItem, { label: 'written by the joined run' });
+          await inner.insert(Item, { label: 'written by the joined run' });
         });
         // The inner run did not commit on its own: the outer rollback takes its row too.
         throw error;
@@ -170,17 +161,17 @@ describe.each(engines)('TransactionRunner.run() outside HTTP on $name', (engine)
 
       await runner.run(async (outer) => {
         outerId = await connectionIdOf(outer);
-        await outer.insert(RunnerItem, { label: 'outer' });
+        await outer.insert(Item, { label: 'outer' });
         const nested = runner.run(
           async (inner) => {
             innerId = await connectionIdOf(inner);
-            await inner.insert(RunnerItem, { label: 'inner' });
+            await inner.insert(Item, { label: 'inner' });
             throw error;
           },
           { propagation: 'nested' },
         );
         await expect(nested).rejects.toBe(error);
-        await outer.insert(RunnerItem, { label: 'outer, after the savepoint' });
+        await outer.insert(Item, { label: 'outer, after the savepoint' });
       });
 
       expect(innerId).toBe(outerId);
@@ -195,8 +186,8 @@ describe.each(engines)('TransactionRunner.run() outside HTTP on $name', (engine)
 
     it("with propagation 'nested' keeps the savepoint's work when it succeeds", async () => {
       await runner.run(async (outer) => {
-        await outer.insert(RunnerItem, { label: 'outer' });
-        await runner.run((inner) => inner.insert(RunnerItem, { label: 'inner' }), { propagation: 'nested' });
+        await outer.insert(Item, { label: 'outer' });
+        await runner.run((inner) => inner.insert(Item, { label: 'inner' }), { propagation: 'nested' });
       });
 
       expect(await labelsIn(db, TABLE)).toEqual(['inner', 'outer']);
@@ -216,13 +207,13 @@ describe.each(engines)('TransactionRunner.run() outside HTTP on $name', (engine)
 
       await runner.run(
         async (tx) => {
-          await tx.insert(RunnerItem, { label: 'first unit' });
+          await tx.insert(Item, { label: 'first unit' });
           // Fire and forget: started inside the unit of work, runs after it committed.
           later = (async () => {
             await release.promise;
             return runner.run(
               async (fresh) => {
-                await fresh.insert(RunnerItem, { label: 'fresh unit' });
+                await fresh.insert(Item, { label: 'fresh unit' });
                 return host.current();
               },
               { name: 'follow-up job' },
@@ -249,7 +240,7 @@ describe.each(engines)('TransactionRunner.run() outside HTTP on $name', (engine)
       const saved = (async () => service.save('outside'))();
 
       await expect(saved).rejects.toBeInstanceOf(NoTransactionError);
-      await expect(saved).rejects.toThrow(/^Repository<RunnerItem>\.save\(\) was used outside a unit of work/);
+      await expect(saved).rejects.toThrow(/^Repository<Item>\.save\(\) was used outside a unit of work/);
       expect(await labelsIn(db, TABLE)).toEqual([]);
       expect(sql.statements()).toEqual([]);
     });
@@ -282,11 +273,11 @@ let late: LateWork = { release: latch() };
 
 type ManagerUse = (tx: EntityManager) => Promise<unknown>;
 const managerUses: Record<string, ManagerUse> = {
-  insert: (tx) => tx.insert(RunnerItem, { label: 'late' }),
-  save: (tx) => tx.getRepository(RunnerItem).save({ label: 'late' }),
-  find: (tx) => tx.find(RunnerItem),
+  insert: (tx) => tx.insert(Item, { label: 'late' }),
+  save: (tx) => tx.getRepository(Item).save({ label: 'late' }),
+  find: (tx) => tx.find(Item),
   query: (tx) => tx.query(`INSERT INTO ${TABLE} (label) VALUES ('late')`),
-  transaction: (tx) => tx.transaction((inner) => inner.insert(RunnerItem, { label: 'late' })),
+  transaction: (tx) => tx.transaction((inner) => inner.insert(Item, { label: 'late' })),
 };
 
 /** Starts `work` after the test releases it, in the async context of the caller (the request). */
@@ -312,13 +303,13 @@ class RunnerController {
   @Post('savepoint')
   async savepoint(@Tx() tx: EntityManager) {
     const outer = await connectionIdOf(tx);
-    await tx.insert(RunnerItem, { label: 'outer' });
+    await tx.insert(Item, { label: 'outer' });
     let inner: number | undefined;
     let caught: string | undefined;
     try {
       await tx.transaction(async (savepoint) => {
         inner = await connectionIdOf(savepoint);
-        await savepoint.insert(RunnerItem, { label: 'inner' });
+        await savepoint.insert(Item, { label: 'inner' });
         throw new Error('undo the savepoint');
       });
     } catch (error) {
@@ -329,7 +320,7 @@ class RunnerController {
 
   @Post('late/manager/:use')
   async lateManager(@Tx() tx: EntityManager, @Param('use') use: string) {
-    await tx.insert(RunnerItem, { label: 'in the request' });
+    await tx.insert(Item, { label: 'in the request' });
     leaveBehind(() => managerUses[use](tx));
     return { scheduled: use };
   }
@@ -368,45 +359,34 @@ class RunnerController {
 }
 
 describe.each(engines)('units of work of HTTP requests on $name', (engine) => {
+  const db = suiteObserver(engine);
+
   describe.each(adapters)('over %s', (adapter) => {
     const applicationName = `runner-e2e-http-${engine.name}`;
     const sql = new RecordingSqlLogger();
-    let testApp: TestApp;
-    let dataSource: DataSource;
-    let db: PostgresObserver | MariadbObserver;
-
-    beforeAll(async () => {
-      db = await observer(engine);
-      testApp = await createApp({
+    // Before the leak check: whatever a failed test left behind must not hang, nor hold the connection.
+    afterEach(async () => {
+      late.release.resolve();
+      await late.outcome;
+    });
+    const testApp = suiteApp(db, {
+      applicationName,
+      tables: [Item],
+      app: () => ({
         adapter,
         imports: [
-          TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 1, applicationName, entities: [RunnerItem], logger: sql })),
+          TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 1, applicationName, entities: [Item], logger: sql })),
           TransactionalModule.forRoot(),
-          TransactionalModule.forFeature([RunnerItem]),
+          TransactionalModule.forFeature([Item]),
         ],
         controllers: [RunnerController],
         providers: [ItemsService],
-      });
-      dataSource = testApp.app.get<DataSource>(getDataSourceToken());
-      await db.query(`DELETE FROM ${TABLE}`);
+      }),
     });
 
     beforeEach(() => {
       sql.clear();
       late = { release: latch() };
-    });
-
-    afterEach(async () => {
-      // Whatever a failed test left behind must not hang.
-      late.release.resolve();
-      await late.outcome;
-      await expectNothingLeaked({ dataSource, db, applicationName });
-      await db.query(`DELETE FROM ${TABLE}`);
-    });
-
-    afterAll(async () => {
-      await testApp?.close();
-      await db?.close();
     });
 
     const post = (path: string) => fetch(`${testApp.url}${path}`, { method: 'POST' });
@@ -461,7 +441,7 @@ describe.each(engines)('units of work of HTTP requests on $name', (engine) => {
 
         expect(outcome).toBeInstanceOf(TransactionFinishedError);
         expect((outcome as Error).message).toMatch(
-          /^The transaction of POST \/runner\/late\/repository was already committed when Repository<RunnerItem>\.save\(\) ran/,
+          /^The transaction of POST \/runner\/late\/repository was already committed when Repository<Item>\.save\(\) ran/,
         );
         expect(sql.statements()).toEqual([]);
         expect(await labelsIn(db, TABLE)).toEqual(['in the request']);
@@ -477,7 +457,7 @@ describe.each(engines)('units of work of HTTP requests on $name', (engine) => {
 
         expect(outcome).toBeInstanceOf(TransactionFinishedError);
         expect((outcome as Error).message).toMatch(
-          /^The transaction of POST \/runner\/late\/repository-after-rollback was already rolled back when Repository<RunnerItem>\.save\(\) ran/,
+          /^The transaction of POST \/runner\/late\/repository-after-rollback was already rolled back when Repository<Item>\.save\(\) ran/,
         );
         expect(sql.statements()).toEqual([]);
         expect(await labelsIn(db, TABLE)).toEqual([]);
@@ -501,7 +481,7 @@ describe.each(engines)('units of work of HTTP requests on $name', (engine) => {
         expect(response.status).toBe(201);
         const body = (await response.json()) as { error: string; message: string };
         expect(body.error).toBe('NoTransactionError');
-        expect(body.message).toMatch(/^Repository<RunnerItem>\.save\(\) was used outside a unit of work/);
+        expect(body.message).toMatch(/^Repository<Item>\.save\(\) was used outside a unit of work/);
         expect(await labelsIn(db, TABLE)).toEqual([]);
       });
     });

@@ -3,7 +3,6 @@
  * the TCP transport) and WebSocket messages (`@SubscribeMessage`, on the `ws` adapter). The reply
  * leaves after COMMIT; a failing handler rolls back, then its error reaches the filters and the client.
  */
-import type { AddressInfo, Server } from 'node:net';
 import {
   type ArgumentsHost,
   Catch,
@@ -14,8 +13,8 @@ import {
   UseInterceptors,
 } from '@nestjs/common';
 import {
-  ClientProxyFactory,
   type ClientProxy,
+  ClientProxyFactory,
   EventPattern,
   MessagePattern,
   type MicroserviceOptions,
@@ -34,35 +33,21 @@ import {
   WsException,
   type WsResponse,
 } from '@nestjs/websockets';
+import type { AddressInfo, Server } from 'node:net';
 import { concatMap, firstValueFrom, from, type Observable, throwError } from 'rxjs';
-import {
-  Column,
-  DataSource,
-  Entity,
-  type EntityManager,
-  type EntitySubscriberInterface,
-  EventSubscriber,
-  PrimaryGeneratedColumn,
-} from 'typeorm';
+import { DataSource, type EntityManager, type EntitySubscriberInterface, EventSubscriber } from 'typeorm';
 import WebSocket from 'ws';
 import { TransactionalModule, TransactionHost, TransactionInterceptor, Tx } from '../../lib';
-import { createApp, type TestApp } from '../support/app';
+import { createApp } from '../support/app';
 import { engines, typeormOptions } from '../support/databases';
+import { Item, tableOf } from '../support/entities';
 import { latch, type Latch } from '../support/latch';
 import { expectNothingLeaked } from '../support/leaks';
-import { observer, waitFor, type AnyObserver } from '../support/observer';
+import { waitFor } from '../support/observer';
 import { labelsIn } from '../support/rows';
+import { suiteApp, suiteObserver } from '../support/suite';
 
-const TABLE = 'transport_items';
-
-@Entity(TABLE)
-class TransportItem {
-  @PrimaryGeneratedColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 100 })
-  label!: string;
-}
+const TABLE = tableOf(Item);
 
 /**
  * Holds the next COMMIT once armed: TypeORM awaits `beforeTransactionCommit` of every subscriber
@@ -96,7 +81,7 @@ let host: TransactionHost;
 
 async function write(tx: EntityManager, message: Message): Promise<void> {
   seen.units.push(host.current()?.name ?? null);
-  await tx.insert(TransportItem, { label: message.label });
+  await tx.insert(Item, { label: message.label });
 }
 
 /** Sends every error's message to the client (Nest's own filter hides those of non-RpcExceptions). */
@@ -171,19 +156,11 @@ class UnboundGateway {
 }
 
 describe.each(engines)('transports on $name', (engine) => {
-  let db: AnyObserver;
-
-  beforeAll(async () => {
-    db = await observer(engine);
-  });
-
-  afterAll(async () => {
-    await db?.close();
-  });
+  const db = suiteObserver(engine);
 
   function database(applicationName: string) {
     return TypeOrmModule.forRoot({
-      ...typeormOptions(engine, { poolSize: 1, applicationName, entities: [TransportItem] }),
+      ...typeormOptions(engine, { poolSize: 1, applicationName, entities: [Item] }),
       subscribers: [CommitGate],
     });
   }
@@ -368,12 +345,27 @@ describe.each(engines)('transports on $name', (engine) => {
 
   describe('a WebSocket gateway on the ws adapter', () => {
     const applicationName = `transports-e2e-ws-${engine.name}`;
-    let testApp: TestApp;
-    let dataSource: DataSource;
     let socket: WebSocket;
     /** Messages the server sent, in order. */
     let received: Array<{ event: string; data: unknown }>;
     let next: Latch;
+
+    // Registered before the app's leak check, which runs after it.
+    afterEach(() => {
+      seen.release?.resolve();
+      commitGate.release.resolve();
+      socket.close();
+    });
+    const testApp = suiteApp(db, {
+      applicationName,
+      tables: [Item],
+      app: () => ({
+        adapter: 'express',
+        imports: [database(applicationName), TransactionalModule.forRoot()],
+        providers: [EventsGateway, UnboundGateway],
+        configure: (app) => app.useWebSocketAdapter(new WsAdapter(app)),
+      }),
+    });
 
     async function connect(path = '/ws'): Promise<WebSocket> {
       const ws = new WebSocket(`${testApp.url.replace('http', 'ws')}${path}`);
@@ -393,16 +385,8 @@ describe.each(engines)('transports on $name', (engine) => {
       return received[received.length - 1];
     }
 
-    beforeAll(async () => {
-      testApp = await createApp({
-        adapter: 'express',
-        imports: [database(applicationName), TransactionalModule.forRoot()],
-        providers: [EventsGateway, UnboundGateway],
-        configure: (app) => app.useWebSocketAdapter(new WsAdapter(app)),
-      });
-      dataSource = testApp.app.get<DataSource>(getDataSourceToken());
-      host = testApp.app.get(TransactionHost);
-      await db.query(`DELETE FROM ${TABLE}`);
+    beforeAll(() => {
+      host = testApp.get(TransactionHost);
     });
 
     beforeEach(async () => {
@@ -410,18 +394,6 @@ describe.each(engines)('transports on $name', (engine) => {
       received = [];
       next = latch();
       socket = await connect();
-    });
-
-    afterEach(async () => {
-      seen.release?.resolve();
-      commitGate.release.resolve();
-      socket.close();
-      await expectNothingLeaked({ dataSource, db, applicationName });
-      await db.query(`DELETE FROM ${TABLE}`);
-    });
-
-    afterAll(async () => {
-      await testApp?.close();
     });
 
     it('runs each @SubscribeMessage call in its own unit of work, named after its message, and commits', async () => {
@@ -477,7 +449,7 @@ describe.each(engines)('transports on $name', (engine) => {
       // The adapter stops listening to the answer: the unit of work rolls back at once.
       await waitFor(() => expect(host.stats().rollbacks).toBe(before.rollbacks + 1));
       seen.release.resolve();
-      await expectNothingLeaked({ dataSource, db, applicationName });
+      await expectNothingLeaked({ dataSource: testApp.dataSource, db, applicationName });
       expect(host.stats().commits).toBe(before.commits);
       expect(await labelsIn(db, TABLE)).toEqual([]);
     });

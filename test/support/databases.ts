@@ -132,8 +132,9 @@ export const QUEUED_ACQUIRE_TIMEOUT_MS = 120_000;
 
 /**
  * TypeORM options for a test data source on `engine`; usable with `TypeOrmModule.forRoot()` and
- * `new DataSource()`. Creates the suite's tables (`synchronize`), never drops anything: each suite
- * uses its own table names.
+ * `new DataSource()`. Creates the tables of `entities` (`synchronize`), never drops anything: the suites
+ * share their tables (the entities of `entities.ts`, one meaning per table), and each empties the ones it
+ * uses before its tests (see `suite.ts`).
  */
 export function typeormOptions(engine: EngineRef, options: TestTypeormOptions): TypeOrmModuleOptions & DataSourceOptions {
   const { url, name: type } = engineOf(engine);

@@ -1,7 +1,7 @@
 /**
- * A small code-first GraphQL schema for the GraphQL suites: orders with lines, a mutation writing two
- * rows, a query whose field resolvers read through the operation's unit of work, and the misuses the
- * library must catch.
+ * A small code-first GraphQL schema for the GraphQL suites: orders with lines (`Order` and `OrderLine` of
+ * `entities.ts`: raw SQL names their tables with `tableOf`), a mutation writing two rows, a query whose
+ * field resolvers read through the operation's unit of work, and the misuses the library must catch.
  */
 import { ApolloDriver, type ApolloDriverConfig } from '@nestjs/apollo';
 import type { DynamicModule } from '@nestjs/common';
@@ -18,36 +18,12 @@ import {
   ResolveField,
   Resolver,
 } from '@nestjs/graphql';
-import DataLoader from 'dataloader';
 import { MercuriusDriver, type MercuriusDriverConfig } from '@nestjs/mercurius';
 import { InjectRepository } from '@nestjs/typeorm';
-import { Column, Entity, type EntityManager, In, PrimaryGeneratedColumn, type Repository } from 'typeorm';
+import DataLoader from 'dataloader';
+import { type EntityManager, In, type Repository } from 'typeorm';
 import { apolloUnitOfWorkPlugin, InjectTxRepository, mercuriusUnitOfWorkHooks, TransactionHost, Tx } from '../../lib';
-
-export const ORDERS = 'graphql_orders';
-export const LINES = 'graphql_order_lines';
-
-@Entity(ORDERS)
-export class GqlOrder {
-  @PrimaryGeneratedColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 100 })
-  label!: string;
-}
-
-@Entity(LINES)
-export class GqlOrderLine {
-  @PrimaryGeneratedColumn()
-  id!: number;
-
-  @Column({ type: 'int' })
-  orderId!: number;
-
-  /** Unique: a line whose label is taken fails in the database, after the order's write. */
-  @Column({ type: 'varchar', length: 100, unique: true })
-  label!: string;
-}
+import { Order, OrderLine } from './entities';
 
 @ObjectType('Line')
 export class LineModel {
@@ -100,27 +76,27 @@ export function graphQLModule(server: Server): DynamicModule {
 @Resolver(() => OrderModel)
 export class OrdersResolver {
   constructor(
-    @InjectTxRepository(GqlOrderLine) private readonly lineRepository: Repository<GqlOrderLine>,
-    @InjectRepository(GqlOrderLine) private readonly plainLineRepository: Repository<GqlOrderLine>,
+    @InjectTxRepository(OrderLine) private readonly lineRepository: Repository<OrderLine>,
+    @InjectRepository(OrderLine) private readonly plainLineRepository: Repository<OrderLine>,
     private readonly host: TransactionHost,
   ) {}
 
   /** Writes two rows: the order, then its line (which fails when its label is taken). */
   @Mutation(() => OrderModel)
   async createOrder(@Args('label') label: string, @Args('line') line: string, @Tx() tx: EntityManager): Promise<OrderModel> {
-    const order = await tx.save(GqlOrder, { label });
-    await tx.save(GqlOrderLine, { orderId: order.id, label: line });
+    const order = await tx.save(Order, { label });
+    await tx.save(OrderLine, { orderId: order.id, label: line });
     return order;
   }
 
   @Query(() => OrderModel, { nullable: true })
   order(@Args('id', { type: () => Int }) id: number, @Tx() tx: EntityManager): Promise<OrderModel | null> {
-    return tx.findOneBy(GqlOrder, { id });
+    return tx.findOneBy(Order, { id });
   }
 
   @Query(() => [OrderModel])
   orders(@Args('ids', { type: () => [Int] }) ids: number[], @Tx() tx: EntityManager): Promise<OrderModel[]> {
-    return tx.find(GqlOrder, { where: { id: In(ids) }, order: { id: 'ASC' } });
+    return tx.find(Order, { where: { id: In(ids) }, order: { id: 'ASC' } });
   }
 
   /** Runs no statement. */

@@ -46,3 +46,8 @@ export function barrier(parties: number): { arrive(): Promise<void> } {
     },
   };
 }
+
+/** Lets other work run first: whatever was waiting to run concurrently gets its turn before this resolves. */
+export function yieldToOthers(): Promise<void> {
+  return new Promise<void>((resolve) => setImmediate(resolve));
+}

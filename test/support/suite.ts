@@ -29,7 +29,8 @@ import { type AnyObserver, type MariadbObserver, observer, type ObserverOf, type
 
 /**
  * An observer of `engine` for the tests of the calling `describe`: opened in its `beforeAll`, closed in its
- * `afterAll`. Usable from the first `beforeAll` on (hooks registered after this call run after the opening).
+ * `afterAll`. Jest runs the hooks of a `describe` in the order they were registered: usable from the
+ * `beforeAll` hooks registered after this call on, and in no `afterAll` (it closes in the first one).
  */
 export function suiteObserver<E extends EngineName>(engine: EngineRef<E>): ObserverOf<E> {
   let opened: AnyObserver | undefined;
@@ -109,6 +110,7 @@ export function suiteApp(db: AnyObserver, options: SuiteAppOptions): SuiteApp {
     started = await createApp(options.app());
     await emptyTables();
   });
+  // Not emptied after a failed leak check: a DELETE would wait for the row locks of the leaked transaction.
   afterEach(async () => {
     if (options.leakCheck !== false) {
       await expectNothingLeaked({ dataSource: dataSource(), db, applicationName: options.applicationName }, options.leakCheck);

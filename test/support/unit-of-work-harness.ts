@@ -4,21 +4,22 @@
  * own call — and what the database holds (read through a separate connection) with the model. No Jest
  * in here: the e2e spec and `scripts/model-check.ts` both use it.
  */
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { Test, type TestingModule } from '@nestjs/testing';
 import { getDataSourceToken, TypeOrmModule, type TypeOrmModuleOptions } from '@nestjs/typeorm';
 import { createConnection, type Connection as MysqlConnection } from 'mysql2/promise';
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { Client } from 'pg';
 import type { DataSource, EntityManager } from 'typeorm';
-import { ModelBallast, ModelLock, ModelRow } from './entities';
-import { TransactionalModule, TransactionHost, TransactionRunner } from '../../lib/index';
 import { dialectOf } from '../../lib/core/dialect';
+import { TransactionalModule, TransactionHost, TransactionRunner } from '../../lib/index';
+import { isDeadlock } from './database-errors';
+import { ModelBallast, ModelLock, ModelRow } from './entities';
 import { barrier } from './latch';
 import {
   type Block,
   type CrossStep,
-  type Dialect,
   describeOutcome,
+  type Dialect,
   type FailStep,
   type InsertStep,
   model,
@@ -131,19 +132,6 @@ function lockSql(row: number): string {
  */
 const UNIT_DEADLOCK_TIMEOUT = `SET LOCAL deadlock_timeout = '50ms'`;
 const PARTNER_DEADLOCK_TIMEOUT = `SET LOCAL deadlock_timeout = '60s'`;
-
-/** Whether `error` (or an error it wraps) is the database's deadlock error: PostgreSQL 40P01, MariaDB 1213. */
-export function isDeadlock(error: unknown): boolean {
-  for (
-    let e = error as { driverError?: unknown; cause?: unknown; code?: unknown; errno?: unknown } | undefined, i = 0;
-    e && i < 5;
-    i++
-  ) {
-    if (e.code === '40P01' || e.errno === 1213) return true;
-    e = (e.driverError ?? e.cause) as typeof e;
-  }
-  return false;
-}
 
 // ---------------------------------------------------------------------------------------------
 // The interpreter: a program as the code it stands for

@@ -635,7 +635,7 @@ function printBlock(block: Block, depth: number, lines: string[], abortAt?: numb
 const catchSuffix = (caught: boolean) => (caught ? '.catch(() => undefined)' : '');
 
 /** The call of a step that is one call, as code. */
-function call(step: Step): string | undefined {
+function oneLineCall(step: Step): string | undefined {
   switch (step.kind) {
     case 'insert':
       return step.api === 'insert'
@@ -661,7 +661,7 @@ function call(step: Step): string | undefined {
 function printStep(step: Step, depth: number, lines: string[], awaited: boolean): void {
   const pad = '  '.repeat(depth);
   const tag = `// #${step.n}`;
-  const simple = call(step);
+  const simple = oneLineCall(step);
   const prefix = awaited ? 'await ' : '';
   const suffix = awaited ? ';' : ',';
   if (simple !== undefined) {
@@ -697,8 +697,8 @@ function printStep(step: Step, depth: number, lines: string[], awaited: boolean)
       return;
     }
     default:
-      // The one-line steps were printed through call() above.
-      throw new Error(`printStep: '${step.kind}' is a one-line step, which call() prints`);
+      // The one-line steps were printed through oneLineCall() above.
+      throw new Error(`printStep: '${step.kind}' is a one-line step, which oneLineCall() prints`);
   }
 }
 

@@ -1,5 +1,5 @@
 import 'reflect-metadata';
-import { Column, Entity, EntitySchema, PrimaryColumn } from 'typeorm';
+import { EntitySchema } from 'typeorm';
 import {
   InjectTxRepository,
   lockInOrder,
@@ -8,16 +8,8 @@ import {
   TransactionalOptionsError,
   Tx,
 } from '../../lib';
+import { Account } from '../support/entities';
 import { databaseError, fakeApp } from '../support/fake-data-source';
-
-@Entity('bad_input_unit_items')
-class Item {
-  @PrimaryColumn({ type: 'int' })
-  id!: number;
-
-  @Column({ type: 'int' })
-  value!: number;
-}
 
 const ItemSchema = new EntitySchema<{ id: number }>({
   name: 'BadInputSchemaItem',
@@ -132,14 +124,14 @@ describe('TransactionalModule.forRootAsync() given a bad argument', () => {
 describe('TransactionalModule.forFeature() given bad entities or a bad data source', () => {
   it('rejects an undefined entity (an import cycle), naming its index', () => {
     expectOptionsError(
-      () => TransactionalModule.forFeature([Item, undefined as never]),
+      () => TransactionalModule.forFeature([Account, undefined as never]),
       'TransactionalModule.forFeature(): the entity at index 1 is undefined, not an entity class or EntitySchema. An import ' +
         'cycle can leave a class undefined where it is read: check the imports of that file.',
     );
   });
 
   it.each([
-    ['a string', 'Item', "'Item'"],
+    ['a string', 'Account', "'Account'"],
     ['null', null, 'null'],
   ])('rejects %s as an entity', (_what, entity, shown) => {
     expectOptionsError(
@@ -150,21 +142,21 @@ describe('TransactionalModule.forFeature() given bad entities or a bad data sour
 
   it('rejects entities that are not an array', () => {
     expectOptionsError(
-      () => TransactionalModule.forFeature(Item as never),
-      'TransactionalModule.forFeature() takes an array of entities, got a function (Item).',
+      () => TransactionalModule.forFeature(Account as never),
+      'TransactionalModule.forFeature() takes an array of entities, got a function (Account).',
     );
   });
 
   it('rejects a data source that is not a name', () => {
     expectOptionsError(
-      () => TransactionalModule.forFeature([Item], null as never),
+      () => TransactionalModule.forFeature([Account], null as never),
       'TransactionalModule.forFeature(): the data source must be given by its name, a non-empty string (as in ' +
         'TypeOrmModule.forRoot({ name })), got null. Leave it out for the default data source.',
     );
   });
 
   it('takes entity classes and schemas', () => {
-    expect(TransactionalModule.forFeature([Item, ItemSchema], 'reports').providers).toHaveLength(2);
+    expect(TransactionalModule.forFeature([Account, ItemSchema], 'reports').providers).toHaveLength(2);
   });
 });
 
@@ -175,7 +167,7 @@ describe('@InjectTxRepository() and @Tx() given bad arguments', () => {
       /^@InjectTxRepository\(\): the entity is undefined, not an entity class/,
     );
     expectOptionsError(
-      () => InjectTxRepository(Item, ''),
+      () => InjectTxRepository(Account, ''),
       /^@InjectTxRepository\(\): the data source must be given by its name, a non-empty string .*got ''\./,
     );
     expectOptionsError(() => Tx(7 as never), /^@Tx\(\): the data source must be given by its name, a non-empty string .*got 7\./);
@@ -187,7 +179,7 @@ describe('@InjectTxRepository() and @Tx() given bad arguments', () => {
 
 describe('lockInOrder() given something other than an EntityManager', () => {
   it.each([undefined, null, {}])('rejects %p before anything else', async (tx) => {
-    const attempt = lockInOrder(tx as never, Item, [1]);
+    const attempt = lockInOrder(tx as never, Account, [1]);
     await expect(attempt).rejects.toThrow(TransactionalError);
     await expect(attempt).rejects.toThrow(
       /^lockInOrder\(\) takes an EntityManager first, got (undefined|null|an object)\. Pass the manager from @Tx\(\)/,

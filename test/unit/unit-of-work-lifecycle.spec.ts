@@ -23,7 +23,7 @@ function openUnit(app: FakeApp): { unit: UnitOfWork; tx: EntityManager } {
 }
 
 /** A statement answer the test releases by hand: the statement stays in flight until then. */
-function deferred(): { promise: Promise<unknown>; resolve: () => void } {
+function heldAnswer(): { promise: Promise<unknown>; resolve: () => void } {
   let resolve!: () => void;
   const promise = new Promise<unknown>((done) => (resolve = () => done({ command: 'OK', rows: [] })));
   return { promise, resolve };
@@ -57,7 +57,7 @@ describe('settling a unit of work', () => {
 
   it('waits for a statement in flight before it sends COMMIT', async () => {
     const app = fakeApp();
-    const slow = deferred();
+    const slow = heldAnswer();
     app.pool.respond = (sql) => (sql === 'SLOW' ? slow.promise : { command: 'OK', rows: [] });
     const { unit, tx } = openUnit(app);
     const statement = tx.query('SLOW');
