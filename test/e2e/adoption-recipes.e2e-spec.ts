@@ -7,12 +7,11 @@ import { Body, Controller, HttpCode, Post } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import type { EntityManager } from 'typeorm';
 import { TransactionalModule, Tx } from '../../lib';
-import { Subscriber, subscribeOnce } from '../examples/subscribe-once';
+import { subscribeOnce, Subscriber } from '../examples/subscribe-once';
 import { uniqueViolationFilter } from '../examples/unique-violation.filter';
-import { createApp, type TestApp } from '../support/app';
 import { engines, typeormOptions } from '../support/databases';
 import { postJson } from '../support/http';
-import { observer, type Observer } from '../support/observer';
+import { suiteApp, suiteObserver } from '../support/suite';
 
 const EMAIL = 'adoption-recipes@example.com';
 
@@ -45,34 +44,33 @@ class RecipesController {
 }
 
 describe.each(engines)('the adoption recipes on $name', (engine) => {
-  let app: TestApp;
-  let url: string;
-  let db: Observer;
-
-  beforeAll(async () => {
-    app = await createApp({
+  const applicationName = 'adoption-recipes';
+  const db = suiteObserver(engine);
+  // No `tables`: the guide's Subscriber entity names no table (tableOf() needs one); each test's address is deleted below.
+  const app = suiteApp(db, {
+    applicationName,
+    app: () => ({
       adapter: 'express',
       imports: [
-        TypeOrmModule.forRoot(
-          typeormOptions(engine, { poolSize: 1, applicationName: 'adoption-recipes', entities: [Subscriber] }),
-        ),
+        TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 1, applicationName, entities: [Subscriber] })),
         TransactionalModule.forRoot(),
       ],
       controllers: [RecipesController],
       providers: [uniqueViolationFilter],
-    });
+    }),
+  });
+  let url: string;
+
+  beforeAll(() => {
     url = app.url;
-    db = await observer(engine);
   });
 
-  afterAll(async () => {
-    await app?.close();
-    await db?.close();
-  });
-
-  beforeEach(async () => {
+  const deleteAddress = async () => {
     await db.query(`DELETE FROM subscriber WHERE email = '${EMAIL}'`);
-  });
+  };
+  // Before each test (a row an interrupted run left) and after it (the table is left as found).
+  beforeEach(deleteAddress);
+  afterEach(deleteAddress);
 
   async function rows(): Promise<number> {
     const [row] = await db.query<{ n: number | string }>(`SELECT COUNT(*) AS n FROM subscriber WHERE email = '${EMAIL}'`);

@@ -23,31 +23,19 @@ import {
   UseGuards,
 } from '@nestjs/common';
 import { InjectDataSource, InjectRepository, TypeOrmModule } from '@nestjs/typeorm';
-import { Column, DataSource, Entity, EntityManager, PrimaryGeneratedColumn, Repository } from 'typeorm';
+import { DataSource, EntityManager, Repository } from 'typeorm';
 import { NestedConnectionError, TransactionalModule, TransactionHost, Tx } from '../../lib';
 import { ConnectionAudit } from '../../lib/testing';
-import { adapters, createApp, type TestApp } from '../support/app';
-import { type Engine, engines, typeormOptions } from '../support/databases';
-import { call, postJson } from '../support/http';
-import { expectNothingLeaked } from '../support/leaks';
-import { observer, type Observer } from '../support/observer';
-import { RecordingNestLogger } from '../support/recording-loggers';
+import { adapters } from '../support/app';
 import { ErrorRecorder, recordingFilterProviders, siteAt } from '../support/bug-zoo';
+import { type Engine, engines, typeormOptions } from '../support/databases';
+import { Article, tableOf } from '../support/entities';
+import { call, postJson } from '../support/http';
+import { RecordingNestLogger } from '../support/recording-loggers';
+import { suiteApp, suiteObserver } from '../support/suite';
 
-const TABLE = 'adoption_articles';
+const TABLE = tableOf(Article);
 const CONCURRENT_REQUESTS = 48;
-
-@Entity(TABLE)
-class Article {
-  @PrimaryGeneratedColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 100 })
-  title!: string;
-
-  @Column({ type: 'varchar', length: 40 })
-  author!: string;
-}
 
 // ---------------------------------------------------------------------------------------------
 // An app not yet converted: the service and controller of a typical NestJS + TypeORM boilerplate
@@ -236,35 +224,32 @@ class MixedController {
 }
 
 describe.each(engines)('the guard without false alarms on $name', (engine: Engine) => {
-  let db: Observer;
+  const db = suiteObserver(engine);
   const q = (sql: string) => (engine.name === 'postgres' ? sql : sql.replace(/\$\d+/g, '?'));
   const titlesBy = async (author: string) =>
     (await db.query<{ title: string }>(q(`SELECT title FROM ${TABLE} WHERE author = $1 ORDER BY title`), [author])).map(
       (r) => r.title,
     );
 
-  beforeAll(async () => {
-    db = await observer(engine);
-  });
-
-  afterAll(async () => {
-    await db?.close();
-  });
-
   describe.each(adapters)("with forRoot() added and the default guard ('throw'), on a pool of 1, on %s", (adapter) => {
     const applicationName = `guard-adoption-${adapter}`;
     const logger = new RecordingNestLogger();
-    let testApp: TestApp;
-    let dataSource: DataSource;
     let host: TransactionHost;
     let recorder: ErrorRecorder;
     let audit: ConnectionAudit;
     const url = (path: string) => `${testApp.url}${path}`;
 
-    beforeAll(async () => {
-      // A long acquisition timeout: requests queue for the one connection, and a deadlock would still fail the test.
-      const timeout = engine.name === 'postgres' ? { connectTimeoutMS: 30_000 } : { connectTimeout: 30_000 };
-      testApp = await createApp({
+    // Before the app closes.
+    afterAll(() => {
+      audit?.detach();
+    });
+
+    // A long acquisition timeout: requests queue for the one connection, and a deadlock would still fail the test.
+    const timeout = engine.name === 'postgres' ? { connectTimeoutMS: 30_000 } : { connectTimeout: 30_000 };
+    const testApp = suiteApp(db, {
+      applicationName,
+      tables: [Article],
+      app: () => ({
         adapter,
         logger,
         imports: [
@@ -274,12 +259,13 @@ describe.each(engines)('the guard without false alarms on $name', (engine: Engin
         ],
         controllers: [ArticlesController, HealthController, MixedController],
         providers: [ArticlesService, DatabasePing, PingGuard, PingPipe, ...recordingFilterProviders],
-      });
-      dataSource = testApp.app.get(DataSource);
-      host = testApp.app.get(TransactionHost);
-      recorder = testApp.app.get(ErrorRecorder);
-      audit = ConnectionAudit.attach(dataSource);
-      await db.query(`DELETE FROM ${TABLE}`);
+      }),
+    });
+
+    beforeAll(() => {
+      host = testApp.get(TransactionHost);
+      recorder = testApp.get(ErrorRecorder);
+      audit = ConnectionAudit.attach(testApp.dataSource);
     });
 
     /** Violations counted since the test began. */
@@ -291,16 +277,6 @@ describe.each(engines)('the guard without false alarms on $name', (engine: Engin
       logger.clear();
       recorder.clear();
       violationsBefore = host.stats().guardViolations;
-    });
-
-    afterEach(async () => {
-      await expectNothingLeaked({ dataSource, db, applicationName });
-      await db.query(`DELETE FROM ${TABLE}`);
-    });
-
-    afterAll(async () => {
-      audit?.detach();
-      await testApp?.close();
     });
 
     describe('an app not yet converted (plain repositories and dataSource.query only)', () => {

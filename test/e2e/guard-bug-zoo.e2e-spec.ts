@@ -1,11 +1,7 @@
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { DataSource } from 'typeorm';
 import { NestedConnectionError, TransactionalModule } from '../../lib';
-import { createApp, type TestApp } from '../support/app';
-import { engines, QUEUED_ACQUIRE_TIMEOUT_MS, typeormOptions } from '../support/databases';
-import { postJson } from '../support/http';
-import { expectNothingLeaked } from '../support/leaks';
-import { observer, type Observer } from '../support/observer';
+import { type CreateAppOptions } from '../support/app';
 import {
   countPoolAcquisitions,
   defineZoo,
@@ -16,39 +12,35 @@ import {
   ZOO_BUGS,
   type ZooAnswer,
   type ZooBug,
-  type ZooRow,
 } from '../support/bug-zoo';
+import { engines, QUEUED_ACQUIRE_TIMEOUT_MS, typeormOptions } from '../support/databases';
+import { tableOf, ZooItem } from '../support/entities';
+import { postJson } from '../support/http';
+import { expectNothingLeaked } from '../support/leaks';
+import { suiteApp, suiteObserver } from '../support/suite';
 
-const TABLE = 'guardzoo_items';
-const zoo = defineZoo(TABLE);
+const TABLE = tableOf(ZooItem);
+const zoo = defineZoo();
 const CONCURRENT_REQUESTS = 100;
 const CONCURRENT_BUGGY_REQUESTS = 20;
 /** Jest timeout of the tests that queue requests: above the pool's acquisition timeout, so that one stuck shows as such. */
 const QUEUED_TEST_TIMEOUT_MS = 2 * QUEUED_ACQUIRE_TIMEOUT_MS;
 
 describe.each(engines)('the bug zoo on $name', (engine) => {
-  let db: Observer;
+  const db = suiteObserver(engine);
   const q = (sql: string) => (engine.name === 'postgres' ? sql : sql.replace(/\$\d+/g, '?'));
   const rowsOf = (kind: string) =>
-    db.query<ZooRow>(q(`SELECT id, label, kind, note FROM ${TABLE} WHERE kind = $1 ORDER BY id`), [kind]);
+    db.query<ZooItem>(q(`SELECT id, label, kind, note FROM ${TABLE} WHERE kind = $1 ORDER BY id`), [kind]);
 
-  beforeAll(async () => {
-    db = await observer(engine);
-  });
-
-  afterAll(async () => {
-    await db?.close();
-  });
-
-  async function startApp(poolSize: number, applicationName: string): Promise<TestApp> {
-    const testApp = await createApp({
+  function appOptions(poolSize: number, applicationName: string): CreateAppOptions {
+    return {
       adapter: 'express',
       imports: [
         TypeOrmModule.forRoot(
           typeormOptions(engine, {
             poolSize,
             applicationName,
-            entities: [zoo.ZooItem],
+            entities: [ZooItem],
             // Up to 100 requests queue for one connection: the last waits for all the others, seconds
             // on a busy machine. The guard's failures never wait for the pool: the tests count that.
             acquireTimeoutMs: QUEUED_ACQUIRE_TIMEOUT_MS,
@@ -60,26 +52,22 @@ describe.each(engines)('the bug zoo on $name', (engine) => {
       ],
       controllers: zoo.controllers,
       providers: [...zoo.providers, ...recordingFilterProviders],
-    });
-    // Rows an interrupted earlier run may have left.
-    await db.query(`DELETE FROM ${TABLE}`);
-    return testApp;
+    };
   }
 
   describe.each([1, 10])('with a pool of %i', (poolSize) => {
     const applicationName = `guard-zoo-${poolSize}`;
-    let testApp: TestApp;
+    // No `tables`: each bug's tests below read the outcome of requests made in its beforeAll, rows included;
+    // its afterAll empties the table.
+    const testApp = suiteApp(db, { applicationName, app: () => appOptions(poolSize, applicationName) });
     let dataSource: DataSource;
     let recorder: ErrorRecorder;
 
     beforeAll(async () => {
-      testApp = await startApp(poolSize, applicationName);
-      dataSource = testApp.app.get(DataSource);
-      recorder = testApp.app.get(ErrorRecorder);
-    });
-
-    afterAll(async () => {
-      await testApp?.close();
+      dataSource = testApp.dataSource;
+      recorder = testApp.get(ErrorRecorder);
+      // Rows another suite, or an interrupted earlier run, may have left.
+      await db.query(`DELETE FROM ${TABLE}`);
     });
 
     describe.each(ZOO_BUGS)('when a service $does', (bug: ZooBug) => {
@@ -170,24 +158,15 @@ describe.each(engines)('the bug zoo on $name', (engine) => {
 
   describe('the same services written correctly, on a pool of 1', () => {
     const applicationName = 'guard-zoo-fixed';
-    let testApp: TestApp;
-    let dataSource: DataSource;
+    const testApp = suiteApp(db, { applicationName, tables: [ZooItem], app: () => appOptions(1, applicationName) });
     let recorder: ErrorRecorder;
 
-    beforeAll(async () => {
-      testApp = await startApp(1, applicationName);
-      dataSource = testApp.app.get(DataSource);
-      recorder = testApp.app.get(ErrorRecorder);
+    beforeAll(() => {
+      recorder = testApp.get(ErrorRecorder);
     });
 
-    afterEach(async () => {
-      await expectNothingLeaked({ dataSource, db, applicationName });
+    afterEach(() => {
       recorder.clear();
-      await db.query(`DELETE FROM ${TABLE}`);
-    });
-
-    afterAll(async () => {
-      await testApp?.close();
     });
 
     const requests = (kind: string) =>

@@ -1,19 +1,17 @@
-import { setTimeout as delay } from 'node:timers/promises';
 import { Controller, Post } from '@nestjs/common';
-import { getDataSourceToken, TypeOrmModule } from '@nestjs/typeorm';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import { setTimeout as delay } from 'node:timers/promises';
 import { Registry } from 'prom-client';
-import { Column, DataSource, Entity, EntityManager, PrimaryGeneratedColumn } from 'typeorm';
-import { Transactional, TransactionalModule, TransactionHost, TransactionRunner, Tx, type TransactionalStats } from '../../lib';
+import { EntityManager } from 'typeorm';
+import { Transactional, TransactionalModule, type TransactionalStats, TransactionHost, TransactionRunner, Tx } from '../../lib';
 import { registerTransactionMetrics } from '../../lib/prometheus';
 import { ConnectionAudit } from '../../lib/testing';
-import { createApp, type TestApp } from '../support/app';
 import { engines, typeormOptions } from '../support/databases';
+import { Item } from '../support/entities';
 import { call } from '../support/http';
-import { expectNothingLeaked } from '../support/leaks';
-import { observer, type Observer } from '../support/observer';
 import { RecordingNestLogger } from '../support/recording-loggers';
+import { suiteApp, suiteObserver } from '../support/suite';
 
-const TABLE = 'idle_items';
 /** The module's idleInTransactionMs here. */
 const THRESHOLD_MS = 100;
 /** The other work a handler awaits (a mail, an HTTP call): three times the threshold. */
@@ -21,22 +19,13 @@ const GAP_MS = 300;
 /** Node.js may fire a timer up to a millisecond before its delay: the least a GAP_MS wait can measure. */
 const LEAST_GAP_MS = GAP_MS - 2;
 
-@Entity(TABLE)
-class IdleItem {
-  @PrimaryGeneratedColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 40 })
-  label!: string;
-}
-
 // The statements are made in functions of their own, so that each report names a call site of its own.
 async function firstStatement(tx: EntityManager): Promise<void> {
-  await tx.insert(IdleItem, { label: 'first' });
+  await tx.insert(Item, { label: 'first' });
 }
 
 async function secondStatement(tx: EntityManager): Promise<void> {
-  await tx.insert(IdleItem, { label: 'second' });
+  await tx.insert(Item, { label: 'second' });
 }
 
 /** Work that is not the database's: what a mail or an HTTP call would be. The wait is the behaviour under test. */
@@ -109,43 +98,39 @@ const site = (name: string) => new RegExp(`^${name} \\(.*idle-in-transaction\\.e
 
 describe.each(engines)('idle in transaction on $name', (engine) => {
   const applicationName = `idle-${engine.name}`;
+  const db = suiteObserver(engine);
   const nestLog = new RecordingNestLogger();
-  let testApp: TestApp;
   let host: TransactionHost;
-  let dataSource: DataSource;
   let audit: ConnectionAudit;
-  let db: Observer;
 
-  beforeAll(async () => {
-    db = await observer(engine);
-    testApp = await createApp({
+  // Before the app closes.
+  afterAll(() => {
+    audit?.detach();
+  });
+
+  const testApp = suiteApp(db, {
+    applicationName,
+    tables: [Item],
+    app: () => ({
       adapter: 'express',
       imports: [
         // Pool of 1: requests queue for the connection, and the wait for it must not count as idle.
-        TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 1, applicationName, entities: [IdleItem] })),
+        TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 1, applicationName, entities: [Item] })),
         TransactionalModule.forRoot({ idleInTransactionMs: THRESHOLD_MS }),
       ],
       controllers: [IdleController],
       logger: nestLog,
-    });
-    host = testApp.app.get(TransactionHost);
-    dataSource = testApp.app.get<DataSource>(getDataSourceToken());
-    audit = ConnectionAudit.attach(dataSource);
+    }),
+  });
+
+  beforeAll(() => {
+    host = testApp.get(TransactionHost);
+    audit = ConnectionAudit.attach(testApp.dataSource);
   });
 
   beforeEach(() => {
     nestLog.clear();
     audit.reset();
-  });
-
-  afterEach(async () => {
-    await expectNothingLeaked({ dataSource, db, applicationName });
-  });
-
-  afterAll(async () => {
-    audit?.detach();
-    await testApp?.close();
-    await db?.close();
   });
 
   const idleWarnings = () => nestLog.warnings().filter((w) => w.includes('idleInTransactionMs'));

@@ -1,15 +1,13 @@
+import { TypeOrmModule } from '@nestjs/typeorm';
 import { setTimeout as delay } from 'node:timers/promises';
-import { getDataSourceToken, TypeOrmModule } from '@nestjs/typeorm';
 import { DataSource, IsNull, Not } from 'typeorm';
 import { TransactionalModule, TransactionHost } from '../../lib';
 import { ConnectionAudit } from '../../lib/testing';
-import { createApp, type TestApp } from '../support/app';
+import { Mailer, OutboxMail, OutboxRelay, RegistrationController, User } from '../examples/short-transactions';
 import { engines, typeormOptions } from '../support/databases';
 import { postJson } from '../support/http';
-import { expectNothingLeaked } from '../support/leaks';
-import { observer, type Observer } from '../support/observer';
 import { RecordingNestLogger } from '../support/recording-loggers';
-import { Mailer, OutboxMail, OutboxRelay, RegistrationController, User } from '../examples/short-transactions';
+import { suiteApp, suiteObserver } from '../support/suite';
 
 /** The app's idleInTransactionMs; each mail takes three times as long. */
 const THRESHOLD_MS = 100;
@@ -32,19 +30,31 @@ class TestMailer extends Mailer {
 
 describe.each(engines)('keeping a mail out of the transaction on $name', (engine) => {
   const applicationName = `short-tx-${engine.name}`;
+  const db = suiteObserver(engine);
   const nestLog = new RecordingNestLogger();
   const mailer = new TestMailer();
-  let testApp: TestApp;
   let dataSource: DataSource;
   let audit: ConnectionAudit;
-  let db: Observer;
   let sequence = 0;
   const email = () => `user-${engine.name}-${(sequence += 1)}@example.com`;
   const userExists = async (address: string) => (await dataSource.getRepository(User).countBy({ email: address })) === 1;
 
-  beforeAll(async () => {
-    db = await observer(engine);
-    testApp = await createApp({
+  // Declared before the app's: the audit's checks run before its leak check, and it is detached before the app closes.
+  afterEach(() => {
+    // Whatever the mail server did, no connection sat idle in transaction waiting for it.
+    audit.assertNoIdleInTransaction();
+    audit.assertOneConnectionPerUnit();
+  });
+
+  afterAll(() => {
+    audit?.detach();
+  });
+
+  // The tables are emptied after start-up (earlier runs' rows: the addresses below start over each run) and after each test.
+  const testApp = suiteApp(db, {
+    applicationName,
+    tables: [OutboxMail, User],
+    app: () => ({
       adapter: 'express',
       imports: [
         TypeOrmModule.forRoot(typeormOptions(engine, { poolSize: 1, applicationName, entities: [User, OutboxMail] })),
@@ -53,13 +63,13 @@ describe.each(engines)('keeping a mail out of the transaction on $name', (engine
       controllers: [RegistrationController],
       providers: [{ provide: Mailer, useValue: mailer }, OutboxRelay],
       logger: nestLog,
-    });
-    dataSource = testApp.app.get<DataSource>(getDataSourceToken());
-    mailer.host = testApp.app.get(TransactionHost);
+    }),
+  });
+
+  beforeAll(() => {
+    dataSource = testApp.dataSource;
+    mailer.host = testApp.get(TransactionHost);
     audit = ConnectionAudit.attach(dataSource);
-    // Earlier runs' rows: the addresses below start over each run.
-    await dataSource.getRepository(OutboxMail).clear();
-    await dataSource.getRepository(User).clear();
   });
 
   beforeEach(() => {
@@ -68,19 +78,6 @@ describe.each(engines)('keeping a mail out of the transaction on $name', (engine
     mailer.heldDuringSend.length = 0;
     nestLog.clear();
     audit.reset();
-  });
-
-  afterEach(async () => {
-    // Whatever the mail server did, no connection sat idle in transaction waiting for it.
-    audit.assertNoIdleInTransaction();
-    audit.assertOneConnectionPerUnit();
-    await expectNothingLeaked({ dataSource, db, applicationName });
-  });
-
-  afterAll(async () => {
-    audit?.detach();
-    await testApp?.close();
-    await db?.close();
   });
 
   describe('1. before the first query', () => {

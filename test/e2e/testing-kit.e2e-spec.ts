@@ -1,6 +1,6 @@
 import { Body, ConflictException, Controller, Injectable, Post } from '@nestjs/common';
 import { InjectDataSource, InjectRepository, TypeOrmModule, type TypeOrmModuleOptions } from '@nestjs/typeorm';
-import { Column, DataSource, type DataSourceOptions, Entity, EntityManager, PrimaryGeneratedColumn, Repository } from 'typeorm';
+import { DataSource, type DataSourceOptions, EntityManager, Repository } from 'typeorm';
 import {
   ConnectionAcquisitionError,
   type GuardMode,
@@ -12,24 +12,17 @@ import {
 } from '../../lib';
 // What users import as 'nestjs-request-transaction/testing' (jest maps that name here too; tsc does not).
 import { ConnectionAudit, rollbackPerTest, singleConnectionPool, type TestTransaction } from '../../lib/testing';
-import { createApp, type TestApp } from '../support/app';
+import { createApp, type CreateAppOptions, type TestApp } from '../support/app';
 import { mariadbThreadIds } from '../support/app-connections';
+import { ErrorRecorder, recordingFilterProviders, siteAt } from '../support/bug-zoo';
 import { type Engine, engines, typeormOptions } from '../support/databases';
+import { Item, tableOf } from '../support/entities';
 import { postJson } from '../support/http';
 import { expectNothingLeaked, poolStats } from '../support/leaks';
-import { type MariadbObserver, observer, type Observer, type PostgresObserver } from '../support/observer';
-import { ErrorRecorder, recordingFilterProviders, siteAt } from '../support/bug-zoo';
+import { type MariadbObserver, type PostgresObserver } from '../support/observer';
+import { suiteApp, suiteObserver } from '../support/suite';
 
-const TABLE = 'testkit_items';
-
-@Entity(TABLE)
-class KitItem {
-  @PrimaryGeneratedColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 100 })
-  label!: string;
-}
+const TABLE = tableOf(Item);
 
 interface LabelBody {
   label: string;
@@ -38,9 +31,9 @@ interface LabelBody {
 @Injectable()
 class KitService {
   constructor(
-    @InjectTxRepository(KitItem) private readonly items: Repository<KitItem>,
+    @InjectTxRepository(Item) private readonly items: Repository<Item>,
     @InjectDataSource() private readonly dataSource: DataSource,
-    @InjectRepository(KitItem) private readonly plainItems: Repository<KitItem>,
+    @InjectRepository(Item) private readonly plainItems: Repository<Item>,
   ) {}
 
   async create(label: string): Promise<{ id: number }> {
@@ -50,7 +43,7 @@ class KitService {
 
   /** The bug: the count runs on a second pooled connection while the request holds one. */
   async createAndCount(tx: EntityManager, label: string): Promise<{ total: number }> {
-    await tx.insert(KitItem, { label });
+    await tx.insert(Item, { label });
     const [row] = await this.dataSource.query(`SELECT COUNT(*) AS n FROM ${TABLE}`); // kit:nested-query
     return { total: Number(row.n) };
   }
@@ -58,7 +51,7 @@ class KitService {
   /** Half converted: a plain read while the request holds nothing, a write in it, a plain read while it holds one. */
   async readWriteRead(tx: EntityManager, label: string): Promise<{ before: number; after: number }> {
     const before = await this.plainItems.count(); // kit:read-before
-    await tx.insert(KitItem, { label });
+    await tx.insert(Item, { label });
     const after = await this.plainItems.count(); // kit:read-after-write
     return { before, after };
   }
@@ -95,38 +88,28 @@ class KitController {
 }
 
 describe.each(engines)('the testing kit on $name', (engine: Engine) => {
-  let db: Observer;
+  const db = suiteObserver(engine);
   const labels = async () => (await db.query<{ label: string }>(`SELECT label FROM ${TABLE} ORDER BY label`)).map((r) => r.label);
 
-  beforeAll(async () => {
-    db = await observer(engine);
-  });
-
-  afterAll(async () => {
-    await db?.close();
-  });
-
-  async function startApp(typeorm: ReturnType<typeof typeormOptions>, guard: GuardMode): Promise<TestApp> {
-    const testApp = await createApp({
+  function kitApp(typeorm: ReturnType<typeof typeormOptions>, guard: GuardMode): CreateAppOptions {
+    return {
       adapter: 'express',
       imports: [
         TypeOrmModule.forRoot(typeorm),
         TransactionalModule.forRoot({ guard }),
-        TransactionalModule.forFeature([KitItem]),
-        TypeOrmModule.forFeature([KitItem]),
+        TransactionalModule.forFeature([Item]),
+        TypeOrmModule.forFeature([Item]),
       ],
       controllers: [KitController],
       providers: [KitService, ...recordingFilterProviders],
-    });
-    await db.query(`DELETE FROM ${TABLE}`);
-    return testApp;
+    };
   }
 
   describe('singleConnectionPool()', () => {
     const poolKey = engine.name === 'postgres' ? 'max' : 'connectionLimit';
 
     it('sets a pool of one connection and the acquisition timeout, keeping the other options', () => {
-      const options = typeormOptions(engine, { poolSize: 10, applicationName: 'kit-options', entities: [KitItem] });
+      const options = typeormOptions(engine, { poolSize: 10, applicationName: 'kit-options', entities: [Item] });
 
       const single = singleConnectionPool(options, { acquireTimeoutMs: 750 });
       const byDefault = singleConnectionPool(options);
@@ -143,7 +126,7 @@ describe.each(engines)('the testing kit on $name', (engine: Engine) => {
       const options = typeormOptions(engine, {
         poolSize: 10,
         applicationName: 'kit-options',
-        entities: [KitItem],
+        entities: [Item],
         extra: { [poolKey]: 10 },
       });
 
@@ -153,13 +136,13 @@ describe.each(engines)('the testing kit on $name', (engine: Engine) => {
 
     it('takes what a forRootAsync() factory returns (TypeOrmModuleOptions) as well as DataSourceOptions', () => {
       const moduleOptions: TypeOrmModuleOptions = {
-        ...typeormOptions(engine, { poolSize: 10, applicationName: 'kit-options', entities: [KitItem] }),
+        ...typeormOptions(engine, { poolSize: 10, applicationName: 'kit-options', entities: [Item] }),
         retryAttempts: 0,
       };
       const dataSourceOptions: DataSourceOptions = typeormOptions(engine, {
         poolSize: 10,
         applicationName: 'kit-options',
-        entities: [KitItem],
+        entities: [Item],
       });
 
       const fromModule: TypeOrmModuleOptions = singleConnectionPool(moduleOptions);
@@ -177,7 +160,7 @@ describe.each(engines)('the testing kit on $name', (engine: Engine) => {
         ),
       );
       expect(() => singleConnectionPool({ retryAttempts: 0 })).toThrow(/unsupported data source type undefined/);
-      const options = typeormOptions(engine, { poolSize: 10, applicationName: 'kit-options', entities: [KitItem] });
+      const options = typeormOptions(engine, { poolSize: 10, applicationName: 'kit-options', entities: [Item] });
       expect(() => singleConnectionPool({ ...options, replication: { master: {}, slaves: [] } } as typeof options)).toThrow(
         /^singleConnectionPool\(\): the options set replication, and TypeORM opens a pool per server then/,
       );
@@ -185,7 +168,7 @@ describe.each(engines)('the testing kit on $name', (engine: Engine) => {
 
     it('fails at bootstrap when the pool size is set again after singleConnectionPool()', async () => {
       const options = singleConnectionPool(
-        typeormOptions(engine, { poolSize: 1, applicationName: 'kit-reset', entities: [KitItem] }),
+        typeormOptions(engine, { poolSize: 1, applicationName: 'kit-reset', entities: [Item] }),
       );
       let built: DataSource | undefined;
 
@@ -217,17 +200,18 @@ describe.each(engines)('the testing kit on $name', (engine: Engine) => {
 
     describe('on options that set a pool of 10 (poolSize and extra)', () => {
       const applicationName = 'kit-single-of-ten';
-      let testApp: TestApp;
+      const testApp = suiteApp(db, {
+        applicationName,
+        tables: [Item],
+        app: () => {
+          const options = typeormOptions(engine, { poolSize: 10, applicationName, entities: [Item], extra: { [poolKey]: 10 } });
+          return kitApp(singleConnectionPool(options, { acquireTimeoutMs: 20_000 }), 'throw');
+        },
+      });
       let dataSource: DataSource;
 
-      beforeAll(async () => {
-        const options = typeormOptions(engine, { poolSize: 10, applicationName, entities: [KitItem], extra: { [poolKey]: 10 } });
-        testApp = await startApp(singleConnectionPool(options, { acquireTimeoutMs: 20_000 }), 'throw');
-        dataSource = testApp.app.get(DataSource);
-      });
-
-      afterAll(async () => {
-        await testApp?.close();
+      beforeAll(() => {
+        dataSource = testApp.dataSource;
       });
 
       it('serves 24 concurrent requests on one connection: the server sees one connection of the app', async () => {
@@ -253,19 +237,20 @@ describe.each(engines)('the testing kit on $name', (engine: Engine) => {
     describe("when a request takes a second connection and the guard is 'off'", () => {
       const applicationName = 'kit-single-pool';
       const acquireTimeoutMs = 500;
-      let testApp: TestApp;
+      const testApp = suiteApp(db, {
+        applicationName,
+        tables: [Item],
+        app: () => {
+          const options = typeormOptions(engine, { poolSize: 10, applicationName, entities: [Item] });
+          return kitApp(singleConnectionPool(options, { acquireTimeoutMs }), 'off');
+        },
+      });
       let dataSource: DataSource;
       let recorder: ErrorRecorder;
 
-      beforeAll(async () => {
-        const options = typeormOptions(engine, { poolSize: 10, applicationName, entities: [KitItem] });
-        testApp = await startApp(singleConnectionPool(options, { acquireTimeoutMs }), 'off');
-        dataSource = testApp.app.get(DataSource);
-        recorder = testApp.app.get(ErrorRecorder);
-      });
-
-      afterAll(async () => {
-        await testApp?.close();
+      beforeAll(() => {
+        dataSource = testApp.dataSource;
+        recorder = testApp.get(ErrorRecorder);
       });
 
       it('fails the request with the acquisition-timeout error instead of hanging, and recovers', async () => {
@@ -298,27 +283,26 @@ describe.each(engines)('the testing kit on $name', (engine: Engine) => {
 
   describe("ConnectionAudit, on a pool of 2 in 'warn' mode", () => {
     const applicationName = 'kit-audit';
-    let testApp: TestApp;
     let dataSource: DataSource;
     let audit: ConnectionAudit;
 
-    beforeAll(async () => {
-      testApp = await startApp(typeormOptions(engine, { poolSize: 2, applicationName, entities: [KitItem] }), 'warn');
-      dataSource = testApp.app.get(DataSource);
+    // Before the app closes.
+    afterAll(() => {
+      audit?.detach();
+    });
+
+    const testApp = suiteApp(db, {
+      applicationName,
+      tables: [Item],
+      app: () => kitApp(typeormOptions(engine, { poolSize: 2, applicationName, entities: [Item] }), 'warn'),
+    });
+
+    beforeAll(() => {
+      dataSource = testApp.dataSource;
       audit = ConnectionAudit.attach(dataSource);
     });
 
     beforeEach(() => audit.reset());
-
-    afterEach(async () => {
-      await expectNothingLeaked({ dataSource, db, applicationName });
-      await db.query(`DELETE FROM ${TABLE}`);
-    });
-
-    afterAll(async () => {
-      audit?.detach();
-      await testApp?.close();
-    });
 
     it('records one acquisition per unit of work for correct routes, and assertOneConnectionPerUnit() passes', async () => {
       const responses = await Promise.all(
@@ -431,7 +415,11 @@ describe.each(engines)('the testing kit on $name', (engine: Engine) => {
 
   describe('rollbackPerTest()', () => {
     const applicationName = 'kit-rollback';
-    let testApp: TestApp;
+    // No `tables`: emptied once, after start-up. Emptied after each test, they would hide rows a rollback left.
+    const testApp = suiteApp(db, {
+      applicationName,
+      app: () => kitApp(typeormOptions(engine, { poolSize: 1, applicationName, entities: [Item] }), 'throw'),
+    });
     let dataSource: DataSource;
     let recorder: ErrorRecorder;
     let kit: TestTransaction;
@@ -439,21 +427,17 @@ describe.each(engines)('the testing kit on $name', (engine: Engine) => {
       (await dataSource.query<Array<{ label: string }>>(`SELECT label FROM ${TABLE} ORDER BY label`)).map((r) => r.label);
 
     beforeAll(async () => {
-      testApp = await startApp(typeormOptions(engine, { poolSize: 1, applicationName, entities: [KitItem] }), 'throw');
-      dataSource = testApp.app.get(DataSource);
-      recorder = testApp.app.get(ErrorRecorder);
+      dataSource = testApp.dataSource;
+      recorder = testApp.get(ErrorRecorder);
       kit = rollbackPerTest(testApp.app);
-    });
-
-    afterAll(async () => {
-      await testApp?.close();
+      await db.query(`DELETE FROM ${TABLE}`);
     });
 
     describe('in tests wrapped in begin() and rollback()', () => {
       beforeEach(() => kit.begin());
+      // Then the leak check of suiteApp().
       afterEach(() => kit.rollback());
-      afterEach(async () => {
-        await expectNothingLeaked({ dataSource, db, applicationName });
+      afterEach(() => {
         recorder.clear();
       });
 
@@ -502,16 +486,15 @@ describe.each(engines)('the testing kit on $name', (engine: Engine) => {
 
   describe('rollbackPerTest(() => app), called at describe level before the app exists', () => {
     const applicationName = 'kit-rollback-getter';
-    let testApp: TestApp;
     const kit = rollbackPerTest(() => testApp.app);
-
-    beforeAll(async () => {
-      testApp = await startApp(typeormOptions(engine, { poolSize: 1, applicationName, entities: [KitItem] }), 'throw');
-    });
     beforeEach(() => kit.begin());
+    // Before the leak check of suiteApp() (hooks of one describe run in the order they are declared).
     afterEach(() => kit.rollback());
-    afterAll(async () => {
-      await testApp?.close();
+
+    const testApp = suiteApp(db, {
+      applicationName,
+      tables: [Item],
+      app: () => kitApp(typeormOptions(engine, { poolSize: 1, applicationName, entities: [Item] }), 'throw'),
     });
 
     it("runs the test's requests in its transaction, which nobody outside sees", async () => {

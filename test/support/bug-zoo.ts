@@ -5,10 +5,9 @@
  * 'off'), plus the exception recorder and pool-acquisition counter those suites and testing-kit.e2e-spec.ts
  * use. Latches, recording loggers, the POST helper and the leak check are in test/support/.
  *
- * The services are defined by `defineZoo(table)` so that each suite gets its own table. The lines
- * marked `// zoo:…` are the ones the guard's messages must point at: tests look them up with `lineOf()`.
+ * The services are defined by `defineZoo()`, on the ZooItem entity of entities.ts. The lines marked
+ * `// zoo:…` are the ones the guard's messages must point at: tests look them up with `lineOf()`.
  */
-import { readFileSync } from 'node:fs';
 import {
   type ArgumentsHost,
   Body,
@@ -24,9 +23,13 @@ import {
 } from '@nestjs/common';
 import { APP_FILTER, HttpAdapterHost } from '@nestjs/core';
 import { InjectDataSource, InjectEntityManager, InjectRepository, TypeOrmModule } from '@nestjs/typeorm';
+import { readFileSync } from 'node:fs';
 import type { Readable } from 'node:stream';
-import { Column, DataSource, Entity, EntityManager, Like, PrimaryGeneratedColumn, Repository } from 'typeorm';
+import { DataSource, EntityManager, Like, Repository } from 'typeorm';
 import { InjectTxRepository, TransactionalModule, TransactionHost, Tx } from '../../lib';
+import { tableOf, ZooItem } from './entities';
+
+const ZOO_ITEMS = tableOf(ZooItem);
 
 // ---------------------------------------------------------------------------------------------
 // The zoo
@@ -155,49 +158,25 @@ export const ZOO_BUGS: readonly ZooBug[] = [
   },
 ];
 
-/** The row shape the zoo's services write. */
-export interface ZooRow {
-  id: number;
-  label: string;
-  kind: string;
-  note: string | null;
-}
-
 /** What `defineZoo()` gives a suite. */
 export interface Zoo {
-  /** The entity class (table of the suite). */
-  ZooItem: new () => ZooRow;
   imports: DynamicModule[];
   controllers: Array<Type<unknown>>;
   providers: Provider[];
 }
 
 /**
- * The zoo's entity, services and controllers on table `table`. Import `imports` and list
- * `controllers` and `providers` in the app, beside `TypeOrmModule.forRoot()` and `TransactionalModule.forRoot()`.
+ * The zoo's services and controllers, on the ZooItem entity. Import `imports` and list `controllers` and
+ * `providers` in the app, beside `TypeOrmModule.forRoot()` (with ZooItem among its entities) and
+ * `TransactionalModule.forRoot()`.
  */
-export function defineZoo(table: string): Zoo {
-  @Entity(table)
-  class ZooItem {
-    @PrimaryGeneratedColumn()
-    id!: number;
-
-    @Column({ type: 'varchar', length: 100 })
-    label!: string;
-
-    @Column({ type: 'varchar', length: 40 })
-    kind!: string;
-
-    @Column({ type: 'varchar', length: 40, nullable: true })
-    note!: string | null;
-  }
-
+export function defineZoo(): Zoo {
   /** Rows of one query, pulled one at a time while the query stays open (pgx's `rows.Next()`). */
   async function* openRows(tx: EntityManager, label: string): AsyncGenerator<{ id: number; label: string }> {
     if (tx.connection.options.type === 'postgres') {
       // TypeORM streams on PostgreSQL need pg-query-stream; a server-side cursor holds the
       // connection the same way: the query stays open until its last row is read.
-      await tx.query(`DECLARE zoo_rows NO SCROLL CURSOR FOR SELECT id, label FROM ${table} WHERE label LIKE $1 ORDER BY id`, [
+      await tx.query(`DECLARE zoo_rows NO SCROLL CURSOR FOR SELECT id, label FROM ${ZOO_ITEMS} WHERE label LIKE $1 ORDER BY id`, [
         `${label}#%`,
       ]);
       try {
@@ -287,7 +266,7 @@ export function defineZoo(table: string): Zoo {
       }));
       await tx.insert(ZooItem, entries); // zoo:nested-iteration-holds
       const seen: number[] = [];
-      const count = `SELECT COUNT(*) AS n FROM ${table} WHERE label = ${param(this.dataSource)}`;
+      const count = `SELECT COUNT(*) AS n FROM ${ZOO_ITEMS} WHERE label = ${param(this.dataSource)}`;
       for await (const row of openRows(tx, label)) {
         seen.push(countOf(await this.dataSource.query(count, [row.label]))); // zoo:nested-iteration-bug
       }
@@ -310,7 +289,7 @@ export function defineZoo(table: string): Zoo {
       const seen: number[] = [];
       for (const row of rows) {
         seen.push(
-          countOf(await tx.query(`SELECT COUNT(*) AS n FROM ${table} WHERE label = ${param(tx.connection)}`, [row.label])),
+          countOf(await tx.query(`SELECT COUNT(*) AS n FROM ${ZOO_ITEMS} WHERE label = ${param(tx.connection)}`, [row.label])),
         );
       }
       await tx.update(ZooItem, { label: Like(`${label}#%`) }, { note: `seen ${seen.join(',')}` });
@@ -326,7 +305,7 @@ export function defineZoo(table: string): Zoo {
 
     async create(tx: EntityManager, label: string): Promise<ZooAnswer> {
       await tx.insert(ZooItem, { label, kind: 'data-source-query' }); // zoo:data-source-query-holds
-      const rows = await this.dataSource.query(`SELECT COUNT(*) AS n FROM ${table} WHERE kind = 'data-source-query'`); // zoo:data-source-query-bug
+      const rows = await this.dataSource.query(`SELECT COUNT(*) AS n FROM ${ZOO_ITEMS} WHERE kind = 'data-source-query'`); // zoo:data-source-query-bug
       return { total: countOf(rows) };
     }
   }
@@ -335,7 +314,7 @@ export function defineZoo(table: string): Zoo {
   class FixedRawReportService {
     async create(tx: EntityManager, label: string): Promise<ZooAnswer> {
       await tx.insert(ZooItem, { label, kind: 'data-source-query' });
-      const rows = await tx.query(`SELECT COUNT(*) AS n FROM ${table} WHERE kind = 'data-source-query'`);
+      const rows = await tx.query(`SELECT COUNT(*) AS n FROM ${ZOO_ITEMS} WHERE kind = 'data-source-query'`);
       return { total: countOf(rows) };
     }
   }
@@ -400,7 +379,7 @@ export function defineZoo(table: string): Zoo {
       const runner = this.dataSource.createQueryRunner();
       await runner.connect(); // zoo:query-runner-bug
       try {
-        return { total: countOf(await runner.query(`SELECT COUNT(*) AS n FROM ${table} WHERE kind = 'query-runner'`)) };
+        return { total: countOf(await runner.query(`SELECT COUNT(*) AS n FROM ${ZOO_ITEMS} WHERE kind = 'query-runner'`)) };
       } finally {
         await runner.release();
       }
@@ -412,7 +391,9 @@ export function defineZoo(table: string): Zoo {
     async create(tx: EntityManager, label: string): Promise<ZooAnswer> {
       await tx.insert(ZooItem, { label, kind: 'query-runner' });
       // The unit of work's own query runner: already the request's connection.
-      return { total: countOf(await tx.queryRunner!.query(`SELECT COUNT(*) AS n FROM ${table} WHERE kind = 'query-runner'`)) };
+      return {
+        total: countOf(await tx.queryRunner!.query(`SELECT COUNT(*) AS n FROM ${ZOO_ITEMS} WHERE kind = 'query-runner'`)),
+      };
     }
   }
 
@@ -513,7 +494,6 @@ export function defineZoo(table: string): Zoo {
   }
 
   return {
-    ZooItem,
     imports: [TypeOrmModule.forFeature([ZooItem]), TransactionalModule.forFeature([ZooItem])],
     controllers: [ZooController, FixedController],
     providers: [
