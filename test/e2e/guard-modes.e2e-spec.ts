@@ -1,16 +1,6 @@
 import { Body, ConflictException, Controller, Injectable, type OnModuleInit, Post } from '@nestjs/common';
 import { InjectDataSource, InjectRepository, TypeOrmModule } from '@nestjs/typeorm';
-import {
-  Column,
-  DataSource,
-  Entity,
-  EntityManager,
-  JoinColumn,
-  ManyToOne,
-  OneToMany,
-  PrimaryGeneratedColumn,
-  Repository,
-} from 'typeorm';
+import { DataSource, EntityManager, Repository } from 'typeorm';
 import {
   type GuardMode,
   NestedConnectionError,
@@ -32,44 +22,11 @@ import {
   type ZooBug,
 } from '../support/bug-zoo';
 import { engines, typeormOptions } from '../support/databases';
-import { AuditEntry, tableOf, ZooItem } from '../support/entities';
+import { AuditEntry, Order, OrderLine, tableOf, ZooItem } from '../support/entities';
 import { postJson } from '../support/http';
 import { latch } from '../support/latch';
 import { RecordingNestLogger } from '../support/recording-loggers';
 import { suiteApp, suiteObserver } from '../support/suite';
-
-// TODO(fixtures): use Order and OrderLine of entities.ts once its OrderLine saves by cascade. There, the explicit
-// `orderId` column beside the lazy `order` relation makes TypeORM insert a cascaded line with orderId NULL (it reads
-// the foreign key from the column's property, undefined, not from the lazy relation). These two are the same tables,
-// with the same schema, minus that column property.
-
-/** An order, saved with its lines by cascade. */
-@Entity('orders')
-class Order {
-  @PrimaryGeneratedColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 100 })
-  label!: string;
-
-  @OneToMany(() => OrderLine, (line) => line.order, { cascade: true })
-  lines!: OrderLine[];
-}
-
-/** A line of an {@link Order}. Its label is unique: a line whose label is taken fails in the database. */
-@Entity('order_lines')
-class OrderLine {
-  @PrimaryGeneratedColumn()
-  id!: number;
-
-  @Column({ type: 'varchar', length: 100, unique: true })
-  label!: string;
-
-  /** Lazy: loading it later runs a query TypeORM issues on its own. */
-  @ManyToOne(() => Order, (order) => order.lines, { lazy: true, onDelete: 'CASCADE' })
-  @JoinColumn({ name: 'orderId' })
-  order!: Promise<Order>;
-}
 
 const ITEMS = tableOf(ZooItem);
 const ORDERS = tableOf(Order);

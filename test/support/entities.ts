@@ -14,6 +14,7 @@ import {
   OneToMany,
   PrimaryColumn,
   PrimaryGeneratedColumn,
+  RelationId,
 } from 'typeorm';
 
 /** A row with a label: what most suites write and read back. */
@@ -132,13 +133,17 @@ export class OrderLine {
   @Column({ type: 'varchar', length: 100, unique: true })
   label!: string;
 
-  @Column({ type: 'int', nullable: true })
-  orderId!: number | null;
-
-  /** Lazy: loading it later runs a query TypeORM issues on its own. */
+  /**
+   * Lazy: loading it later runs a query TypeORM issues on its own. Set it to `Promise.resolve(order)`; TypeORM
+   * ignores a plain `{ id }` given for a lazy relation (and a column property beside it breaks cascade saves).
+   */
   @ManyToOne(() => Order, (order) => order.lines, { lazy: true, onDelete: 'CASCADE' })
   @JoinColumn({ name: 'orderId' })
   order!: Promise<Order>;
+
+  /** The order's id, read with the line (never written through this property). */
+  @RelationId((line: OrderLine) => line.order)
+  readonly orderId?: number;
 }
 
 /** A marker a request writes in its batch, then reads back with every marker of the batch it can see. */
@@ -223,6 +228,6 @@ export class ModelBallast {
 /** The table of `entity`, as its `@Entity()` names it. */
 export function tableOf(entity: abstract new (...args: never[]) => unknown): string {
   const table = getMetadataArgsStorage().tables.find((args) => args.target === entity);
-  if (typeof table?.name !== 'string') throw new Error(`${entity.name} is not an entity of test/support/entities.ts`);
+  if (typeof table?.name !== 'string') throw new Error(`${entity.name} names no table in its @Entity()`);
   return table.name;
 }

@@ -85,7 +85,7 @@ export class OrdersResolver {
   @Mutation(() => OrderModel)
   async createOrder(@Args('label') label: string, @Args('line') line: string, @Tx() tx: EntityManager): Promise<OrderModel> {
     const order = await tx.save(Order, { label });
-    await tx.save(OrderLine, { orderId: order.id, label: line });
+    await tx.save(Object.assign(tx.create(OrderLine, { label: line }), { order: Promise.resolve(order) }));
     return order;
   }
 
@@ -107,14 +107,14 @@ export class OrdersResolver {
 
   @ResolveField(() => [LineModel])
   lines(@Parent() order: OrderModel): Promise<LineModel[]> {
-    return this.lineRepository.findBy({ orderId: order.id });
+    return this.lineRepository.findBy({ order: { id: order.id } });
   }
 
   /** Lines through a DataLoader of the operation: one SELECT for the lines of every order in the result. */
   @ResolveField(() => [LineModel])
   batchedLines(@Parent() order: OrderModel, @Context() context: { lineLoader?: DataLoader<number, LineModel[]> }) {
     context.lineLoader ??= new DataLoader(async (orderIds: readonly number[]) => {
-      const lines = await this.lineRepository.findBy({ orderId: In([...orderIds]) });
+      const lines = await this.lineRepository.findBy({ order: { id: In([...orderIds]) } });
       return orderIds.map((id) => lines.filter((line) => line.orderId === id));
     });
     return context.lineLoader.load(order.id);
@@ -129,6 +129,6 @@ export class OrdersResolver {
   /** The bug the guard catches: a plain repository, a second pooled connection. */
   @ResolveField(() => [LineModel])
   plainLines(@Parent() order: OrderModel): Promise<LineModel[]> {
-    return this.plainLineRepository.findBy({ orderId: order.id });
+    return this.plainLineRepository.findBy({ order: { id: order.id } });
   }
 }
