@@ -26,6 +26,9 @@ const config: Config = {
   // set their own, generous timeouts: on a machine whose cores are busy they take many times longer,
   // and no test asserts speed. The waits inside tests (test/support/wait-for.ts) stay below this one.
   testTimeout: 30_000,
+  // The suites share their tables (test/support/entities.ts) and count the connections of their database:
+  // one suite at a time, also when Jest is run without --runInBand.
+  maxWorkers: 1,
   // Once in a few full runs a MariaDB connection of the suites stayed open after the last test (idle,
   // not found yet), and Jest waited for it forever: a finished run must end, so CI cannot hang on it.
   // Each test still checks that its app leaked nothing (test/support/leaks.ts).
