@@ -13,8 +13,8 @@ import { TypeOrmModule } from '@nestjs/typeorm';
 import { type EntityManager } from 'typeorm';
 import { Transactional, TransactionalModule, TransactionHost, Tx } from '../../lib/index';
 import { mariadbTransactionsOfApp } from '../support/app-connections';
-import { INNODB_TRX_POLL, sleepSql } from '../support/connections';
-import { type EngineName, engines, QUEUED_ACQUIRE_TIMEOUT_MS, typeormOptions } from '../support/databases';
+import { engineNameOf, INNODB_TRX_POLL, sleepSql } from '../support/connections';
+import { engines, QUEUED_ACQUIRE_TIMEOUT_MS, typeormOptions } from '../support/databases';
 import { Item, tableOf } from '../support/entities';
 import { type ErrorBody, ErrorBodyFilter } from '../support/error-body-filter';
 import { postJson, type Reply } from '../support/http';
@@ -40,10 +40,6 @@ const LOCK_TIMEOUT_MS = { postgres: 200, mariadb: 1000 } as const;
 /** Jest timeout of a test: two dozen requests take turns on two connections, each for up to a second. */
 const TEST_TIMEOUT_MS = 2 * QUEUED_ACQUIRE_TIMEOUT_MS;
 
-function engineOf(tx: EntityManager): EngineName {
-  return tx.dataSource.options.type === 'postgres' ? 'postgres' : 'mariadb';
-}
-
 /** `SELECT … FOR UPDATE` of the locked row, by primary key (a record lock only, no gap lock). */
 function lockLockedRow(): string {
   return `SELECT id FROM ${TABLE} WHERE id = ${LOCKED_ID} FOR UPDATE`;
@@ -56,7 +52,7 @@ class TimeoutsController {
   @Transactional({ timeoutMs: TIMEOUT_MS })
   async slowStatement(@Body() body: { label: string }, @Tx() tx: EntityManager) {
     await tx.insert(Item, { label: body.label });
-    await tx.query(sleepSql(engineOf(tx), 10));
+    await tx.query(sleepSql(engineNameOf(tx), 10));
     return { label: body.label };
   }
 
@@ -72,7 +68,7 @@ class TimeoutsController {
   /** Writes, then waits for the locked row with the database's lock wait timeout; no timeoutMs. */
   @Post('lock-timeout')
   async lockTimeout(@Body() body: { label: string }, @Tx() tx: EntityManager) {
-    const engine = engineOf(tx);
+    const engine = engineNameOf(tx);
     if (engine === 'postgres') await tx.query(`SET LOCAL lock_timeout = ${LOCK_TIMEOUT_MS.postgres}`);
     await tx.insert(Item, { label: body.label });
     await tx.query(
@@ -86,7 +82,7 @@ class TimeoutsController {
   /** Writes, then locks the row (now free) and reports the timeouts its transaction runs with. */
   @Post('plain')
   async plain(@Body() body: { label: string }, @Tx() tx: EntityManager) {
-    const engine = engineOf(tx);
+    const engine = engineNameOf(tx);
     await tx.insert(Item, { label: body.label });
     await tx.query(lockLockedRow());
     const [settings] = await tx.query<Array<{ lock: unknown; statement: unknown }>>(

@@ -33,7 +33,7 @@ import { BaseExceptionFilter, HttpAdapterHost } from '@nestjs/core';
 import { InjectRepository, TypeOrmModule } from '@nestjs/typeorm';
 import type { ServerResponse } from 'node:http';
 import { concatMap, from, Observable, of } from 'rxjs';
-import { type EntityManager, type EntitySubscriberInterface, EventSubscriber, type Repository } from 'typeorm';
+import { type EntityManager, type Repository } from 'typeorm';
 import {
   NoTransactionError,
   Transactional,
@@ -45,6 +45,7 @@ import {
 } from '../../lib/index';
 import { ConnectionAudit } from '../../lib/testing/index';
 import { adapters } from '../support/app';
+import { armCommitGate, CommitGate, commitGate } from '../support/commit-gate';
 import { connectionIdOf, INNODB_TRX_POLL, inTransaction } from '../support/connections';
 import { engines, typeormOptions } from '../support/databases';
 import { Item, tableOf } from '../support/entities';
@@ -61,28 +62,6 @@ const ITEMS = tableOf(Item);
 
 /** Not an entity: created with raw SQL, for its deferred constraint (PostgreSQL only). */
 const DEFERRED_TABLE = 'lifecycle_deferred';
-
-/**
- * Holds the next COMMIT the app sends, once armed: TypeORM awaits `beforeTransactionCommit` of every
- * subscriber before it sends COMMIT. Module-level because TypeORM, not Nest, creates subscribers.
- */
-const commitGate = { armed: false, reached: latch(), release: latch() };
-
-@EventSubscriber()
-class CommitGate implements EntitySubscriberInterface {
-  async beforeTransactionCommit(): Promise<void> {
-    if (!commitGate.armed) return;
-    commitGate.armed = false;
-    commitGate.reached.resolve();
-    await commitGate.release.promise;
-  }
-}
-
-/** Arms {@link commitGate} for the next COMMIT. */
-function armCommitGate(): void {
-  commitGate.release.resolve();
-  Object.assign(commitGate, { armed: true, reached: latch(), release: latch() });
-}
 
 /** What the handlers report to the test, and the latches the test holds them with. */
 @Injectable()

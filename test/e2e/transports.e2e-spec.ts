@@ -35,10 +35,11 @@ import {
 } from '@nestjs/websockets';
 import type { AddressInfo, Server } from 'node:net';
 import { concatMap, firstValueFrom, from, type Observable, throwError } from 'rxjs';
-import { DataSource, type EntityManager, type EntitySubscriberInterface, EventSubscriber } from 'typeorm';
+import { DataSource, type EntityManager } from 'typeorm';
 import WebSocket from 'ws';
 import { TransactionalModule, TransactionHost, TransactionInterceptor, Tx } from '../../lib';
 import { createApp } from '../support/app';
+import { armCommitGate, CommitGate, commitGate } from '../support/commit-gate';
 import { engines, typeormOptions } from '../support/databases';
 import { Item, tableOf } from '../support/entities';
 import { latch, type Latch } from '../support/latch';
@@ -48,27 +49,6 @@ import { labelsIn } from '../support/rows';
 import { suiteApp, suiteObserver } from '../support/suite';
 
 const TABLE = tableOf(Item);
-
-/**
- * Holds the next COMMIT once armed: TypeORM awaits `beforeTransactionCommit` of every subscriber
- * before it sends COMMIT. Module-level because TypeORM, not Nest, creates subscribers.
- */
-const commitGate = { armed: false, reached: latch(), release: latch() };
-
-@EventSubscriber()
-class CommitGate implements EntitySubscriberInterface {
-  async beforeTransactionCommit(): Promise<void> {
-    if (!commitGate.armed) return;
-    commitGate.armed = false;
-    commitGate.reached.resolve();
-    await commitGate.release.promise;
-  }
-}
-
-function armCommitGate(): void {
-  commitGate.release.resolve();
-  Object.assign(commitGate, { armed: true, reached: latch(), release: latch() });
-}
 
 interface Message {
   label: string;
